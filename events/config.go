@@ -1,0 +1,183 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Config is how every Countersign process reaches Kafka.
+type Config struct {
+	// Brokers is the bootstrap server list, comma-separated (KAFKA_BROKERS).
+	// Required.
+	Brokers string
+
+	// Partitions is the partition count of topics created when missing
+	// (KAFKA_TOPIC_PARTITIONS, default 3). It bounds how many consumers of
+	// one group can share the work; existing topics are never changed.
+	Partitions int
+
+	// ReplicationFactor of topics created when missing
+	// (KAFKA_TOPIC_REPLICATION_FACTOR, default -1: the broker's
+	// default.replication.factor).
+	ReplicationFactor int
+
+	// Client holds librdkafka properties passed through unchanged, for
+	// security and tuning: KAFKA_SECURITY_PROTOCOL becomes security.protocol,
+	// KAFKA_SASL_MECHANISMS sasl.mechanisms, KAFKA_SASL_USERNAME
+	// sasl.username, KAFKA_SASL_PASSWORD sasl.password, KAFKA_SSL_CA_LOCATION
+	// ssl.ca.location, and in general KAFKA_A_B_C becomes a.b.c. They are
+	// applied after Countersign's own settings, so an operator can override a
+	// tuning default (never the delivery guarantees: see guardedProperties).
+	Client map[string]string
+
+	// Logger receives librdkafka's own log lines and client errors.
+	// Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Environment variables read by ConfigFromEnv that are Countersign's own and
+// not librdkafka properties.
+const (
+	EnvBrokers           = "KAFKA_BROKERS"
+	EnvPartitions        = "KAFKA_TOPIC_PARTITIONS"
+	EnvReplicationFactor = "KAFKA_TOPIC_REPLICATION_FACTOR"
+)
+
+// ownEnv are KAFKA_* variables that are not librdkafka pass-through.
+var ownEnv = map[string]bool{
+	EnvBrokers: true, EnvPartitions: true, EnvReplicationFactor: true,
+	"KAFKA_TEST_BROKERS": true,
+}
+
+// guardedProperties carry the delivery guarantees the rest of the platform
+// relies on; the pass-through may not change them.
+var guardedProperties = map[string]bool{
+	"enable.idempotence": true, "acks": true, "request.required.acks": true,
+	"enable.auto.commit": true, "enable.auto.offset.store": true,
+	"group.id": true, "bootstrap.servers": true,
+	"go.logs.channel.enable": true, "go.delivery.reports": true,
+}
+
+// secretSuffixes mark properties whose values are never logged.
+var secretSuffixes = []string{"password", "secret", ".key.pem", "sasl.oauthbearer.config"}
+
+// ConfigFromEnv reads the Kafka configuration from environ (os.Environ()
+// form: "KEY=value").
+func ConfigFromEnv(environ []string) (Config, error) {
+	cfg := Config{Client: map[string]string{}}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "KAFKA_") || v == "" {
+			continue
+		}
+		switch k {
+		case EnvBrokers:
+			cfg.Brokers = strings.TrimSpace(v)
+		case EnvPartitions:
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 1 {
+				return cfg, fmt.Errorf("%s=%q: want a whole number ≥ 1", k, v)
+			}
+			cfg.Partitions = n
+		case EnvReplicationFactor:
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || (n < 1 && n != -1) {
+				return cfg, fmt.Errorf("%s=%q: want a whole number ≥ 1, or -1 for the broker's default", k, v)
+			}
+			cfg.ReplicationFactor = n
+		default:
+			if ownEnv[k] {
+				continue
+			}
+			cfg.Client[envToProperty(k)] = v
+		}
+	}
+	return cfg, nil
+}
+
+func envToProperty(k string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(k, "KAFKA_")), "_", ".")
+}
+
+func (c *Config) setDefaults() {
+	if c.Partitions == 0 {
+		c.Partitions = 3
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = -1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	if strings.TrimSpace(c.Brokers) == "" {
+		return errors.New("missing brokers: set " + EnvBrokers + " (host:port,...)")
+	}
+	if c.Partitions < 0 {
+		return fmt.Errorf("%s: want ≥ 1", EnvPartitions)
+	}
+	for k := range c.Client {
+		if guardedProperties[k] {
+			return fmt.Errorf("KAFKA_%s: %q is set by Countersign and cannot be overridden", strings.ToUpper(strings.ReplaceAll(k, ".", "_")), k)
+		}
+	}
+	return nil
+}
+
+// LogValue shows the configuration with secrets redacted.
+func (c Config) LogValue() slog.Value {
+	keys := make([]string, 0, len(c.Client))
+	for k := range c.Client {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	attrs := []slog.Attr{slog.String("brokers", c.Brokers)}
+	for _, k := range keys {
+		v := c.Client[k]
+		if isSecret(k) {
+			v = "[redacted]"
+		}
+		attrs = append(attrs, slog.String(k, v))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+func isSecret(property string) bool {
+	for _, s := range secretSuffixes {
+		if strings.HasSuffix(property, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// configMap builds a librdkafka configuration: base settings, then the
+// operator's pass-through, then the guarded settings.
+func (c Config) configMap(base, guarded kafka.ConfigMap) kafka.ConfigMap {
+	m := kafka.ConfigMap{
+		"bootstrap.servers":      c.Brokers,
+		"go.logs.channel.enable": true,
+		// librdkafka logs connection teardown of idle brokers at error level;
+		// it is routine, not an error.
+		"log.connection.close": false,
+	}
+	for k, v := range base {
+		m[k] = v
+	}
+	for k, v := range c.Client {
+		m[k] = v
+	}
+	for k, v := range guarded {
+		m[k] = v
+	}
+	return m
+}

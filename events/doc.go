@@ -1,0 +1,27 @@
+// Package events is Countersign's event contract and the Kafka layer under it.
+//
+// The event types in this package are the only thing the user API and its
+// subscribers share. Every event is a CloudEvents 1.0 document in structured
+// JSON mode: the Kafka record value is the whole JSON event, the record carries
+// the header "content-type: application/cloudevents+json", and the record key
+// is the normalized e-mail address, so all events of one address land in one
+// partition, in order.
+//
+// Delivery guarantees, which every implementation and every subscriber may rely on:
+//
+//   - Producer.Publish returns nil only after the broker acknowledged the record
+//     with acks=all on an idempotent producer. An error means the caller must
+//     treat the event as not published; it may still arrive (a timeout cannot
+//     tell), which is why subscribers dedupe on the event id.
+//   - A Subscriber delivers every record at least once. An offset is stored only
+//     after its handler returned nil or the record was written to the
+//     dead-letter topic "<group-id>.dlq"; stored offsets are committed every N
+//     handled records, on revocation, periodically while idle and on shutdown.
+//     A crash re-delivers at most what was handled since the last commit.
+//   - A handler error is retried with exponential backoff up to a limit; an
+//     error wrapped with Permanent, an exhausted retry budget and an
+//     undecodable record go to the dead-letter topic, and the partition moves on.
+//
+// The verification code never travels in plain text: it is sealed with
+// AES-256-GCM (see Keyring), bound to the user id and address.
+package events

@@ -1,0 +1,283 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Topics. They are part of the public contract: renaming one orphans every
+// subscriber, so they never change.
+const (
+	TopicUserAccountCreated  = "user_account_created"
+	TopicUserAccountVerified = "user_account_verified"
+)
+
+// Topics lists every topic the platform publishes to.
+var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified}
+
+// CloudEvents envelope constants.
+const (
+	SpecVersion     = "1.0"
+	Source          = "countersign/userapi"
+	DataContentType = "application/json"
+	// ContentType is the value of the Kafka "content-type" header of every
+	// record: CloudEvents structured mode.
+	ContentType = "application/cloudevents+json"
+	// HeaderContentType is the Kafka header that carries ContentType.
+	HeaderContentType = "content-type"
+)
+
+// Event is one CloudEvents 1.0 document. Data holds the type-specific payload;
+// use the typed accessors (UserAccountCreated, UserAccountVerified) to read it.
+type Event struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Time            time.Time       `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	Data            json.RawMessage `json:"data"`
+
+	// Key is the Kafka record key: the normalized e-mail address. It is not
+	// part of the JSON document.
+	Key string `json:"-"`
+}
+
+// SealedCode is a verification code sealed with AES-256-GCM by a Keyring.
+// Nonce and Ciphertext are standard base64 in JSON.
+type SealedCode struct {
+	KeyID      string `json:"key_id"`
+	Nonce      []byte `json:"nonce"`
+	Ciphertext []byte `json:"ciphertext"`
+}
+
+// UserAccountCreated is the data of a user_account_created event: a person
+// registered (or asked for a new code) and must be sent EncryptedCode.
+type UserAccountCreated struct {
+	UserID        string     `json:"user_id"`
+	Email         string     `json:"email"`
+	FirstName     string     `json:"first_name"`
+	LastName      string     `json:"last_name"`
+	ExpiresAt     time.Time  `json:"expires_at"`
+	EncryptedCode SealedCode `json:"encrypted_code"`
+}
+
+// UserAccountVerified is the data of a user_account_verified event: the person
+// proved they own the address.
+type UserAccountVerified struct {
+	UserID     string    `json:"user_id"`
+	Email      string    `json:"email"`
+	FirstName  string    `json:"first_name"`
+	LastName   string    `json:"last_name"`
+	VerifiedAt time.Time `json:"verified_at"`
+}
+
+// NormalizeEmail returns the canonical form of an address used as record key
+// and store key: trimmed and lower-cased.
+func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// NewUserAccountCreated builds a user_account_created event with a fresh id.
+func NewUserAccountCreated(d UserAccountCreated) (Event, error) {
+	d.Email = NormalizeEmail(d.Email)
+	d.ExpiresAt = d.ExpiresAt.UTC()
+	if err := d.validate(); err != nil {
+		return Event{}, err
+	}
+	return newEvent(TopicUserAccountCreated, d.Email, d)
+}
+
+// NewUserAccountVerified builds a user_account_verified event with a fresh id.
+func NewUserAccountVerified(d UserAccountVerified) (Event, error) {
+	d.Email = NormalizeEmail(d.Email)
+	d.VerifiedAt = d.VerifiedAt.UTC()
+	if err := d.validate(); err != nil {
+		return Event{}, err
+	}
+	return newEvent(TopicUserAccountVerified, d.Email, d)
+}
+
+func newEvent(typ, key string, data any) (Event, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s data: %w", typ, err)
+	}
+	return Event{
+		SpecVersion:     SpecVersion,
+		ID:              uuid.NewString(),
+		Source:          Source,
+		Type:            typ,
+		Time:            time.Now().UTC(),
+		DataContentType: DataContentType,
+		Data:            raw,
+		Key:             key,
+	}, nil
+}
+
+// Marshal returns the structured-mode JSON document of e.
+func (e Event) Marshal() ([]byte, error) {
+	e.Time = e.Time.UTC()
+	return json.Marshal(e)
+}
+
+// ErrInvalidEvent is matched (errors.Is) by every error Decode returns.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// DecodeError says why a record is not a valid event. It never quotes the
+// record, which may carry personal data.
+type DecodeError struct {
+	Reason string
+	Err    error
+}
+
+func (e *DecodeError) Error() string {
+	if e.Err != nil {
+		return "invalid event: " + e.Reason + ": " + e.Err.Error()
+	}
+	return "invalid event: " + e.Reason
+}
+
+func (e *DecodeError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrInvalidEvent, e.Err}
+	}
+	return []error{ErrInvalidEvent}
+}
+
+func invalid(format string, args ...any) error {
+	return &DecodeError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Decode parses and validates one structured-mode event: the envelope, the
+// type, and the required fields of its data. Any failure is a *DecodeError.
+func Decode(value []byte) (Event, error) {
+	var e Event
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if err := dec.Decode(&e); err != nil {
+		return Event{}, &DecodeError{Reason: "malformed JSON", Err: stripJSONValue(err)}
+	}
+	if dec.More() {
+		return Event{}, invalid("trailing data after the JSON document")
+	}
+	switch {
+	case e.SpecVersion != SpecVersion:
+		return Event{}, invalid("specversion %q is not %q", truncate(e.SpecVersion), SpecVersion)
+	case e.ID == "":
+		return Event{}, invalid("missing id")
+	case e.Source == "":
+		return Event{}, invalid("missing source")
+	case e.Time.IsZero():
+		return Event{}, invalid("missing time")
+	case len(e.Data) == 0 || string(e.Data) == "null":
+		return Event{}, invalid("missing data")
+	case e.DataContentType != "" && e.DataContentType != DataContentType:
+		return Event{}, invalid("datacontenttype %q is not %q", truncate(e.DataContentType), DataContentType)
+	}
+	var err error
+	switch e.Type {
+	case TopicUserAccountCreated:
+		_, err = e.UserAccountCreated()
+	case TopicUserAccountVerified:
+		_, err = e.UserAccountVerified()
+	case "":
+		err = invalid("missing type")
+	default:
+		err = invalid("unknown type %q", truncate(e.Type))
+	}
+	if err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// UserAccountCreated decodes and validates the data of a user_account_created event.
+func (e Event) UserAccountCreated() (UserAccountCreated, error) {
+	var d UserAccountCreated
+	if e.Type != TopicUserAccountCreated {
+		return d, invalid("type %q is not %q", truncate(e.Type), TopicUserAccountCreated)
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
+	}
+	return d, d.validate()
+}
+
+// UserAccountVerified decodes and validates the data of a user_account_verified event.
+func (e Event) UserAccountVerified() (UserAccountVerified, error) {
+	var d UserAccountVerified
+	if e.Type != TopicUserAccountVerified {
+		return d, invalid("type %q is not %q", truncate(e.Type), TopicUserAccountVerified)
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
+	}
+	return d, d.validate()
+}
+
+func (d UserAccountCreated) validate() error {
+	switch {
+	case d.UserID == "":
+		return invalid("data: missing user_id")
+	case d.Email == "":
+		return invalid("data: missing email")
+	case d.FirstName == "":
+		return invalid("data: missing first_name")
+	case d.LastName == "":
+		return invalid("data: missing last_name")
+	case d.ExpiresAt.IsZero():
+		return invalid("data: missing expires_at")
+	case d.EncryptedCode.KeyID == "":
+		return invalid("data: missing encrypted_code.key_id")
+	case len(d.EncryptedCode.Nonce) == 0:
+		return invalid("data: missing encrypted_code.nonce")
+	case len(d.EncryptedCode.Ciphertext) == 0:
+		return invalid("data: missing encrypted_code.ciphertext")
+	}
+	return nil
+}
+
+func (d UserAccountVerified) validate() error {
+	switch {
+	case d.UserID == "":
+		return invalid("data: missing user_id")
+	case d.Email == "":
+		return invalid("data: missing email")
+	case d.FirstName == "":
+		return invalid("data: missing first_name")
+	case d.LastName == "":
+		return invalid("data: missing last_name")
+	case d.VerifiedAt.IsZero():
+		return invalid("data: missing verified_at")
+	}
+	return nil
+}
+
+// stripJSONValue keeps encoding/json's position information but drops any
+// quoted input, which could carry personal data into logs and DLQ headers.
+func stripJSONValue(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("syntax error at offset %d", se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return errors.New("time is not RFC 3339")
+	}
+	return errors.New(strings.SplitN(err.Error(), ":", 2)[0])
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

@@ -1,0 +1,205 @@
+// Package eventstest gives tests a Kafka broker and ways to read topics back.
+//
+// Brokers returns KAFKA_TEST_BROKERS when it is set (a real cluster, as CI
+// runs with scripts/kafka-local) and otherwise starts an embedded broker for
+// the test. Tests that share a real cluster must not assume a topic holds
+// only their records: filter by key (UniqueEmail) and use UniqueGroup.
+package eventstest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/embedded"
+)
+
+// EnvBrokers names the variable that points the tests at a real cluster.
+const EnvBrokers = "KAFKA_TEST_BROKERS"
+
+// RealBroker reports whether the tests run against an outside cluster.
+func RealBroker() bool { return os.Getenv(EnvBrokers) != "" }
+
+// Brokers returns a bootstrap address for the test.
+func Brokers(tb testing.TB) string {
+	tb.Helper()
+	if b := os.Getenv(EnvBrokers); b != "" {
+		return b
+	}
+	return StartEmbedded(tb).Addr()
+}
+
+// StartEmbedded starts an embedded broker on a free loopback port, closed
+// when the test ends.
+func StartEmbedded(tb testing.TB) *embedded.Broker {
+	tb.Helper()
+	b, err := embedded.Start("127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("start embedded kafka: %v", err)
+	}
+	tb.Cleanup(b.Close)
+	return b
+}
+
+// Config returns an events.Config for brokers that logs warnings and errors
+// to the test log.
+func Config(tb testing.TB, brokers string) events.Config {
+	return events.Config{Brokers: brokers, Partitions: 3, Logger: Logger(tb)}
+}
+
+// Logger returns a logger writing to tb.Log, warnings and above.
+func Logger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Suffix returns a short random string for names unique to one test.
+func Suffix() string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// UniqueGroup returns a consumer group id no other test uses.
+func UniqueGroup(tb testing.TB) string {
+	return "test-" + sanitize(tb.Name()) + "-" + Suffix()
+}
+
+// UniqueTopic returns a topic name no other test uses.
+func UniqueTopic(tb testing.TB) string {
+	return "test." + sanitize(tb.Name()) + "." + Suffix()
+}
+
+// UniqueEmail returns an address no other test uses.
+func UniqueEmail(tb testing.TB) string {
+	return strings.ToLower(sanitize(tb.Name())) + "-" + Suffix() + "@example.com"
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			return r
+		}
+		return '-'
+	}, s)
+}
+
+// ReadTopic reads topic from the beginning (no consumer group) until it has
+// seen want records for which keep returns true (nil keeps all), or timeout.
+// It fails the test on timeout, reporting what it found.
+func ReadTopic(tb testing.TB, brokers, topic string, want int, timeout time.Duration, keep func(*kafka.Message) bool) []*kafka.Message {
+	tb.Helper()
+	got, err := readTopic(brokers, topic, want, timeout, keep)
+	if err != nil {
+		tb.Fatalf("read %s: %v", topic, err)
+	}
+	if len(got) < want {
+		tb.Fatalf("read %s: %d records within %v, want %d", topic, len(got), timeout, want)
+	}
+	return got
+}
+
+// CountTopic reads topic for the whole of d and returns every record keep
+// accepts: for asserting that nothing more arrived.
+func CountTopic(tb testing.TB, brokers, topic string, d time.Duration, keep func(*kafka.Message) bool) []*kafka.Message {
+	tb.Helper()
+	got, err := readTopic(brokers, topic, -1, d, keep)
+	if err != nil {
+		tb.Fatalf("read %s: %v", topic, err)
+	}
+	return got
+}
+
+// ByKey keeps the records with the given key.
+func ByKey(key string) func(*kafka.Message) bool {
+	return func(m *kafka.Message) bool { return string(m.Key) == key }
+}
+
+func readTopic(brokers, topic string, want int, timeout time.Duration, keep func(*kafka.Message) bool) ([]*kafka.Message, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":      brokers,
+		"group.id":               "eventstest-reader", // required by librdkafka; never joined (Assign, no Subscribe)
+		"enable.auto.commit":     false,
+		"go.logs.channel.enable": true,
+		"log.connection.close":   false,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for range c.Logs() {
+		}
+	}()
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var md *kafka.Metadata
+	for {
+		md, err = c.GetMetadata(&topic, false, 5000)
+		if err == nil && len(md.Topics[topic].Partitions) > 0 && md.Topics[topic].Error.Code() == kafka.ErrNoError {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("topic metadata: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var tps []kafka.TopicPartition
+	for _, p := range md.Topics[topic].Partitions {
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.OffsetBeginning})
+	}
+	if err := c.Assign(tps); err != nil {
+		return nil, err
+	}
+	var got []*kafka.Message
+	for ctx.Err() == nil && (want < 0 || len(got) < want) {
+		switch ev := c.Poll(50).(type) {
+		case *kafka.Message:
+			if keep == nil || keep(ev) {
+				got = append(got, ev)
+			}
+		case kafka.Error:
+			if ev.IsFatal() {
+				return got, ev
+			}
+		}
+	}
+	return got, nil
+}
+
+// Decode decodes a record as an event, failing the test when it is not one.
+func Decode(tb testing.TB, m *kafka.Message) events.Event {
+	tb.Helper()
+	e, err := events.Decode(m.Value)
+	if err != nil {
+		tb.Fatalf("decode record at %v: %v", m.TopicPartition, err)
+	}
+	e.Key = string(m.Key)
+	return e
+}
+
+// Header returns the value of the first header named key.
+func Header(m *kafka.Message, key string) (string, bool) {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,152 @@
+package events
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// KeySize is the length of a code encryption key: AES-256.
+const KeySize = 32
+
+// ErrCodeNotOpened is returned by Keyring.Open for a sealed code that cannot be
+// opened: unknown key id, wrong key, tampered ciphertext, or a ciphertext moved
+// to another user or address.
+var ErrCodeNotOpened = errors.New("sealed code cannot be opened")
+
+// Keyring seals and opens verification codes with AES-256-GCM. The first key
+// seals; every key opens, so keys can be rotated: put the new key first, keep
+// the old one until every event sealed with it has expired.
+//
+// A Keyring never prints its keys: String and LogValue show only the ids.
+type Keyring struct {
+	ids   []string
+	aeads map[string]cipher.AEAD
+}
+
+// ParseKeyring parses CODE_ENCRYPTION_KEYS: "id:base64key,id2:base64key2",
+// each key 32 bytes in standard or URL-safe base64. Errors name the entry by
+// position and id, never the key material.
+func ParseKeyring(s string) (*Keyring, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("no code encryption key: set CODE_ENCRYPTION_KEYS (id:base64key,...; `countersign keygen` prints one)")
+	}
+	k := &Keyring{aeads: map[string]cipher.AEAD{}}
+	for i, entry := range strings.Split(s, ",") {
+		id, b64, ok := strings.Cut(strings.TrimSpace(entry), ":")
+		id = strings.TrimSpace(id)
+		if !ok || id == "" {
+			return nil, fmt.Errorf("CODE_ENCRYPTION_KEYS entry %d: want id:base64key", i+1)
+		}
+		if _, dup := k.aeads[id]; dup {
+			return nil, fmt.Errorf("CODE_ENCRYPTION_KEYS entry %d: duplicate key id %q", i+1, id)
+		}
+		key, err := decodeKey(strings.TrimSpace(b64))
+		if err != nil {
+			return nil, fmt.Errorf("CODE_ENCRYPTION_KEYS entry %d (id %q): %w", i+1, id, err)
+		}
+		aead, err := newAEAD(key)
+		if err != nil {
+			return nil, fmt.Errorf("CODE_ENCRYPTION_KEYS entry %d (id %q): %w", i+1, id, err)
+		}
+		k.ids = append(k.ids, id)
+		k.aeads[id] = aead
+	}
+	return k, nil
+}
+
+func decodeKey(b64 string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if key, err := enc.DecodeString(b64); err == nil {
+			if len(key) != KeySize {
+				return nil, fmt.Errorf("key is %d bytes, want %d (AES-256)", len(key), KeySize)
+			}
+			return key, nil
+		}
+	}
+	return nil, errors.New("key is not base64")
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("aes: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+// GenerateKeyEntry returns a fresh random CODE_ENCRYPTION_KEYS entry
+// ("id:base64key"); the id is derived from the current date so rotations sort.
+func GenerateKeyEntry() (string, error) {
+	key := make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return "", fmt.Errorf("generate key: %w", err)
+	}
+	suffix := make([]byte, 3)
+	if _, err := rand.Read(suffix); err != nil {
+		return "", fmt.Errorf("generate key id: %w", err)
+	}
+	id := fmt.Sprintf("k%s-%x", time.Now().UTC().Format("20060102"), suffix)
+	return id + ":" + base64.StdEncoding.EncodeToString(key), nil
+}
+
+// NewRandomKeyring returns a keyring holding one fresh random key, for a
+// single process (countersign dev) that both seals and opens.
+func NewRandomKeyring() (*Keyring, error) {
+	entry, err := GenerateKeyEntry()
+	if err != nil {
+		return nil, err
+	}
+	return ParseKeyring(entry)
+}
+
+// Seal encrypts code for one user and address. The user id, the normalized
+// address and the key id are bound in as additional data, so the sealed code
+// cannot be moved to another event.
+func (k *Keyring) Seal(code, userID, email string) (SealedCode, error) {
+	id := k.ids[0]
+	aead := k.aeads[id]
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return SealedCode{}, fmt.Errorf("seal code: %w", err)
+	}
+	return SealedCode{
+		KeyID:      id,
+		Nonce:      nonce,
+		Ciphertext: aead.Seal(nil, nonce, []byte(code), additionalData(id, userID, email)),
+	}, nil
+}
+
+// Open decrypts a sealed code for the given user and address. Any failure is
+// ErrCodeNotOpened (wrapped), with nothing of the code or the address in it.
+func (k *Keyring) Open(s SealedCode, userID, email string) (string, error) {
+	aead, ok := k.aeads[s.KeyID]
+	if !ok {
+		return "", fmt.Errorf("%w: unknown key id %q", ErrCodeNotOpened, truncate(s.KeyID))
+	}
+	if len(s.Nonce) != aead.NonceSize() {
+		return "", fmt.Errorf("%w: nonce is %d bytes, want %d", ErrCodeNotOpened, len(s.Nonce), aead.NonceSize())
+	}
+	plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, additionalData(s.KeyID, userID, email))
+	if err != nil {
+		return "", fmt.Errorf("%w: authentication failed", ErrCodeNotOpened)
+	}
+	return string(plain), nil
+}
+
+// KeyIDs returns the key ids, the sealing key first.
+func (k *Keyring) KeyIDs() []string { return append([]string(nil), k.ids...) }
+
+// String shows the key ids only.
+func (k *Keyring) String() string { return "Keyring{" + strings.Join(k.ids, ",") + "}" }
+
+func additionalData(keyID, userID, email string) []byte {
+	// NUL cannot occur in any of the three, so the encoding is unambiguous.
+	return []byte("countersign/code/v1\x00" + keyID + "\x00" + userID + "\x00" + NormalizeEmail(email))
+}

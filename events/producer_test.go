@@ -1,0 +1,131 @@
+package events_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/eventstest"
+)
+
+func mustKeyring(tb testing.TB) *events.Keyring {
+	tb.Helper()
+	k, err := events.NewRandomKeyring()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+func mustProducer(tb testing.TB, cfg events.Config) *events.Producer {
+	tb.Helper()
+	p, err := events.NewProducer(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Close(ctx)
+	})
+	return p
+}
+
+func createdEvent(tb testing.TB, k *events.Keyring, email string) events.Event {
+	tb.Helper()
+	sealed, err := k.Seal("123456", "user-1", email)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
+		UserID: "user-1", Email: email, FirstName: "Ada", LastName: "Lovelace",
+		ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+func TestPublishIsAcknowledgedAndReadable(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := events.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
+		t.Fatal(err)
+	}
+	p := mustProducer(t, cfg)
+	k := mustKeyring(t)
+	email := eventstest.UniqueEmail(t)
+	e := createdEvent(t, k, "  "+email+"  ")
+	if err := p.Publish(ctx, e); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	// Publish returned, so the broker has it: a fresh reader finds it.
+	msgs := eventstest.ReadTopic(t, brokers, events.TopicUserAccountCreated, 1, 20*time.Second, eventstest.ByKey(email))
+	m := msgs[0]
+	if ct, _ := eventstest.Header(m, "content-type"); ct != "application/cloudevents+json" {
+		t.Errorf("content-type header = %q", ct)
+	}
+	got := eventstest.Decode(t, m)
+	if got.ID != e.ID || got.Type != events.TopicUserAccountCreated || got.Source != "countersign/userapi" {
+		t.Errorf("decoded %+v, want id %s", got, e.ID)
+	}
+	d, err := got.UserAccountCreated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Email != email {
+		t.Errorf("email = %q, want normalized %q", d.Email, email)
+	}
+	code, err := k.Open(d.EncryptedCode, d.UserID, d.Email)
+	if err != nil || code != "123456" {
+		t.Errorf("open = %q, %v", code, err)
+	}
+}
+
+func TestConcurrentPublish(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := events.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
+		t.Fatal(err)
+	}
+	p := mustProducer(t, cfg)
+	k := mustKeyring(t)
+	email := eventstest.UniqueEmail(t)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- p.Publish(ctx, createdEvent(t, k, email))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventstest.ReadTopic(t, brokers, events.TopicUserAccountCreated, n, 30*time.Second, eventstest.ByKey(email))
+}
+
+func TestPublishFailsWhenContextEndsBeforeAck(t *testing.T) {
+	// Nothing listens here: no acknowledgement can come.
+	cfg := events.Config{Brokers: "127.0.0.1:1", Logger: eventstest.Logger(t)}
+	p := mustProducer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := p.Publish(ctx, createdEvent(t, mustKeyring(t), "a@example.com"))
+	if err == nil {
+		t.Fatal("publish without a broker returned nil")
+	}
+}

@@ -3,7 +3,10 @@ package events
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -25,8 +28,9 @@ var ErrCodeNotOpened = errors.New("sealed code cannot be opened")
 //
 // A Keyring never prints its keys: String and LogValue show only the ids.
 type Keyring struct {
-	ids   []string
-	aeads map[string]cipher.AEAD
+	ids     []string
+	aeads   map[string]cipher.AEAD
+	macKeys map[string][]byte
 }
 
 // ParseKeyring parses CODE_ENCRYPTION_KEYS: "id:base64key,id2:base64key2",
@@ -37,7 +41,7 @@ func ParseKeyring(s string) (*Keyring, error) {
 	if s == "" {
 		return nil, errors.New("no code encryption key: set CODE_ENCRYPTION_KEYS (id:base64key,...; `countersign keygen` prints one)")
 	}
-	k := &Keyring{aeads: map[string]cipher.AEAD{}}
+	k := &Keyring{aeads: map[string]cipher.AEAD{}, macKeys: map[string][]byte{}}
 	for i, entry := range strings.Split(s, ",") {
 		id, b64, ok := strings.Cut(strings.TrimSpace(entry), ":")
 		id = strings.TrimSpace(id)
@@ -55,8 +59,15 @@ func ParseKeyring(s string) (*Keyring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("CODE_ENCRYPTION_KEYS entry %d (id %q): %w", i+1, id, err)
 		}
+		// The MAC key is derived, not the encryption key itself, so the two
+		// uses can never interact.
+		macKey, err := hkdf.Key(sha256.New, key, nil, "countersign/code-mac/v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("CODE_ENCRYPTION_KEYS entry %d (id %q): derive MAC key: %w", i+1, id, err)
+		}
 		k.ids = append(k.ids, id)
 		k.aeads[id] = aead
+		k.macKeys[id] = macKey
 	}
 	return k, nil
 }
@@ -149,4 +160,30 @@ func (k *Keyring) String() string { return "Keyring{" + strings.Join(k.ids, ",")
 func additionalData(keyID, userID, email string) []byte {
 	// NUL cannot occur in any of the three, so the encoding is unambiguous.
 	return []byte("countersign/code/v1\x00" + keyID + "\x00" + userID + "\x00" + NormalizeEmail(email))
+}
+
+// CodeMAC returns an HMAC-SHA256 of code for one user and address, keyed by a
+// subkey derived (HKDF) from the sealing key, and that key's id. Stores keep
+// the MAC, never the code: a dump of the pending store yields no usable
+// code, and replicas sharing CODE_ENCRYPTION_KEYS compute the same MAC.
+func (k *Keyring) CodeMAC(code, userID, email string) (keyID string, mac []byte) {
+	keyID = k.ids[0]
+	return keyID, k.mac(keyID, code, userID, email)
+}
+
+// VerifyCodeMAC reports, in constant time, whether mac is the CodeMAC of code
+// under the key keyID. An unknown key id (rotated out) never verifies.
+func (k *Keyring) VerifyCodeMAC(keyID string, mac []byte, code, userID, email string) bool {
+	if _, ok := k.macKeys[keyID]; !ok {
+		return false
+	}
+	return hmac.Equal(mac, k.mac(keyID, code, userID, email))
+}
+
+func (k *Keyring) mac(keyID, code, userID, email string) []byte {
+	h := hmac.New(sha256.New, k.macKeys[keyID])
+	h.Write(additionalData(keyID, userID, email))
+	h.Write([]byte{0})
+	h.Write([]byte(code))
+	return h.Sum(nil)
 }

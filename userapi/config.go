@@ -1,0 +1,204 @@
+package userapi
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environment variables read by ConfigFromEnv. The names are a contract with
+// operators and never change.
+const (
+	EnvHTTPAddr          = "HTTP_ADDR"
+	EnvCodeTTL           = "CODE_TTL"
+	EnvCodeMaxAttempts   = "CODE_MAX_ATTEMPTS"
+	EnvResendInterval    = "RESEND_INTERVAL"
+	EnvRateLimitPerIP    = "RATE_LIMIT_PER_IP"
+	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
+	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
+	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+)
+
+// Defaults applied by setDefaults to zero-valued fields.
+const (
+	DefaultHTTPAddr        = "127.0.0.1:8080"
+	DefaultCodeTTL         = 15 * time.Minute
+	DefaultCodeMaxAttempts = 5
+	DefaultResendInterval  = 60 * time.Second
+	DefaultRateLimitPerIP  = 60
+	DefaultRateLimitBurst  = 20
+	DefaultPublishTimeout  = 10 * time.Second
+)
+
+// RateLimitOff as Config.RateLimitPerIP switches the per-IP limit off
+// (RATE_LIMIT_PER_IP=0). A zero RateLimitPerIP means "use the default", so
+// the off switch needs its own value.
+const RateLimitOff = -1
+
+// Config is the user API's configuration. The zero value of every field means
+// its default; ConfigFromEnv fills it from the environment.
+type Config struct {
+	// HTTPAddr is the listen address (HTTP_ADDR, default 127.0.0.1:8080).
+	// Loopback by default: exposing the API is a deliberate act, usually
+	// behind a reverse proxy. Port 0 picks a free port (see Server.Addr).
+	HTTPAddr string
+
+	// CodeTTL is how long a code, and its pending registration, stays valid
+	// (CODE_TTL, default 15m, from 1s to 24h). An unverified registration
+	// vanishes with its code; the person registers again.
+	CodeTTL time.Duration
+
+	// CodeMaxAttempts is how many verification attempts one code allows
+	// (CODE_MAX_ATTEMPTS, default 5, from 1 to 100). Every attempt counts,
+	// the successful one included; once they are used up the registration is
+	// void until it expires or a new code is requested, and every verify
+	// answers 429. The limit is what makes a 6-digit code safe: an attacker
+	// gets CodeMaxAttempts guesses in 10^6 per code sent.
+	CodeMaxAttempts int
+
+	// ResendInterval is the least time between two codes sent to one address
+	// (RESEND_INTERVAL, default 60s, at least 1s). It limits both resend and
+	// re-register, which bounds the mail an attacker can trigger to one
+	// address and, with CodeMaxAttempts, the guesses per unit of time.
+	ResendInterval time.Duration
+
+	// RateLimitPerIP is the sustained rate of /api/ requests allowed per
+	// client IP, in requests per minute (RATE_LIMIT_PER_IP, default 60;
+	// 0 in the environment, RateLimitOff here, switches it off, as
+	// benchmarks need). IPv6 clients are limited per /64, the block one
+	// subscriber usually holds. Limiters live in process memory: with N
+	// replicas behind a balancer a client gets up to N times the rate.
+	RateLimitPerIP int
+
+	// RateLimitBurst is how many requests a client IP may make at once
+	// before the per-minute rate applies (RATE_LIMIT_BURST, default 20).
+	RateLimitBurst int
+
+	// PublishTimeout bounds the wait for the broker's acknowledgement of one
+	// event (PUBLISH_TIMEOUT, default 10s, from 100ms to 5m). When it passes
+	// the request fails with 503 and its store change is undone; the event
+	// may still reach the broker later (see events.Producer.Publish).
+	PublishTimeout time.Duration
+
+	// TrustProxyHeaders makes the rate limiter take the client IP from the
+	// last X-Forwarded-For entry, the one a reverse proxy appended
+	// (TRUST_PROXY_HEADERS, default false). Turn it on only behind exactly
+	// one proxy that sets the header: otherwise any client can pick its own
+	// IP and escape the limit.
+	TrustProxyHeaders bool
+}
+
+func (c *Config) setDefaults() {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.CodeTTL == 0 {
+		c.CodeTTL = DefaultCodeTTL
+	}
+	if c.CodeMaxAttempts == 0 {
+		c.CodeMaxAttempts = DefaultCodeMaxAttempts
+	}
+	if c.ResendInterval == 0 {
+		c.ResendInterval = DefaultResendInterval
+	}
+	if c.RateLimitPerIP == 0 {
+		c.RateLimitPerIP = DefaultRateLimitPerIP
+	}
+	if c.RateLimitBurst == 0 {
+		c.RateLimitBurst = DefaultRateLimitBurst
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+}
+
+// Validate reports the first setting that cannot work, naming its
+// environment variable. Call it after defaults were applied (NewServer does).
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("%s=%q: want host:port, such as 127.0.0.1:8080", EnvHTTPAddr, c.HTTPAddr)
+	}
+	if c.CodeTTL < time.Second || c.CodeTTL > 24*time.Hour {
+		return fmt.Errorf("%s=%s: want a duration from 1s to 24h", EnvCodeTTL, c.CodeTTL)
+	}
+	if c.CodeMaxAttempts < 1 || c.CodeMaxAttempts > 100 {
+		return fmt.Errorf("%s=%d: want a whole number from 1 to 100", EnvCodeMaxAttempts, c.CodeMaxAttempts)
+	}
+	if c.ResendInterval < time.Second {
+		return fmt.Errorf("%s=%s: want a duration of at least 1s", EnvResendInterval, c.ResendInterval)
+	}
+	if c.RateLimitPerIP < 0 && c.RateLimitPerIP != RateLimitOff {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 0 (0 switches the limit off)", EnvRateLimitPerIP, c.RateLimitPerIP)
+	}
+	if c.RateLimitBurst < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvRateLimitBurst, c.RateLimitBurst)
+	}
+	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
+		return fmt.Errorf("%s=%s: want a duration from 100ms to 5m", EnvPublishTimeout, c.PublishTimeout)
+	}
+	return nil
+}
+
+// ConfigFromEnv reads the configuration through getenv (os.Getenv, or a
+// lookup in a .env map). Unset or empty variables keep their defaults. Errors
+// name the variable and what it accepts. The result is not validated yet:
+// NewServer applies defaults and validates.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var c Config
+	var errs []error
+	get := func(name string) (string, bool) {
+		v := strings.TrimSpace(getenv(name))
+		return v, v != ""
+	}
+	duration := func(name string, dst *time.Duration, example string) {
+		if v, ok := get(name); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a duration such as %s", name, v, example))
+				return
+			}
+			*dst = d
+		}
+	}
+	whole := func(name string, dst *int, min int) {
+		if v, ok := get(name); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < min {
+				errs = append(errs, fmt.Errorf("%s=%q: want a whole number ≥ %d", name, v, min))
+				return
+			}
+			*dst = n
+		}
+	}
+
+	if v, ok := get(EnvHTTPAddr); ok {
+		c.HTTPAddr = v
+	}
+	duration(EnvCodeTTL, &c.CodeTTL, "15m")
+	whole(EnvCodeMaxAttempts, &c.CodeMaxAttempts, 1)
+	duration(EnvResendInterval, &c.ResendInterval, "60s")
+	if v, ok := get(EnvRateLimitPerIP); ok {
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil || n < 0:
+			errs = append(errs, fmt.Errorf("%s=%q: want requests per minute, a whole number ≥ 0 (0 switches the limit off)", EnvRateLimitPerIP, v))
+		case n == 0:
+			c.RateLimitPerIP = RateLimitOff
+		default:
+			c.RateLimitPerIP = n
+		}
+	}
+	whole(EnvRateLimitBurst, &c.RateLimitBurst, 1)
+	duration(EnvPublishTimeout, &c.PublishTimeout, "10s")
+	if v, ok := get(EnvTrustProxyHeaders); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvTrustProxyHeaders, v))
+		}
+		c.TrustProxyHeaders = b
+	}
+	return c, errors.Join(errs...)
+}

@@ -1,0 +1,50 @@
+// Package userapi is the user-facing HTTP API of Countersign: a person
+// registers an address, receives a 6-digit code by mail (sent by a
+// subscriber of user_account_created), and proves they own the address by
+// posting the code back.
+//
+//	POST /api/register {"email","first_name","last_name"} → 202 {"status":"pending_verification","expires_at"}
+//	POST /api/verify   {"email","code"}                   → 200 {"status":"verified"}
+//	POST /api/resend   {"email"}                          → 202 {"status":"accepted"}
+//	GET  /healthz, GET /readyz, GET /metrics
+//
+// docs/openapi.yaml describes every route and error. Every error is an
+// RFC 9457 application/problem+json document whose type is one of the Code
+// URIs; writeError is the only place that makes one.
+//
+// # Guarantees
+//
+//   - 202 from register and resend, and 200 from verify, are sent only after
+//     the broker acknowledged the event. When publishing fails or times out
+//     (Config.PublishTimeout) the answer is 503 and the store is put back as
+//     the request found it: a new registration is removed, a replaced one
+//     comes back, a consumed one is restored. A timed-out event may still
+//     reach the broker later (events.Producer.Publish says why), so a
+//     subscriber can see a user_account_verified for a registration that was
+//     restored and is verified again later: both carry the same user_id, and
+//     subscribers treat verification as idempotent per user_id.
+//   - Of any number of concurrent verifies with the right code for one
+//     address, exactly one gets 200 and publishes user_account_verified.
+//   - A code gets at most Config.CodeMaxAttempts checks, however many
+//     requests arrive at once: an attempt is counted before the code is
+//     checked (Store.Attempt).
+//   - The code exists in plain text only between its generation and its
+//     sealing into the event; the store keeps an HMAC. It never appears in a
+//     log line, an error or a response, nor does the address in a log line.
+//
+// # What an attacker can learn
+//
+// Verify answers the same 400 for a wrong code, an unknown address and an
+// expired registration, and resend answers 202 either way. The answers that
+// do reveal a pending address are the ones the contract requires: 429 from
+// register or resend within RESEND_INTERVAL of a code sent to it, 429 from
+// verify once its attempts are used up, and 503 from resend while the broker
+// is down.
+//
+// # Storage
+//
+// Pending registrations are kept behind the Store interface, whose methods
+// are each one atomic step, so a shared store (Redis) can replace the
+// in-process MemoryStore without touching the handlers; storetest.Run is
+// the contract every implementation passes.
+package userapi

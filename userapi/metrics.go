@@ -1,0 +1,146 @@
+package userapi
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Registry is where the server registers its metrics and what /metrics
+// serves. *prometheus.Registry implements it.
+type Registry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
+// routeUnmatched labels requests no route matched (404, 405), so unknown
+// paths cannot grow the label set.
+const routeUnmatched = "unmatched"
+
+type metrics struct {
+	requests  *prometheus.CounterVec
+	durations *prometheus.HistogramVec
+	publish   *prometheus.HistogramVec
+}
+
+// newMetrics registers the server's metrics on reg. pending is read at each
+// scrape from the store.
+func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_http_requests_total",
+			Help: "HTTP requests handled, by route template, method and status code.",
+		}, []string{"route", "method", "status"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "countersign_http_request_duration_seconds",
+			Help:    "Time to handle an HTTP request, by route template.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		publish: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "countersign_publish_duration_seconds",
+			Help:    "Time from publishing an event to the broker's acknowledgement (or the failure), by topic and outcome (ok, error).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"topic", "outcome"}),
+	}
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "countersign_pending_registrations",
+		Help: "Pending registrations held by the store (may include expired ones not swept yet).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := store.Len(ctx)
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(n)
+	})
+	for _, c := range []prometheus.Collector{m.requests, m.durations, m.publish, pending} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// newDefaultRegistry is a fresh registry with the Go runtime and process
+// collectors: a server never touches the global default registry, so several
+// can run in one process (tests, countersign dev).
+func newDefaultRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func (m *metrics) observePublish(topic string, start time.Time, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.publish.WithLabelValues(topic, outcome).Observe(time.Since(start).Seconds())
+}
+
+type routeKey struct{}
+
+// routeLabel is filled in by the router once a route matched.
+type routeLabel struct{ template string }
+
+// instrument counts and times every request. It wraps the router, so it
+// sees 404s and 405s too; the route label is set by nameRoute from inside.
+func (m *metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		label := &routeLabel{template: routeUnmatched}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, label)))
+		m.requests.WithLabelValues(label.template, r.Method, strconv.Itoa(sw.status())).Inc()
+		m.durations.WithLabelValues(label.template).Observe(time.Since(start).Seconds())
+	})
+}
+
+// nameRoute is router middleware: it runs only for matched routes.
+func nameRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if label, ok := r.Context().Value(routeKey{}).(*routeLabel); ok {
+			if tpl, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
+				label.template = tpl
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,271 @@
+package userapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/countersign/countersign/events"
+)
+
+// Deps are the server's collaborators.
+type Deps struct {
+	// Publisher publishes user_account_created and user_account_verified.
+	// Required; in production an *events.Producer.
+	Publisher events.Publisher
+
+	// Keyring seals codes into events and MACs them for the store. Required.
+	// Every replica must share it (CODE_ENCRYPTION_KEYS).
+	Keyring *events.Keyring
+
+	// Store keeps pending registrations. Nil means a new MemoryStore.
+	Store Store
+
+	// Ready reports whether the broker is reachable, for GET /readyz
+	// (events.Producer.Ping). Nil means always ready.
+	Ready func(context.Context) error
+
+	// Logger receives request logs (debug) and server-side failures
+	// (error). Nil means slog.Default().
+	Logger *slog.Logger
+
+	// Registry gets the server's metrics and is what /metrics serves. Nil
+	// means a new registry with the Go and process collectors, never the
+	// global default one, so several servers can share a process.
+	Registry Registry
+}
+
+// Server is the user API over HTTP. Create it with NewServer, then either
+// Open it (it listens on Config.HTTPAddr) or mount Handler yourself.
+type Server struct {
+	cfg       Config
+	publisher events.Publisher
+	keyring   *events.Keyring
+	store     Store
+	ready     func(context.Context) error
+	logger    *slog.Logger
+	metrics   *metrics
+	limiter   *ipLimiter
+
+	router  *mux.Router
+	handler http.Handler
+	// allow maps each path to its methods, for 405's Allow header.
+	allow map[string][]string
+	// publishEWMA is a moving average of user_account_created publish
+	// latency in nanoseconds (see handleResend).
+	publishEWMA atomic.Int64
+
+	mu     sync.Mutex
+	srv    *http.Server
+	ln     net.Listener
+	served chan struct{}
+}
+
+// NewServer checks cfg (after applying defaults) and deps and builds the
+// routes. It does not listen: see Open.
+func NewServer(cfg Config, deps Deps) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("userapi: %w", err)
+	}
+	if deps.Publisher == nil {
+		return nil, errors.New("userapi: Deps.Publisher is required")
+	}
+	if deps.Keyring == nil {
+		return nil, errors.New("userapi: Deps.Keyring is required")
+	}
+	if deps.Store == nil {
+		deps.Store = NewMemoryStore()
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Registry == nil {
+		deps.Registry = newDefaultRegistry()
+	}
+	m, err := newMetrics(deps.Registry, deps.Store)
+	if err != nil {
+		return nil, fmt.Errorf("userapi: register metrics: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		publisher: deps.Publisher,
+		keyring:   deps.Keyring,
+		store:     deps.Store,
+		ready:     deps.Ready,
+		logger:    deps.Logger.With("component", "userapi"),
+		metrics:   m,
+	}
+	if cfg.RateLimitPerIP != RateLimitOff {
+		s.limiter = newIPLimiter(cfg.RateLimitPerIP, cfg.RateLimitBurst)
+	}
+	s.routes(deps.Registry)
+	return s, nil
+}
+
+func (s *Server) routes(reg Registry) {
+	r := mux.NewRouter()
+	// Paths are matched as sent: cleaning would answer odd paths with a 301
+	// redirect instead of a problem document.
+	r.SkipClean(true)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, Errorf(CodeNotFound, "There is no resource at this path."))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, &Error{Code: CodeMethodNotAllowed, Detail: "The resource does not support this method.", Allow: s.allow[r.URL.Path]})
+	})
+	r.Use(nameRoute)
+
+	// The API routes are wrapped one by one rather than grouped in a mux
+	// subrouter: a subrouter answers a wrong method with 404, not 405.
+	api := func(h http.HandlerFunc) http.Handler {
+		if s.limiter == nil {
+			return h
+		}
+		return s.limiter.middleware(s.cfg.TrustProxyHeaders, s.error)(h)
+	}
+	r.Handle("/api/register", api(s.handleRegister)).Methods(http.MethodPost)
+	r.Handle("/api/verify", api(s.handleVerify)).Methods(http.MethodPost)
+	r.Handle("/api/resend", api(s.handleResend)).Methods(http.MethodPost)
+
+	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+
+	s.allow = map[string][]string{}
+	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		tpl, err1 := route.GetPathTemplate()
+		methods, err2 := route.GetMethods()
+		if err1 == nil && err2 == nil {
+			s.allow[tpl] = append(s.allow[tpl], methods...)
+			sort.Strings(s.allow[tpl])
+		}
+		return nil
+	})
+	s.router = r
+	s.handler = s.metrics.instrument(s.logRequests(s.recoverPanics(r)))
+}
+
+// Handler returns the whole API: routes, metrics, logging, panic recovery.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Router returns the route table, for tests that compare it with the
+// OpenAPI document. Serve Handler, not this.
+func (s *Server) Router() *mux.Router { return s.router }
+
+// Open listens on Config.HTTPAddr and serves in the background. A bind error
+// is returned at once. Open may be called once.
+func (s *Server) Open() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return errors.New("userapi: server already opened")
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("userapi: listen %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// A request may wait PublishTimeout for the broker, plus the store.
+		WriteTimeout:   s.cfg.PublishTimeout + 10*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	s.served = make(chan struct{})
+	go func(srv *http.Server, done chan struct{}) {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("http server stopped", "err", err)
+		}
+	}(s.srv, s.served)
+	s.logger.Info("listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr returns the address the server listens on (the real port when
+// HTTPAddr asked for port 0), or "" before Open.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Close stops accepting connections and waits, until ctx ends, for requests
+// in flight to finish (http.Server.Shutdown); then it closes the remaining
+// connections and returns ctx's error. A request cut off that way has had
+// its store change undone or kept consistently: publishing is never tied
+// to the client's connection. Close before Open does nothing.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	srv, served := s.srv, s.served
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		_ = srv.Close()
+		err = fmt.Errorf("userapi: shutdown: %w", err)
+	}
+	<-served
+	return err
+}
+
+func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, r, s.logger, err)
+}
+
+// logRequests logs each request at debug level. The path and the status are
+// logged; the body, which holds addresses and codes, never is.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.logger.Enabled(r.Context(), slog.LevelDebug) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		s.logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", sw.status()),
+			slog.Duration("duration", time.Since(start)))
+	})
+}
+
+// recoverPanics turns a panic in a handler into a 500 problem, so one bad
+// request never takes the process down. http.ErrAbortHandler is let through:
+// it is net/http's way to abort a response on purpose.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.error(w, r, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

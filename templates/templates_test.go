@@ -101,8 +101,10 @@ func zeroCases() []renderCase {
 			want:    []string{"Hello,"},
 		},
 		{
-			name:    "getting started",
-			render:  func(s *templates.Set) (templates.Rendered, error) { return s.GettingStarted(templates.GettingStarted{}) },
+			name: "getting started",
+			render: func(s *templates.Set) (templates.Rendered, error) {
+				return s.GettingStarted(templates.GettingStarted{})
+			},
 			subject: "Getting started with Countersign",
 			want:    []string{"Hello,", "Sign in to Countersign"},
 		},

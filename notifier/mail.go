@@ -1,0 +1,218 @@
+package notifier
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	netmail "net/mail"
+	"regexp"
+	"strings"
+
+	"github.com/wneessen/go-mail"
+)
+
+// Message is one rendered mail to one recipient.
+type Message struct {
+	// To is the recipient's address, e.g. "ada@example.com".
+	To string
+	// ToName is the recipient's display name; may be empty.
+	ToName string
+	// Subject must be one line; line breaks are folded into spaces.
+	Subject string
+	// HTML and Text are the two alternative bodies; at least one must be set.
+	HTML string
+	Text string
+	// ID identifies the mail across retries, e.g. the event ID. It becomes
+	// the Message-ID, so a mail sent again after a failure carries the same
+	// Message-ID and receivers can recognise the duplicate. It must therefore
+	// differ between different mails: when one event causes several mails,
+	// add the template name ("<event id>.verification"). IDs made of letters,
+	// digits, '.', '_' and '-' are used as they are, others are hashed; an
+	// empty ID gets a random Message-ID. Errors name the mail by this ID.
+	ID string
+}
+
+// Sender delivers mails.
+//
+// Send must be safe for concurrent use. It returns nil once the mail was
+// handed over: accepted by the SMTP server, or written to the outbox. An error
+// means the mail was not handed over, as far as the sender knows, and is
+// temporary (send it again later) unless IsPermanentMailError reports true,
+// in which case sending it again can never succeed (SMTP 5xx, an invalid
+// address). Delivery is at-least-once: when a connection breaks after the
+// server took the mail but before it answered, Send reports an error and the
+// retry sends a duplicate with the same Message-ID.
+//
+// Errors never contain the body, the subject, the recipient's address or a
+// password; they name Message.ID.
+//
+// Close releases the connection; Send after Close fails with ErrSenderClosed.
+type Sender interface {
+	Send(ctx context.Context, m Message) error
+	Close() error
+}
+
+var (
+	// ErrSenderClosed is the cause of a Send after Close. It is temporary:
+	// the mail was not sent and another process may send it.
+	ErrSenderClosed = errors.New("sender closed")
+	// ErrInvalidMessage is the cause of a permanent error for a Message that
+	// can never be sent: an invalid recipient address or no body.
+	ErrInvalidMessage = errors.New("invalid message")
+)
+
+// MailError is the error of every Sender in this package.
+//
+// Its text and its cause (Unwrap) contain no address, body or password, so
+// it may be logged as it is: the SMTP server's reply is included with any
+// address in it replaced by "[redacted]".
+type MailError struct {
+	// Op is what failed: "validate", "dial", "send" or "write outbox".
+	Op string
+	// MessageID is the Message.ID of the mail.
+	MessageID string
+	// Temporary reports whether sending the mail again may succeed.
+	Temporary bool
+	// Code is the SMTP reply code (4xx or 5xx); 0 when the failure was not an
+	// SMTP reply (connection refused, timeout, closed connection).
+	Code int
+	// EnhancedCode is the RFC 3463 status such as "5.1.1", when the server
+	// sent one.
+	EnhancedCode string
+	// Detail describes the failure, free of personal data.
+	Detail string
+	// Err is the cause when it carries no personal data (context errors,
+	// network errors, ErrSenderClosed, ErrInvalidMessage); nil otherwise.
+	Err error
+}
+
+func (e *MailError) Error() string {
+	kind := "temporary"
+	if !e.Temporary {
+		kind = "permanent"
+	}
+	id := e.MessageID
+	if id == "" {
+		id = "(no id)"
+	}
+	return fmt.Sprintf("%s mail %s: %s (%s)", e.Op, id, e.Detail, kind)
+}
+
+func (e *MailError) Unwrap() error { return e.Err }
+
+// IsPermanentMailError reports whether err says that a mail can never be
+// sent, so that the caller dead-letters it instead of retrying.
+func IsPermanentMailError(err error) bool {
+	var me *MailError
+	return errors.As(err, &me) && !me.Temporary
+}
+
+// NewSender returns the SMTP sender when cfg.Host is set, and otherwise an
+// OutboxSender writing to outboxDir (default "./outbox"), so that a developer
+// needs no mail server. It validates cfg either way.
+func NewSender(cfg SMTPConfig, outboxDir string, logger *slog.Logger) (Sender, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Host != "" {
+		return NewSMTPSender(cfg, logger)
+	}
+	cfg = cfg.withDefaults()
+	o, err := NewOutboxSender(outboxDir, OutboxFrom(cfg.From))
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("SMTP_HOST is empty: mails are written to the outbox, not sent", slog.String("dir", o.Dir()))
+	return o, nil
+}
+
+// buildMsg turns m into a go-mail message from the sender from. The SMTP and
+// the outbox senders share it so that an outbox file is the MIME the server
+// would have received. Its errors are permanent.
+func buildMsg(from *netmail.Address, m Message) (*mail.Msg, error) {
+	invalid := func(detail string) error {
+		return &MailError{Op: "validate", MessageID: m.ID, Detail: detail, Err: ErrInvalidMessage}
+	}
+	to, err := netmail.ParseAddress(m.To)
+	if err != nil || to.Name != "" {
+		// The address itself stays out of the error: it is personal data.
+		return nil, invalid("invalid recipient address")
+	}
+	if m.HTML == "" && m.Text == "" {
+		return nil, invalid("no body")
+	}
+
+	msg := mail.NewMsg(mail.WithNoDefaultUserAgent())
+	msg.FromMailAddress(from)
+	msg.ToMailAddress(&netmail.Address{Name: singleLine(m.ToName), Address: to.Address})
+	msg.Subject(singleLine(m.Subject))
+	msg.SetMessageIDWithValue(messageIDLocal(m.ID) + "@" + domainOf(from.Address))
+	msg.SetDate()
+	// RFC 3834: tells auto-responders (vacation replies) not to answer.
+	msg.SetGenHeader(mail.Header("Auto-Submitted"), "auto-generated")
+	switch {
+	case m.Text != "" && m.HTML != "":
+		// Text first: multipart/alternative lists the preferred part last.
+		msg.SetBodyString(mail.TypeTextPlain, m.Text)
+		msg.AddAlternativeString(mail.TypeTextHTML, m.HTML)
+	case m.Text != "":
+		msg.SetBodyString(mail.TypeTextPlain, m.Text)
+	default:
+		msg.SetBodyString(mail.TypeTextHTML, m.HTML)
+	}
+	return msg, nil
+}
+
+// singleLine folds line breaks and runs of white space into single spaces,
+// so that no header value can start a new header.
+func singleLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+var safeID = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$`)
+
+// messageIDLocal is the left-hand side of the Message-ID, and the tail of an
+// outbox file name: the ID itself when it is safe in both places, a hash of
+// it otherwise (stable, so retries keep it), random for an empty ID.
+func messageIDLocal(id string) string {
+	switch {
+	case id == "":
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		return hex.EncodeToString(b)
+	case safeID.MatchString(id) && !strings.Contains(id, "..") && !strings.HasSuffix(id, "."):
+		return id
+	default:
+		sum := sha256.Sum256([]byte(id))
+		return "h" + hex.EncodeToString(sum[:16])
+	}
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 && i < len(addr)-1 {
+		return addr[i+1:]
+	}
+	return "localhost"
+}
+
+// emailLike matches anything that looks like an address in a server reply.
+var emailLike = regexp.MustCompile(`[^\s<>()\[\],;:"']+@[^\s<>()\[\],;:"']+`)
+
+// redact removes personal data and secret from a go-mail or server error
+// text: go-mail appends the affected recipients and the Message-ID, and
+// servers often quote the address they refuse.
+func redact(s, secret string) string {
+	if i := strings.Index(s, ", affected "); i >= 0 {
+		s = s[:i]
+	}
+	s = emailLike.ReplaceAllString(s, "[redacted]")
+	if secret != "" {
+		s = strings.ReplaceAll(s, secret, "[redacted]")
+	}
+	return s
+}

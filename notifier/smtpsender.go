@@ -1,0 +1,286 @@
+package notifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	netmail "net/mail"
+	"strconv"
+	"sync"
+
+	"github.com/wneessen/go-mail"
+	"github.com/wneessen/go-mail/smtp"
+)
+
+// SMTPSender sends mails over one SMTP connection that it keeps open and
+// reuses for every mail, sending them one at a time: a consumer sends mails
+// one by one, and a TLS handshake plus AUTH per mail would cost more than the
+// mail. It dials on the first Send, not in NewSMTPSender, so that a mail server
+// that is down does not stop the service from starting; the first Send then
+// fails with a temporary error.
+//
+// Before each mail go-mail checks the connection with NOOP. When the server
+// closed it meanwhile (idle timeout, restart), Send dials again and sends the
+// mail on the new connection, within the same call. After any failure that was
+// not an SMTP reply the connection is dropped and the next Send dials.
+type SMTPSender struct {
+	cfg    SMTPConfig
+	from   *netmail.Address
+	logger *slog.Logger
+	client *mail.Client
+
+	// sem admits one Send at a time; unlike a mutex, waiting for it can be
+	// abandoned when the context ends. It guards conn and closed.
+	sem    chan struct{}
+	conn   *smtp.Client
+	closed bool
+
+	// raw is the TCP connection under conn, kept to abort a Send whose context
+	// ends: closing it makes the blocked read or write return at once.
+	rawMu sync.Mutex
+	raw   net.Conn
+}
+
+var _ Sender = (*SMTPSender)(nil)
+
+// NewSMTPSender validates cfg and returns a sender for cfg.Host; it does not
+// connect yet. logger may be nil.
+func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Host == "" {
+		return nil, errors.New("smtp sender: SMTP_HOST is empty")
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	from, err := netmail.ParseAddress(cfg.From)
+	if err != nil {
+		return nil, fmt.Errorf("smtp sender: MAIL_FROM: %w", err) // Validate checked it already
+	}
+
+	s := &SMTPSender{
+		cfg:    cfg,
+		from:   from,
+		logger: logger.With(slog.String("smtp_host", cfg.Host), slog.Int("smtp_port", cfg.Port)),
+		sem:    make(chan struct{}, 1),
+	}
+
+	policy := mail.TLSMandatory
+	switch cfg.TLS {
+	case TLSOpportunistic:
+		policy = mail.TLSOpportunistic
+	case TLSNone:
+		policy = mail.NoTLS
+	}
+	opts := []mail.Option{
+		mail.WithPort(cfg.Port),
+		mail.WithTimeout(cfg.Timeout),
+		mail.WithTLSPolicy(policy),
+		mail.WithDialContextFunc(s.dialContext),
+	}
+	if cfg.TLSConfig != nil {
+		tc := cfg.TLSConfig.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName = cfg.Host
+		}
+		opts = append(opts, mail.WithTLSConfig(tc))
+	}
+	if cfg.Username != "" {
+		opts = append(opts,
+			mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover),
+			mail.WithUsername(cfg.Username),
+			mail.WithPassword(cfg.Password),
+		)
+	}
+	s.client, err = mail.NewClient(cfg.Host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("smtp sender: %s", redact(err.Error(), cfg.Password))
+	}
+	return s, nil
+}
+
+// Send sends m, dialling first when there is no open connection. See Sender
+// for the error contract. Send waits for a Send in progress on the shared
+// connection; ctx bounds that wait as well as the sending.
+func (s *SMTPSender) Send(ctx context.Context, m Message) error {
+	msg, err := buildMsg(s.from, m)
+	if err != nil {
+		return err
+	}
+
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return contextError("send", m.ID, ctx.Err())
+	}
+	defer func() { <-s.sem }()
+
+	if s.closed {
+		return &MailError{Op: "send", MessageID: m.ID, Temporary: true, Detail: ErrSenderClosed.Error(), Err: ErrSenderClosed}
+	}
+	if err := ctx.Err(); err != nil {
+		return contextError("send", m.ID, err)
+	}
+
+	// A cancelled context closes the connection under go-mail, which does not
+	// take a context for sending; the aborted connection is then dropped.
+	stop := context.AfterFunc(ctx, s.closeRaw)
+	err = s.send(ctx, m.ID, msg)
+	if !stop() {
+		s.drop()
+		if err != nil {
+			return contextError("send", m.ID, ctx.Err())
+		}
+	}
+	return err
+}
+
+// send delivers msg on the open connection, or on a new one. The caller holds
+// sem.
+func (s *SMTPSender) send(ctx context.Context, id string, msg *mail.Msg) error {
+	reused := s.conn != nil
+	if !reused {
+		if err := s.dial(ctx, id); err != nil {
+			return err
+		}
+	}
+
+	err := s.client.SendWithSMTPClient(s.conn, msg)
+	var se *mail.SendError
+	if err != nil && reused && errors.As(err, &se) && se.Reason == mail.ErrConnCheck {
+		// The NOOP before the mail failed: the server closed the idle
+		// connection. Nothing of the mail was sent, so sending it on a new
+		// connection cannot duplicate it.
+		s.logger.Info("smtp connection lost, reconnecting")
+		s.drop()
+		if err := s.dial(ctx, id); err != nil {
+			return err
+		}
+		err = s.client.SendWithSMTPClient(s.conn, msg)
+	}
+	if err == nil {
+		return nil
+	}
+	if msg.IsDelivered() {
+		// The server accepted the mail and only the RSET after it failed:
+		// reporting an error would make the caller send it twice.
+		s.logger.Debug("smtp reset after delivery failed, dropping connection", slog.String("message_id", id))
+		s.drop()
+		return nil
+	}
+	me := s.sendError(id, err)
+	if me.Code == 0 {
+		// Not an SMTP reply (broken pipe, timeout): the connection's state is
+		// unknown, so it is not used again.
+		s.drop()
+	}
+	return me
+}
+
+// dial opens the connection: TCP, EHLO, STARTTLS and AUTH as configured. The
+// caller holds sem. Every dial failure is temporary, AUTH and certificate
+// failures included: they are the service's configuration, not the mail's
+// fault, and the mail can be sent once that is fixed.
+func (s *SMTPSender) dial(ctx context.Context, id string) error {
+	conn, err := s.client.DialToSMTPClientWithContext(ctx)
+	if err != nil {
+		// go-mail leaves the TCP connection open when EHLO, STARTTLS or AUTH
+		// fails.
+		s.closeRaw()
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return contextError("dial", id, ctxErr)
+		}
+		me := &MailError{
+			Op: "dial", MessageID: id, Temporary: true,
+			Detail: "smtp " + net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)) + ": " + redact(err.Error(), s.cfg.Password),
+		}
+		var netErr net.Error
+		if errors.As(err, &netErr) {
+			me.Err = netErr
+		}
+		return me
+	}
+	s.conn = conn
+	s.logger.Debug("smtp connection opened")
+	return nil
+}
+
+// sendError classifies a go-mail send error: an SMTP 5xx reply, or an
+// address go-mail refuses, is permanent; everything else is temporary,
+// including 4xx replies and failures without a reply.
+func (s *SMTPSender) sendError(id string, err error) *MailError {
+	me := &MailError{Op: "send", MessageID: id, Temporary: true, Detail: redact(err.Error(), s.cfg.Password)}
+	var se *mail.SendError
+	if errors.As(err, &se) {
+		me.Code = se.ErrorCode()
+		me.EnhancedCode = se.EnhancedStatusCode()
+		if me.Code >= 500 || se.Reason == mail.ErrGetSender || se.Reason == mail.ErrGetRcpts {
+			me.Temporary = false
+		}
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		me.Err = netErr
+	}
+	return me
+}
+
+// Close sends QUIT and closes the connection, after waiting for a Send in
+// progress. Later Sends fail with ErrSenderClosed. Close is idempotent.
+func (s *SMTPSender) Close() error {
+	s.sem <- struct{}{}
+	defer func() { <-s.sem }()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.conn == nil {
+		return nil
+	}
+	err := s.client.CloseWithSMTPClient(s.conn)
+	s.drop()
+	if err != nil {
+		return fmt.Errorf("close smtp connection: %s", redact(err.Error(), s.cfg.Password))
+	}
+	return nil
+}
+
+// dialContext is go-mail's dialer; it remembers the connection for closeRaw.
+func (s *SMTPSender) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	s.rawMu.Lock()
+	s.raw = c
+	s.rawMu.Unlock()
+	return c, nil
+}
+
+// closeRaw closes the TCP connection without QUIT. It runs on its own
+// goroutine when a Send's context ends.
+func (s *SMTPSender) closeRaw() {
+	s.rawMu.Lock()
+	defer s.rawMu.Unlock()
+	if s.raw != nil {
+		_ = s.raw.Close()
+		s.raw = nil
+	}
+}
+
+// drop forgets the connection so that the next Send dials. The caller holds
+// sem.
+func (s *SMTPSender) drop() {
+	s.closeRaw()
+	s.conn = nil
+}
+
+func contextError(op, id string, err error) *MailError {
+	return &MailError{Op: op, MessageID: id, Temporary: true, Detail: err.Error(), Err: err}
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -154,8 +155,16 @@ func (k *Keyring) Open(s SealedCode, userID, email string) (string, error) {
 // KeyIDs returns the key ids, the sealing key first.
 func (k *Keyring) KeyIDs() []string { return append([]string(nil), k.ids...) }
 
-// String shows the key ids only.
-func (k *Keyring) String() string { return "Keyring{" + strings.Join(k.ids, ",") + "}" }
+// String shows the key ids only. Value receivers, so that %v, %+v and %#v
+// of a Keyring or a *Keyring never print key material (from which a
+// 6-digit code could be brute-forced out of its MAC).
+func (k Keyring) String() string { return "Keyring{" + strings.Join(k.ids, ",") + "}" }
+
+// GoString is String, for %#v.
+func (k Keyring) GoString() string { return k.String() }
+
+// LogValue is String, for log/slog.
+func (k Keyring) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 func additionalData(keyID, userID, email string) []byte {
 	// NUL cannot occur in any of the three, so the encoding is unambiguous.

@@ -256,7 +256,7 @@ func TestKeyringNeverPrintsKeys(t *testing.T) {
 				problem = "prints key bytes: " + out[:min(len(out), 120)] + "…"
 			}
 		}
-		checkKnownBug(t, "Keyring has no GoString, and String has a pointer receiver", problem)
+		checkFixedBug(t, "Keyring has no GoString, and String has a pointer receiver", problem)
 	})
 }
 

@@ -25,6 +25,10 @@ import (
 // closed it meanwhile (idle timeout, restart), Send dials again and sends the
 // mail on the new connection, within the same call. After any failure that was
 // not an SMTP reply the connection is dropped and the next Send dials.
+//
+// The sender holds the go-mail *smtp.Client itself (DialToSMTPClientWithContext
+// and SendWithSMTPClient rather than DialWithContext and Send) so that it can
+// drop a broken connection without waiting for a QUIT reply.
 type SMTPSender struct {
 	cfg    SMTPConfig
 	from   *netmail.Address
@@ -231,7 +235,7 @@ func (s *SMTPSender) sendError(id string, err error) *MailError {
 }
 
 // Close sends QUIT and closes the connection, after waiting for a Send in
-// progress. Later Sends fail with ErrSenderClosed. Close is idempotent.
+// progress (bounded by that Send's context and SMTP_TIMEOUT per command). Later Sends fail with ErrSenderClosed. Close is idempotent.
 func (s *SMTPSender) Close() error {
 	s.sem <- struct{}{}
 	defer func() { <-s.sem }()

@@ -12,6 +12,11 @@
 // templates are parsed and executed once with their zero-value model at Load, so
 // a broken override stops the start-up instead of failing on the first mail.
 //
+// Besides the models' fields, templates may call datetime (a time in UTC,
+// "Monday, 2 January 2006 at 15:04 UTC"), fullName (first and last name
+// joined) and add1 (numbering from 1). Subjects are folded into one line
+// after rendering, so no value can add a mail header.
+//
 // A Set is immutable after Load and safe for concurrent use.
 package templates
 
@@ -175,7 +180,7 @@ func (t *mailTemplate) render(model any) (Rendered, error) {
 	if err := t.subject.Execute(&buf, model); err != nil {
 		return Rendered{}, fmt.Errorf("render %s subject: %w", t.name, err)
 	}
-	r.Subject = SingleLine(buf.String())
+	r.Subject = singleLine(buf.String())
 
 	buf.Reset()
 	if err := t.html.Execute(&buf, model); err != nil {
@@ -191,11 +196,11 @@ func (t *mailTemplate) render(model any) (Rendered, error) {
 	return r, nil
 }
 
-// SingleLine folds s into one line: every run of white space, CR and LF
+// singleLine folds s into one line: every run of white space, CR and LF
 // included, becomes one space, and the ends are trimmed. Subjects go through
 // it so that no value (a first name holding "\r\nBcc: ...", say) can add a mail
 // header.
-func SingleLine(s string) string {
+func singleLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
@@ -209,7 +214,7 @@ var funcs = map[string]any{
 	"add1": func(i int) int { return i + 1 },
 	// fullName joins first and last name, skipping empty ones.
 	"fullName": func(first, last string) string {
-		return SingleLine(first + " " + last)
+		return singleLine(first + " " + last)
 	},
 }
 

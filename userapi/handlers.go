@@ -68,6 +68,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
+	s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "replaced", replaced != nil)
 	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
 }
 
@@ -93,6 +94,10 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.keyring.VerifyCodeMAC(p.MACKeyID, p.MAC, req.Code, "", req.Email) {
+		if p.Attempts >= s.cfg.CodeMaxAttempts {
+			// Worth an operator's eye: many of these are someone guessing.
+			s.logger.WarnContext(r.Context(), "verification attempts used up", "user_id", p.UserID)
+		}
 		s.error(w, r, errInvalidCode)
 		return
 	}
@@ -121,6 +126,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
+	s.logger.InfoContext(r.Context(), "address verified", "user_id", consumed.UserID)
 	writeJSON(w, contentTypeJSON, http.StatusOK, StatusResponse{Status: "verified"})
 }
 
@@ -160,6 +166,7 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 			s.error(w, r, err)
 			return
 		}
+		s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "resend", true)
 	}
 	writeJSON(w, contentTypeJSON, http.StatusAccepted, StatusResponse{Status: "accepted"})
 }

@@ -465,4 +465,3 @@ func TestCrashAndRestartSendsEveryMailWithBoundedDuplicates(t *testing.T) {
 		t.Errorf("%d mails re-sent after the crash, want at most %d (the commit interval)", dups, commitEvery)
 	}
 }
-

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/embedded"
+	"github.com/countersign/countersign/notifier"
+	"github.com/countersign/countersign/recommender"
+	"github.com/countersign/countersign/userapi"
+)
+
+// runDev runs the whole platform in one process: an embedded broker (unless
+// KAFKA_BROKERS points at a cluster), the user API, the notifier and the
+// recommender. It is for a laptop: the embedded broker keeps everything in
+// memory and loses it at exit.
+func runDev(ctx context.Context, env *Env) error {
+	apiCfg, err := userapi.ConfigFromEnv(env.Getenv)
+	if err != nil {
+		return err
+	}
+	notCfg, err := notifier.ConfigFromEnv(env.Getenv)
+	if err != nil {
+		return err
+	}
+	recCfg, err := recommender.ConfigFromEnv(env.Getenv)
+	if err != nil {
+		return err
+	}
+	kcfg, err := kafkaConfig(env)
+	if err != nil {
+		return err
+	}
+	tpl, sender, err := mailer(env)
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+
+	kafkaLine := kcfg.Brokers
+	if kcfg.Brokers == "" {
+		addr := strings.TrimSpace(env.Getenv("EMBEDDED_KAFKA_ADDR"))
+		if addr == "" {
+			addr = "127.0.0.1:9092"
+		}
+		broker, err := embedded.Start(addr)
+		if err != nil {
+			return fmt.Errorf("EMBEDDED_KAFKA_ADDR=%q: %w (set EMBEDDED_KAFKA_ADDR to a free address, or KAFKA_BROKERS to use a running cluster)", addr, err)
+		}
+		defer broker.Close()
+		kcfg.Brokers = broker.Addr()
+		kafkaLine = kcfg.Brokers + " (embedded, in memory)"
+	}
+
+	var keys *events.Keyring
+	if env.Getenv("CODE_ENCRYPTION_KEYS") == "" {
+		// One process seals and opens, so a key that lives as long as the
+		// process is enough; events from an earlier run cannot be opened.
+		if keys, err = events.NewRandomKeyring(); err != nil {
+			return err
+		}
+		env.Logger.Info("CODE_ENCRYPTION_KEYS is not set: using a random key for this process")
+	} else if keys, err = keyring(env); err != nil {
+		return err
+	}
+
+	if err := ensureTopics(ctx, kcfg); err != nil {
+		return err
+	}
+	pcfg := kcfg
+	pcfg.Client = maps.Clone(kcfg.Client)
+	alignDeliveryTimeout(&pcfg, apiCfg)
+	producer, err := events.NewProducer(pcfg)
+	if err != nil {
+		return err
+	}
+	defer closeProducer(producer, env.Logger)
+
+	// One registry: the user API's /metrics shows every part's metrics.
+	reg := newRegistry()
+	api, err := userapi.NewServer(apiCfg, userapi.Deps{Publisher: producer, Keyring: keys, Ready: producer.Ping, Logger: env.Logger, Registry: reg})
+	if err != nil {
+		return err
+	}
+	n, err := notifier.New(notCfg, notifier.Deps{Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: env.Logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	r, err := recommender.New(recCfg, recommender.Deps{Kafka: kcfg, Templates: tpl, Sender: sender, Logger: env.Logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if err := api.Open(); err != nil {
+		return err
+	}
+
+	workers, stopWorkers := context.WithCancel(context.Background())
+	defer stopWorkers()
+	g := newGroup()
+	g.Go("notifier", func() error { return n.Run(workers) })
+	g.Go("recommender", func() error { return r.Run(workers) })
+
+	mailLine := "SMTP " + env.Getenv("SMTP_HOST")
+	if env.Getenv("SMTP_HOST") == "" {
+		dir := env.Getenv("MAIL_OUTBOX_DIR")
+		if dir == "" {
+			dir = notifier.DefaultOutboxDir
+		}
+		mailLine = "outbox " + dir + " (one .eml file per mail)"
+	}
+	base := "http://" + api.Addr()
+	fmt.Fprintf(env.Stdout, `
+Countersign dev is running. Ctrl-C stops it.
+
+  Kafka        %s
+  User API     %s   (/healthz, /readyz, /metrics)
+  Notifier     consumer group %s, mail to %s
+  Recommender  consumer group %s
+
+Try it:
+  curl -sS -X POST %s/api/register -H 'Content-Type: application/json' \
+    -d '{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace"}'
+  # the code is in the newest mail: grep -h 'code' $(ls -t %s/*.eml | head -1)
+  curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
+    -d '{"email":"ada@example.com","code":"123456"}'
+
+`, kafkaLine, base, notifierGroup(notCfg), mailLine, recommenderGroup(recCfg), base, outboxDir(env), base)
+
+	select {
+	case <-ctx.Done():
+	case <-g.Failed():
+	}
+	env.Logger.Info("shutting down: draining HTTP, committing offsets, flushing the producer")
+	apiErr := closeServer(api)
+	stopWorkers()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return apiErr
+}
+
+func notifierGroup(c notifier.Config) string {
+	if c.GroupID != "" {
+		return c.GroupID
+	}
+	return notifier.DefaultGroupID
+}
+
+func recommenderGroup(c recommender.Config) string {
+	if c.GroupID != "" {
+		return c.GroupID
+	}
+	return recommender.DefaultGroupID
+}
+
+func outboxDir(env *Env) string {
+	if d := env.Getenv("MAIL_OUTBOX_DIR"); d != "" {
+		return d
+	}
+	return notifier.DefaultOutboxDir
+}

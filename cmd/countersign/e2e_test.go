@@ -394,5 +394,3 @@ func TestBadSettingsStopTheStart(t *testing.T) {
 		}
 	}
 }
-
-

@@ -117,7 +117,7 @@ func init() {
 			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
 			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, kafkaSettings, keySettings, logSettings), runDev},
-		"keygen": {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},
+		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},
 		"healthcheck": {"GET a URL and exit 0 on a 2xx answer (for container health checks): healthcheck <url>", nil, nil},
 	}
 }

@@ -31,8 +31,9 @@ func syslogLevel(l int) slog.Level {
 		return slog.LevelError
 	case l == 4: // warning
 		return slog.LevelWarn
-	case l <= 6: // notice, info
+	case l == 5: // notice
 		return slog.LevelInfo
+	// info (6) is chatter such as telemetry ids; debug (7) is debug.
 	default:
 		return slog.LevelDebug
 	}

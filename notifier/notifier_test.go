@@ -220,27 +220,26 @@ func TestVerifiedMail(t *testing.T) {
 func TestTemporaryFailureIsRetriedAndDeliveredOnce(t *testing.T) {
 	h := newHarness(t)
 	h.start(t, notifier.Config{})
-	h.smtp.FailNext(2, 451, "4.3.0 try again later")
 	email := eventstest.UniqueEmail(t)
+	h.smtp.FailNextFor(email, 2, 451, "4.3.0 try again later")
 	h.publishCreated(t, email, "111111")
 	h.mailsTo(t, email, 1, 30*time.Second)
 	time.Sleep(500 * time.Millisecond) // room for a wrong second copy
 	if got := len(h.mailsSoFar(email)); got != 1 {
 		t.Errorf("%d mails, want exactly 1", got)
 	}
-	if h.smtp.Rejected() < 2 {
-		t.Errorf("server rejected %d times, want 2 (the test did not exercise the retry)", h.smtp.Rejected())
+	if n := h.smtp.RejectedFor(email); n != 2 {
+		t.Errorf("server rejected the mail %d times, want 2 (the test did not exercise the retry)", n)
 	}
 }
 
 func TestPermanentFailureIsDeadLetteredAndConsumerGoesOn(t *testing.T) {
 	h := newHarness(t)
 	r := h.start(t, notifier.Config{})
-	h.smtp.FailNext(1, 550, "5.1.1 mailbox unavailable")
 	bad := eventstest.UniqueEmail(t)
+	h.smtp.FailNextFor(bad, 1, 550, "5.1.1 mailbox unavailable")
 	first := h.publishCreated(t, bad, "222222")
-	// Wait for the rejection before the next event, so FailNext hits the first.
-	waitFor(t, 30*time.Second, func() bool { return h.smtp.Rejected() == 1 })
+	waitFor(t, 30*time.Second, func() bool { return h.smtp.RejectedFor(bad) == 1 })
 	good := eventstest.UniqueEmail(t)
 	h.publishCreated(t, good, "333333")
 	h.mailsTo(t, good, 1, 30*time.Second)

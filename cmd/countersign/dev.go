@@ -109,7 +109,7 @@ func runDev(ctx context.Context, env *Env) error {
 		if dir == "" {
 			dir = notifier.DefaultOutboxDir
 		}
-		mailLine = "outbox " + dir + " (one .eml file per mail)"
+		mailLine = dir + "/ (one .eml file per mail; no SMTP server needed)"
 	}
 	base := "http://" + api.Addr()
 	fmt.Fprintf(env.Stdout, `
@@ -123,7 +123,8 @@ Countersign dev is running. Ctrl-C stops it.
 Try it:
   curl -sS -X POST %s/api/register -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace"}'
-  # the code is in the newest mail: grep -h 'code' $(ls -t %s/*.eml | head -1)
+  # the code is in the newest mail:
+  grep -m1 -oE '^ {4}[0-9]{6}' $(ls -t %s/*.eml | head -1)
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 

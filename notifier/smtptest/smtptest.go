@@ -49,9 +49,12 @@ type Server struct {
 	connCount int
 	rejected  int
 	failNext  []failure
-	failing   *failure
-	closed    bool
-	handlers  sync.WaitGroup // connections not yet closed
+	// failFor and rejectedFor are FailNextFor's failures and counts, by recipient.
+	failFor     map[string][]failure
+	rejectedFor map[string]int
+	failing     *failure
+	closed      bool
+	handlers    sync.WaitGroup // connections not yet closed
 }
 
 // failure is an injected SMTP reply.
@@ -277,10 +280,44 @@ func (s *Server) Close() {
 	s.handlers.Wait()
 }
 
-// nextFailure returns the injected failure for this DATA command, if any.
-func (s *Server) nextFailure() *failure {
+// FailNextFor makes the next n DATA commands of mails to addr fail with
+// code and msg, whatever else the server receives meanwhile: for tests that
+// share a broker, where other mails may arrive in between. It takes
+// precedence over FailNext and SetFailing.
+func (s *Server) FailNextFor(addr string, n int, code int, msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failFor == nil {
+		s.failFor = map[string][]failure{}
+	}
+	for i := 0; i < n; i++ {
+		s.failFor[addr] = append(s.failFor[addr], failure{code, msg})
+	}
+}
+
+// RejectedFor is the number of DATA commands to addr answered with a failure
+// injected by FailNextFor.
+func (s *Server) RejectedFor(addr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rejectedFor[addr]
+}
+
+// nextFailure returns the injected failure for this DATA command, if any.
+func (s *Server) nextFailure(to []string) *failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, addr := range to {
+		if fs := s.failFor[addr]; len(fs) > 0 {
+			s.failFor[addr] = fs[1:]
+			s.rejected++
+			if s.rejectedFor == nil {
+				s.rejectedFor = map[string]int{}
+			}
+			s.rejectedFor[addr]++
+			return &fs[0]
+		}
+	}
 	if len(s.failNext) > 0 {
 		f := s.failNext[0]
 		s.failNext = s.failNext[1:]
@@ -420,7 +457,7 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if f := ss.s.nextFailure(); f != nil {
+	if f := ss.s.nextFailure(ss.to); f != nil {
 		return &smtp.SMTPError{Code: f.code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: f.msg}
 	}
 	ss.s.record(Received{From: ss.from, To: append([]string(nil), ss.to...), Data: data, Conn: ss.conn})

@@ -32,7 +32,9 @@ type Config struct {
 	// MaxAttempts bounds the tries of one mail on temporary SMTP failures
 	// before it goes to the dead-letter topic (NOTIFIER_MAX_ATTEMPTS,
 	// default 12). With the default backoff (500ms doubling to 30s) the
-	// default rides out an SMTP outage of about four minutes.
+	// default rides out an SMTP outage of about three minutes (the waits add
+	// up to about 180s, plus the attempts themselves); after that the mail
+	// is dead-lettered, not lost.
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff shape the retry waits
 	// (NOTIFIER_RETRY_BACKOFF, NOTIFIER_RETRY_MAX_BACKOFF; defaults 500ms

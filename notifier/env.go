@@ -31,7 +31,6 @@ const (
 	EnvOutboxDir    = "MAIL_OUTBOX_DIR"
 )
 
-
 // EnvReader reads settings through getenv and collects every error, each
 // naming its variable and what it accepts. Services share it so that their
 // messages read alike.

@@ -180,7 +180,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
-			s.error(w, r, &Error{Code: CodeUnavailable, Detail: "The message broker is not reachable.", Err: fmt.Errorf("readiness: %w", err)})
+			s.error(w, r, &Error{Code: CodeUnavailable, Detail: "The message broker or the pending store is not reachable.", Err: fmt.Errorf("readiness: %w", err)})
 			return
 		}
 	}

@@ -79,9 +79,15 @@ func runDev(ctx context.Context, env *Env) error {
 	}
 	defer closeProducer(producer, env.Logger)
 
+	store, err := openPendingStore(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer store.close()
+
 	// One registry: the user API's /metrics shows every part's metrics.
 	reg := newRegistry()
-	api, err := userapi.NewServer(apiCfg, userapi.Deps{Publisher: producer, Keyring: keys, Ready: producer.Ping, Logger: env.Logger, Registry: reg})
+	api, err := userapi.NewServer(apiCfg, userapi.Deps{Publisher: producer, Keyring: keys, Store: store.Store, Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg})
 	if err != nil {
 		return err
 	}

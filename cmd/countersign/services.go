@@ -101,8 +101,13 @@ func runUserAPI(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer closeProducer(producer, env.Logger)
+	store, err := openPendingStore(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer store.close()
 	srv, err := userapi.NewServer(cfg, userapi.Deps{
-		Publisher: producer, Keyring: keys, Ready: producer.Ping, Logger: env.Logger, Registry: newRegistry(),
+		Publisher: producer, Keyring: keys, Store: store.Store, Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: newRegistry(),
 	})
 	if err != nil {
 		return err
@@ -110,7 +115,7 @@ func runUserAPI(ctx context.Context, env *Env) error {
 	if err := srv.Open(); err != nil {
 		return err
 	}
-	env.Logger.Info("user API started", "addr", srv.Addr(), "kafka", kcfg)
+	env.Logger.Info("user API started", "addr", srv.Addr(), "kafka", kcfg, "pending_store", store.desc)
 	<-ctx.Done()
 	env.Logger.Info("shutting down: draining HTTP, then flushing the producer")
 	return closeServer(srv)

@@ -36,6 +36,7 @@ var settingsTable = []Setting{
 	{"RATE_LIMIT_BURST", "20", "requests a client IP may make at once before the rate applies"},
 	{"PUBLISH_TIMEOUT", "10s", "wait for the broker's acknowledgement before answering 503"},
 	{"TRUST_PROXY_HEADERS", "false", "take the client IP from X-Forwarded-For (only behind one trusted proxy)"},
+	{"PENDING_STORE", "memory", "where pending registrations live: memory (one replica only) or redis://[:password@]host:port/db (rediss:// for TLS), shared by every replica (password never logged)"},
 
 	// Notifier.
 	{"NOTIFIER_GROUP_ID", "notification-service", "consumer group of the notifier (never rename: a new group re-reads history)"},
@@ -80,7 +81,7 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_CATALOG"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR"}

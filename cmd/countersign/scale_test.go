@@ -1,0 +1,553 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/userapi/redistest"
+)
+
+// The scale-out tests run the real binary as several processes sharing the
+// engines a deployment scales on: one Kafka (embedded, or
+// KAFKA_TEST_BROKERS) and one redis-server. They are the slow tests of the
+// package, each bounded well under a minute after the binary is built.
+
+// newKey returns a CODE_ENCRYPTION_KEYS entry and its keyring: every
+// process of a deployment shares one.
+func newKey(t *testing.T) (string, *events.Keyring) {
+	t.Helper()
+	entry, err := events.GenerateKeyEntry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := events.ParseKeyring(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entry, keys
+}
+
+// codeFromEvent reads the user_account_created event keyed email from the
+// topic and opens its sealed code, as the notifier would.
+func codeFromEvent(t *testing.T, brokers string, keys *events.Keyring, email string, nth int) string {
+	t.Helper()
+	msgs := eventstest.ReadTopic(t, brokers, events.TopicUserAccountCreated, nth, 30*time.Second, eventstest.ByKey(email))
+	e := eventstest.Decode(t, msgs[nth-1])
+	d, err := e.UserAccountCreated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := keys.Open(d.EncryptedCode, d.UserID, d.Email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+type apiClient struct {
+	t *testing.T
+	c *http.Client
+}
+
+func newAPIClient(t *testing.T) apiClient {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 200
+	c := &http.Client{Timeout: 30 * time.Second, Transport: tr}
+	t.Cleanup(c.CloseIdleConnections)
+	return apiClient{t, c}
+}
+
+// post sends body and returns the status and the Content-Type; a transport
+// error is status 0.
+func (a apiClient) post(url, body string) (int, string) {
+	resp, err := a.c.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		a.t.Errorf("POST %s: %v", url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type")
+}
+
+func registerBody(email string) string {
+	return fmt.Sprintf(`{"email":%q,"first_name":"Ada","last_name":"Lovelace"}`, email)
+}
+
+func verifyBody(email, code string) string {
+	return fmt.Sprintf(`{"email":%q,"code":%q}`, email, code)
+}
+
+func wrongCode(code string) string {
+	if code == "000000" {
+		return "000001"
+	}
+	return "000000"
+}
+
+// TestScaleUserAPIReplicasShareRedis: two `countersign userapi` processes on
+// one Redis, no sticky sessions. Register on one and verify on the other;
+// the resend interval and the attempt limit hold across both; of 400
+// concurrent right verifies spread over both, exactly one succeeds and one
+// user_account_verified is published; with Redis gone both answer 503
+// problem+json at once.
+func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two user API processes and redis-server")
+	}
+	const password = "pa55-never-logged"
+	rds := redistest.Start(t, redistest.WithPassword(password))
+	brokers := eventstest.Brokers(t)
+	entry, keys := newKey(t)
+	common := []string{
+		"KAFKA_BROKERS=" + brokers,
+		"CODE_ENCRYPTION_KEYS=" + entry,
+		"PENDING_STORE=" + rds.URL(),
+		"RATE_LIMIT_PER_IP=0",
+		"CODE_MAX_ATTEMPTS=100",
+		"LOG_LEVEL=info",
+	}
+	dir := t.TempDir()
+	var procs []*proc
+	var base []string
+	for range 2 {
+		addr := freeAddr(t)
+		procs = append(procs, start(t, dir, append(common, "HTTP_ADDR="+addr), "userapi"))
+		base = append(base, "http://"+addr)
+	}
+	for i, p := range procs {
+		waitHTTP(t, p, base[i]+"/readyz", 90*time.Second)
+	}
+	a, b := base[0], base[1]
+	api := newAPIClient(t)
+
+	t.Run("RegisterOnOneVerifyOnTheOther", func(t *testing.T) {
+		email := eventstest.UniqueEmail(t)
+		if st, _ := api.post(a+"/api/register", registerBody(email)); st != http.StatusAccepted {
+			t.Fatalf("register on A: %d", st)
+		}
+		code := codeFromEvent(t, brokers, keys, email, 1)
+		// The resend interval is one for both replicas.
+		if st, _ := api.post(b+"/api/register", registerBody(email)); st != http.StatusTooManyRequests {
+			t.Errorf("register again on B within RESEND_INTERVAL: %d, want 429", st)
+		}
+		if st, _ := api.post(b+"/api/resend", fmt.Sprintf(`{"email":%q}`, email)); st != http.StatusTooManyRequests {
+			t.Errorf("resend on B within RESEND_INTERVAL: %d, want 429", st)
+		}
+		if st, _ := api.post(b+"/api/verify", verifyBody(email, wrongCode(code))); st != http.StatusBadRequest {
+			t.Errorf("wrong code on B: %d, want 400", st)
+		}
+		if st, _ := api.post(b+"/api/verify", verifyBody(email, code)); st != http.StatusOK {
+			t.Fatalf("right code on B: %d, want 200", st)
+		}
+		if st, _ := api.post(a+"/api/verify", verifyBody(email, code)); st != http.StatusBadRequest {
+			t.Errorf("same code again on A: %d, want 400", st)
+		}
+	})
+
+	t.Run("AttemptsCountedAcrossReplicas", func(t *testing.T) {
+		email := eventstest.UniqueEmail(t)
+		if st, _ := api.post(b+"/api/register", registerBody(email)); st != http.StatusAccepted {
+			t.Fatalf("register on B: %d", st)
+		}
+		code := codeFromEvent(t, brokers, keys, email, 1)
+		for i := range 100 {
+			url := []string{a, b}[i%2]
+			if st, _ := api.post(url+"/api/verify", verifyBody(email, wrongCode(code))); st != http.StatusBadRequest {
+				t.Fatalf("wrong code %d: %d, want 400", i+1, st)
+			}
+		}
+		// 50 wrong codes on each replica used up the 100 of the address.
+		if st, _ := api.post(a+"/api/verify", verifyBody(email, code)); st != http.StatusTooManyRequests {
+			t.Errorf("right code after 100 wrong ones: %d, want 429", st)
+		}
+	})
+
+	t.Run("ConcurrentVerifiesOneSuccess", func(t *testing.T) {
+		email := eventstest.UniqueEmail(t)
+		if st, _ := api.post(a+"/api/register", registerBody(email)); st != http.StatusAccepted {
+			t.Fatalf("register on A: %d", st)
+		}
+		code := codeFromEvent(t, brokers, keys, email, 1)
+		const n = 400
+		var mu sync.Mutex
+		statuses := map[int]int{}
+		perReplica := [2]int{}
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				st, _ := api.post(base[i%2]+"/api/verify", verifyBody(email, code))
+				mu.Lock()
+				statuses[st]++
+				if st == http.StatusOK {
+					perReplica[i%2]++
+				}
+				mu.Unlock()
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		t.Logf("%d concurrent verifies over 2 replicas: %v (200s by replica %v)", n, statuses, perReplica)
+		if statuses[http.StatusOK] != 1 {
+			t.Errorf("%d verifies got 200, want exactly 1", statuses[http.StatusOK])
+		}
+		for st, c := range statuses {
+			if st != http.StatusOK && st != http.StatusBadRequest && st != http.StatusTooManyRequests {
+				t.Errorf("%d verifies got %d", c, st)
+			}
+		}
+		got := eventstest.CountTopic(t, brokers, events.TopicUserAccountVerified, 3*time.Second, eventstest.ByKey(email))
+		if len(got) != 1 {
+			t.Errorf("%d user_account_verified events for the address, want 1", len(got))
+		}
+	})
+
+	t.Run("RedisDown503", func(t *testing.T) {
+		email := eventstest.UniqueEmail(t)
+		rds.Stop()
+		for _, req := range []struct{ url, body string }{
+			{a + "/api/register", registerBody(email)},
+			{b + "/api/verify", verifyBody(email, "123456")},
+			{b + "/api/resend", fmt.Sprintf(`{"email":%q}`, email)},
+		} {
+			began := time.Now()
+			st, ct := api.post(req.url, req.body)
+			if took := time.Since(began); took > 5*time.Second {
+				t.Errorf("%s took %v with Redis down", req.url, took)
+			}
+			if st != http.StatusServiceUnavailable || ct != "application/problem+json" {
+				t.Errorf("%s with Redis down: %d %s, want 503 application/problem+json", req.url, st, ct)
+			}
+		}
+		for _, u := range base {
+			resp, err := api.c.Get(u + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Errorf("%s/readyz with Redis down: %d, want 503", u, resp.StatusCode)
+			}
+		}
+	})
+
+	for i, p := range procs {
+		out := p.output()
+		if strings.Contains(out, password) {
+			t.Errorf("replica %d logged the Redis password:\n%s", i, out)
+		}
+		if strings.Contains(out, "goroutine ") || strings.Contains(out, "panic") {
+			t.Errorf("replica %d printed a stack trace:\n%s", i, out)
+		}
+		if !strings.Contains(out, "pending_store=redis://127.0.0.1") {
+			t.Errorf("replica %d does not log which store it uses:\n%s", i, out)
+		}
+	}
+}
+
+// groupAssignment describes the consumer group: partitions held by each
+// member (by member id); nil while the group is rebalancing.
+func groupAssignment(t testing.TB, a *kafka.AdminClient, group string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := a.DescribeConsumerGroups(ctx, []string{group})
+	if err != nil {
+		t.Logf("describe group: %v", err)
+		return nil
+	}
+	out := map[string]int{}
+	for _, g := range res.ConsumerGroupDescriptions {
+		if g.State != kafka.ConsumerGroupStateStable {
+			return nil
+		}
+		for _, m := range g.Members {
+			out[m.ConsumerID] = len(m.Assignment.TopicPartitions)
+		}
+	}
+	return out
+}
+
+// describeGroup returns each member's partitions, as topic/partition.
+func describeGroup(t testing.TB, brokers, group string) [][]string {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := a.DescribeConsumerGroups(ctx, []string{group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, g := range res.ConsumerGroupDescriptions {
+		for _, m := range g.Members {
+			var ps []string
+			for _, tp := range m.Assignment.TopicPartitions {
+				ps = append(ps, fmt.Sprintf("%s/%d", *tp.Topic, tp.Partition))
+			}
+			sort.Strings(ps)
+			out = append(out, ps)
+		}
+	}
+	return out
+}
+
+// waitGroup waits until the group is stable with members members holding
+// all partitions between them, each at least one.
+func waitGroup(t testing.TB, brokers, group string, members, partitions int, timeout time.Duration) map[string]int {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	deadline := time.Now().Add(timeout)
+	var last map[string]int
+	for time.Now().Before(deadline) {
+		last = groupAssignment(t, a, group)
+		total, empty := 0, false
+		for _, n := range last {
+			total += n
+			empty = empty || n == 0
+		}
+		if len(last) == members && total == partitions && !empty {
+			return last
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("group %s: assignment %v within %v, want %d members sharing %d partitions", group, last, timeout, members, partitions)
+	return nil
+}
+
+// mailsSent scrapes a notifier's countersign_notifier_mails_sent_total.
+func mailsSent(t *testing.T, metricsAddr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", metricsAddr, err)
+	}
+	defer resp.Body.Close()
+	total := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "countersign_notifier_mails_sent_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			total += int(v)
+		}
+	}
+	return total
+}
+
+// TestScaleNotifiersShareTheGroup: three `countersign notifier` processes in
+// one consumer group share the six partitions (two topics of three) and all
+// send mail. One is stopped with SIGTERM, then another killed with SIGKILL;
+// each time the group hands the partitions to those left, and every event
+// published before, between and after gets its mail, with duplicates bounded
+// by the commit interval.
+func TestScaleNotifiersShareTheGroup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three notifier processes")
+	}
+	brokers := eventstest.Brokers(t)
+	smtp := smtptest.Start(t)
+	entry, keys := newKey(t)
+	group := eventstest.UniqueGroup(t)
+	kcfg := eventstest.Config(t, brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := events.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
+		t.Fatal(err)
+	}
+	producer, err := events.NewProducer(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = producer.Close(ctx)
+	})
+	partitions := 0
+	for range events.Topics {
+		partitions += 3 // KAFKA_TOPIC_PARTITIONS default, as EnsureTopics made them
+	}
+
+	const commitEvery = 5
+	dir := t.TempDir()
+	var procs []*proc
+	var metrics []string
+	for range 3 {
+		m := freeAddr(t)
+		metrics = append(metrics, m)
+		procs = append(procs, start(t, dir, []string{
+			"KAFKA_BROKERS=" + brokers,
+			"CODE_ENCRYPTION_KEYS=" + entry,
+			"NOTIFIER_GROUP_ID=" + group,
+			"NOTIFIER_COMMIT_EVERY=" + strconv.Itoa(commitEvery),
+			"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + strconv.Itoa(smtp.Port()), "SMTP_TLS=none",
+			"METRICS_ADDR=" + m,
+			"MAIL_OUTBOX_DIR=" + filepath.Join(dir, "unused-outbox"),
+		}, "notifier"))
+	}
+	assigned := waitGroup(t, brokers, group, 3, partitions, 60*time.Second)
+	t.Logf("three notifiers: partitions per member %v", assigned)
+
+	var addrs []string
+	publish := func(n int) {
+		t.Helper()
+		for range n {
+			email := eventstest.UniqueEmail(t)
+			addrs = append(addrs, email)
+			userID := "u-" + eventstest.Suffix()
+			sealed, err := keys.Seal("123456", userID, email)
+			if err != nil {
+				t.Fatal(err)
+			}
+			created, err := events.NewUserAccountCreated(events.UserAccountCreated{
+				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+				ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			verified, err := events.NewUserAccountVerified(events.UserAccountVerified{
+				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace", VerifiedAt: time.Now(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range []events.Event{created, verified} {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				err = producer.Publish(ctx, e)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// everyMailed waits until every event published so far has its mail:
+	// the code and the confirmation for each address.
+	everyMailed := func(timeout time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for {
+			got := map[string]int{}
+			for _, m := range smtp.Messages() {
+				kind := "code"
+				if strings.Contains(strings.ToLower(m.Subject()), "verified") {
+					kind = "confirmation"
+				}
+				for _, to := range m.To {
+					got[to+" "+kind]++
+				}
+			}
+			var missing []string
+			for _, a := range addrs {
+				for _, kind := range []string{"code", "confirmation"} {
+					if got[a+" "+kind] == 0 {
+						missing = append(missing, a+" "+kind)
+					}
+				}
+			}
+			if len(missing) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d events have no mail after %v", len(missing), 2*len(addrs), timeout)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// Sixty addresses, a code and a confirmation each: every one of the six
+	// partitions gets events.
+	publish(60)
+	everyMailed(30 * time.Second)
+	for i, m := range metrics {
+		if n := mailsSent(t, m); n == 0 {
+			t.Errorf("notifier %d sent no mail: the group does not share the work", i)
+		} else {
+			t.Logf("notifier %d sent %d mails", i, n)
+		}
+	}
+
+	// SIGTERM: a graceful leave. The group rebalances to two members.
+	if err := procs[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-procs[0].done:
+		procs[0].done <- err
+		if err != nil {
+			t.Errorf("notifier exit after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("notifier did not exit within 30s of SIGTERM")
+	}
+	publish(30)
+	assigned = waitGroup(t, brokers, group, 2, partitions, 30*time.Second)
+	t.Logf("after SIGTERM: partitions per member %v", assigned)
+	everyMailed(30 * time.Second)
+
+	// SIGKILL: no goodbye, no last commit. The group notices after the
+	// session timeout (10s) and the survivor takes every partition.
+	_ = procs[1].cmd.Process.Kill()
+	publish(30)
+	assigned = waitGroup(t, brokers, group, 1, partitions, 40*time.Second)
+	t.Logf("after SIGKILL: partitions per member %v", assigned)
+	everyMailed(30 * time.Second)
+
+	time.Sleep(500 * time.Millisecond)
+	// On a shared cluster the new group also reads other tests' history:
+	// only mails to this test's addresses count.
+	ours := map[string]bool{}
+	for _, a := range addrs {
+		ours[a] = true
+	}
+	mails := 0
+	for _, m := range smtp.Messages() {
+		for _, to := range m.To {
+			if ours[to] {
+				mails++
+			}
+		}
+	}
+	dups := mails - 2*len(addrs)
+	t.Logf("%d events, %d mails (%d sent again after the SIGKILL)", 2*len(addrs), mails, dups)
+	// A crashed member's partitions are re-read from the last finished
+	// commit: events.SubscriberConfig.CommitEvery bounds that below
+	// 2×CommitEvery; the other two stops re-send nothing.
+	if dups >= 2*commitEvery {
+		t.Errorf("%d duplicate mails, want fewer than twice the commit interval %d", dups, commitEvery)
+	}
+}

@@ -398,3 +398,34 @@ func BenchmarkRedisStoreBytesPerPending(b *testing.B) {
 	}
 	b.ReportMetric(float64(usedMemory()-before)/float64(n), "B/pending")
 }
+
+// TestRedisStoreLeastPrivilege: the store works as a Redis ACL user allowed
+// only the scripts, PING and its own keys, the user docs/scaling.md
+// recommends.
+func TestRedisStoreLeastPrivilege(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	admin := newRedisClient(t, srv.URL())
+	// The line docs/scaling.md gives: connection, scripts, and the commands
+	// the scripts run.
+	acl := strings.Fields("on >s3cret resetkeys ~countersign:pending:* resetchannels -@all " +
+		"+hello +auth +select +ping +evalsha +eval " +
+		"+hget +hmget +hset +hincrby +del +pexpire +incr +zadd +zrem +zremrangebyscore +zcard")
+	if err := admin.Do(ctx, append([]any{"ACL", "SETUSER", "countersign"}, toAny(acl)...)...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := newRedisClient(t, "redis://countersign:s3cret@"+srv.Addr()+"/0")
+	storetest.Run(t, func(*testing.T) userapi.Store { return userapi.NewRedisStore(rdb, userapi.RedisOptions{}) })
+	// And nothing else: the user cannot read other keys.
+	if err := rdb.Get(ctx, "other").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("GET of another key as the store's user: %v, want NOPERM", err)
+	}
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/embedded"
+	"github.com/countersign/countersign/notifier"
+	"github.com/countersign/countersign/templates"
+	"github.com/countersign/countersign/userapi"
+)
+
+// stack is the platform run in this process, wired as `countersign dev`
+// wires it: a broker (embedded unless -brokers), an idempotent acks=all
+// producer, the user API with its memory store and the rate limit off, and,
+// when a phase needs mail, the notifier sending to the sink over SMTP.
+type stack struct {
+	logger   *slog.Logger
+	broker   *embedded.Broker
+	kcfg     events.Config
+	keys     *events.Keyring
+	producer *events.Producer
+	api      *userapi.Server
+	url      string
+
+	notifierCancel context.CancelFunc
+	notifierDone   chan error
+	sender         *notifier.SMTPSender
+}
+
+func startStack(ctx context.Context, brokers string, client map[string]string, logger *slog.Logger) (*stack, error) {
+	s := &stack{logger: logger}
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	if brokers == "" {
+		b, err := embedded.Start("127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		s.broker = b
+		brokers = b.Addr()
+	}
+	apiCfg := userapi.Config{HTTPAddr: "127.0.0.1:0", RateLimitPerIP: userapi.RateLimitOff}
+	s.kcfg = events.Config{Brokers: brokers, Client: client, Logger: logger}
+	var err error
+	if s.keys, err = events.NewRandomKeyring(); err != nil {
+		return nil, err
+	}
+	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := events.EnsureTopics(tctx, s.kcfg, events.Topics...); err != nil {
+		return nil, err
+	}
+	// As cmd/countersign does: librdkafka gives up on a record when the
+	// API does (PUBLISH_TIMEOUT, default 10s).
+	pcfg := s.kcfg
+	pcfg.Client = maps.Clone(client)
+	if _, set := pcfg.Client["message.timeout.ms"]; !set {
+		pcfg.Client["message.timeout.ms"] = strconv.FormatInt(userapi.DefaultPublishTimeout.Milliseconds(), 10)
+	}
+	if s.producer, err = events.NewProducer(pcfg); err != nil {
+		return nil, err
+	}
+	if s.api, err = userapi.NewServer(apiCfg, userapi.Deps{Publisher: s.producer, Keyring: s.keys, Ready: s.producer.Ping, Logger: logger}); err != nil {
+		return nil, err
+	}
+	if err := s.api.Open(); err != nil {
+		return nil, err
+	}
+	s.url = "http://" + s.api.Addr()
+	// The first publish waits for the broker connection and metadata; do it
+	// now rather than in the first measured request.
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	if err := s.producer.Ping(pctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// startNotifier starts the notifier in a consumer group of its own,
+// mailing to the sink. The group starts at the end of the topics: mails for
+// events published before (by an earlier phase) are not its business.
+func (s *stack) startNotifier(ctx context.Context, cfg notifier.Config, sk *sink) error {
+	if err := seekToEnd(s.kcfg.Brokers, cfg.GroupID, []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified}); err != nil {
+		return fmt.Errorf("position notifier group: %w", err)
+	}
+	tpl, err := templates.Load("")
+	if err != nil {
+		return err
+	}
+	sender, err := notifier.NewSMTPSender(notifier.SMTPConfig{
+		Host: sk.host(), Port: sk.port(), TLS: notifier.TLSNone, From: "Countersign <no-reply@countersign.test>",
+	}, s.logger)
+	if err != nil {
+		return err
+	}
+	n, err := notifier.New(cfg, notifier.Deps{
+		Kafka: s.kcfg, Keyring: s.keys, Templates: tpl, Sender: sender, Logger: s.logger,
+	})
+	if err != nil {
+		_ = sender.Close()
+		return err
+	}
+	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.sender, s.notifierCancel, s.notifierDone = sender, cancel, make(chan error, 1)
+	go func() { s.notifierDone <- n.Run(nctx) }()
+	return nil
+}
+
+// seekToEnd commits the current end of every partition of topics for group,
+// so that a new member of the group starts there.
+func seekToEnd(brokers, group string, topics []string) error {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false,
+		"go.logs.channel.enable": true, "log.connection.close": false,
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		for range c.Logs() {
+		}
+	}()
+	defer c.Close()
+	var tps []kafka.TopicPartition
+	for _, t := range topics {
+		md, err := c.GetMetadata(&t, false, 10000)
+		if err != nil {
+			return err
+		}
+		for _, p := range md.Topics[t].Partitions {
+			_, high, err := c.QueryWatermarkOffsets(t, p.ID, 10000)
+			if err != nil {
+				return err
+			}
+			tps = append(tps, kafka.TopicPartition{Topic: &t, Partition: p.ID, Offset: kafka.Offset(high)})
+		}
+	}
+	if len(tps) == 0 {
+		return errors.New("no partitions")
+	}
+	_, err = c.CommitOffsets(tps)
+	return err
+}
+
+func (s *stack) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if s.api != nil {
+		_ = s.api.Close(ctx)
+	}
+	if s.notifierCancel != nil {
+		s.notifierCancel()
+		<-s.notifierDone
+		_ = s.sender.Close()
+	}
+	if s.producer != nil {
+		if err := s.producer.Close(ctx); err != nil {
+			s.logger.Error("close producer", "err", err)
+		}
+	}
+	if s.broker != nil {
+		s.broker.Close()
+	}
+}
+
+// ceilingRequest has the fields of userapi.RegisterRequest: the ceiling
+// decodes the same JSON into the same shape, and does nothing else with it.
+type ceilingRequest struct {
+	Email     string `json:"email"`
+	FirstName string `json:"first_name"`
+	LastName  string `json:"last_name"`
+}
+
+// startCeiling serves the bare handler that bounds what any register
+// handler can reach on this machine with this generator: net/http, decode
+// the same JSON, answer 202 with a body of the same size as the real one.
+func startCeiling() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	body := []byte(`{"status":"pending_verification","expires_at":"2026-01-01T00:00:00.000000000Z"}` + "\n")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req ceilingRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || req.Email == "" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(body)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}

@@ -416,7 +416,7 @@ func crashChild() int {
 func TestCrashAndRestartSendsEveryMailWithBoundedDuplicates(t *testing.T) {
 	h := newHarness(t)
 	group := eventstest.UniqueGroup(t)
-	const total, commitEvery = 30, 5
+	const total, commitEvery = 100, 5
 	var addrs []string
 	for range total {
 		a := eventstest.UniqueEmail(t)
@@ -438,10 +438,14 @@ func TestCrashAndRestartSendsEveryMailWithBoundedDuplicates(t *testing.T) {
 	// server waits for the child's connection to close.
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	bufio.NewScanner(out).Scan()
-	// Kill it part-way: after some mails went out, before all did.
+	// Kill it part-way: after some mails went out, before all did. A mail
+	// takes well under a millisecond, so the server stops accepting first
+	// (the child then retries with backoff) for the kill to land part-way.
 	waitFor(t, 60*time.Second, func() bool { return len(h.smtp.Messages()) >= 12 })
+	h.smtp.SetFailing(451)
 	_ = cmd.Process.Kill()
 	_, _ = cmd.Process.Wait()
+	h.smtp.ClearFailing()
 	before := len(h.smtp.Messages())
 	if before >= total {
 		t.Fatalf("child sent all %d mails before it was killed; the test proves nothing", before)

@@ -21,10 +21,17 @@ import (
 // that is down does not stop the service from starting; the first Send then
 // fails with a temporary error.
 //
-// Before each mail go-mail checks the connection with NOOP. When the server
-// closed it meanwhile (idle timeout, restart), Send dials again and sends the
-// mail on the new connection, within the same call. After any failure that was
-// not an SMTP reply the connection is dropped and the next Send dials.
+// A mail costs four round trips: MAIL, RCPT, DATA and the end of the data.
+// go-mail's NOOP before each mail and RSET after it are switched off: after
+// the end of the data a server is ready for the next MAIL (RFC 5321 4.1.1.4),
+// and a connection the server closed meanwhile (idle timeout, restart) shows
+// at MAIL just as it would at NOOP. When MAIL on a reused connection fails
+// without a reply, or with 421 (the server is closing it), nothing of the
+// mail was sent, so Send dials again and sends the mail on the new
+// connection, within the same call. After any other failure that was not an
+// SMTP reply the connection is dropped and the next Send dials. (Measured in
+// BenchmarkNotifierThroughput: the two round trips saved are a third of the
+// time one mail takes on a loopback server.)
 //
 // The sender holds the go-mail *smtp.Client itself (DialToSMTPClientWithContext
 // and SendWithSMTPClient rather than DialWithContext and Send) so that it can
@@ -86,6 +93,8 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 		mail.WithTimeout(cfg.Timeout),
 		mail.WithTLSPolicy(policy),
 		mail.WithDialContextFunc(s.dialContext),
+		mail.WithoutNoop(),
+		mail.WithoutRset(),
 	}
 	if cfg.TLSConfig != nil {
 		tc := cfg.TLSConfig.Clone()
@@ -155,11 +164,11 @@ func (s *SMTPSender) send(ctx context.Context, id string, msg *mail.Msg) error {
 	}
 
 	err := s.client.SendWithSMTPClient(s.conn, msg)
-	var se *mail.SendError
-	if err != nil && reused && errors.As(err, &se) && se.Reason == mail.ErrConnCheck {
-		// The NOOP before the mail failed: the server closed the idle
-		// connection. Nothing of the mail was sent, so sending it on a new
-		// connection cannot duplicate it.
+	if err != nil && reused && staleConnection(err) {
+		// MAIL, the first command of the mail, failed for want of the
+		// connection: the server closed it while it was idle. Nothing of the
+		// mail was sent, so sending it on a new connection cannot duplicate
+		// it.
 		s.logger.Info("smtp connection lost, reconnecting")
 		s.drop()
 		if err := s.dial(ctx, id); err != nil {
@@ -184,6 +193,24 @@ func (s *SMTPSender) send(ctx context.Context, id string, msg *mail.Msg) error {
 		s.drop()
 	}
 	return me
+}
+
+// staleConnection reports whether err says that a reused connection was no
+// longer usable before anything of the mail was sent: the connection check
+// failed, or MAIL got no reply or 421 ("closing transmission channel").
+func staleConnection(err error) bool {
+	var se *mail.SendError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Reason {
+	case mail.ErrConnCheck:
+		return true
+	case mail.ErrSMTPMailFrom:
+		code := se.ErrorCode()
+		return code == 0 || code == 421
+	}
+	return false
 }
 
 // dial opens the connection: TCP, EHLO, STARTTLS and AUTH as configured. The

@@ -16,8 +16,10 @@
 //   - A Subscriber delivers every record at least once. An offset is stored only
 //     after its handler returned nil or the record was written to the
 //     dead-letter topic "<group-id>.dlq"; stored offsets are committed every N
-//     handled records, on revocation, periodically while idle and on shutdown.
-//     A crash re-delivers at most what was handled since the last commit.
+//     handled records (in the background, one commit at a time), on
+//     revocation, periodically while idle and on shutdown. A crash re-delivers
+//     at most what was handled since the last finished commit: fewer than 2N
+//     records.
 //   - A handler error is retried with exponential backoff up to a limit; an
 //     error wrapped with Permanent, an exhausted retry budget and an
 //     undecodable record go to the dead-letter topic, and the partition moves on.

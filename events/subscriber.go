@@ -60,7 +60,11 @@ type SubscriberConfig struct {
 	// Topics to subscribe to.
 	Topics []string
 	// CommitEvery commits stored offsets after this many handled records
-	// (default 5). A crash re-delivers at most this many records per member.
+	// (default 5). The commit runs in the background while the next records
+	// are handled, and the next commit waits for it, so a commit's round trip
+	// to the broker does not hold up the records behind it. A crash
+	// re-delivers what was handled since the last finished commit: fewer
+	// than 2×CommitEvery records per member.
 	CommitEvery int
 	// CommitInterval commits stored offsets this long after the last commit
 	// when fewer than CommitEvery records arrived, so an idle consumer does
@@ -150,6 +154,17 @@ type Subscriber struct {
 
 	uncommitted int
 	lastCommit  time.Time
+	// next is, per partition, the offset after the last record handled:
+	// what the background commit commits.
+	next map[partitionKey]int64
+	// inflight is closed when the background commit in progress, if any,
+	// has finished.
+	inflight chan struct{}
+}
+
+type partitionKey struct {
+	topic     string
+	partition int32
 }
 
 // NewSubscriber validates the configuration; Run connects.
@@ -225,6 +240,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		return fmt.Errorf("subscriber %s: subscribe: %w", s.sc.GroupID, err)
 	}
 	s.lastCommit = time.Now()
+	s.next = map[partitionKey]int64{}
 	s.logger.Info("subscriber started", "topics", s.sc.Topics)
 	for ctx.Err() == nil {
 		switch ev := c.Poll(100).(type) {
@@ -236,7 +252,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			}
 			s.uncommitted++
 			if s.uncommitted >= s.sc.CommitEvery {
-				s.commit("every")
+				s.commitBehind()
 			}
 		case kafka.Error:
 			if ev.IsFatal() {
@@ -265,16 +281,69 @@ func (s *Subscriber) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			// Another member may already own them: a commit now could move
 			// its position backwards or forwards. Leave it.
 			s.logger.Warn("partitions lost", "partitions", partitionList(e.Partitions))
+			s.waitCommit()
+			s.forget(e.Partitions)
 			s.uncommitted = 0
 			return nil
 		}
 		s.logger.Info("partitions revoked", "partitions", partitionList(e.Partitions))
 		s.commit("revoke")
+		s.forget(e.Partitions)
 	}
 	return nil
 }
 
+// forget drops partitions that are no longer this member's from the
+// background commits.
+func (s *Subscriber) forget(tps []kafka.TopicPartition) {
+	for _, tp := range tps {
+		if tp.Topic != nil {
+			delete(s.next, partitionKey{*tp.Topic, tp.Partition})
+		}
+	}
+}
+
+// commitBehind starts committing the records handled so far, in the
+// background, once the previous background commit has finished. The offsets
+// are taken now, so exactly what was handled by now is committed.
+func (s *Subscriber) commitBehind() {
+	s.waitCommit()
+	offsets := make([]kafka.TopicPartition, 0, len(s.next))
+	for k, off := range s.next {
+		topic := k.topic
+		offsets = append(offsets, kafka.TopicPartition{Topic: &topic, Partition: k.partition, Offset: kafka.Offset(off)})
+	}
+	s.uncommitted = 0
+	s.lastCommit = time.Now()
+	if len(offsets) == 0 {
+		return
+	}
+	done := make(chan struct{})
+	s.inflight = done
+	go func() {
+		defer close(done)
+		_, err := s.consumer.CommitOffsets(offsets)
+		var kerr kafka.Error
+		if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
+			// The offsets stay stored; the next commit carries them.
+			s.logger.Warn("commit offsets", "reason", "every", "err", err)
+		}
+	}()
+}
+
+// waitCommit waits for the background commit in progress, if any.
+func (s *Subscriber) waitCommit() {
+	if s.inflight != nil {
+		<-s.inflight
+		s.inflight = nil
+	}
+}
+
+// commit commits the stored offsets and waits for the broker's answer,
+// after the background commit in progress: commits never overtake each
+// other, so a committed offset never moves backwards.
 func (s *Subscriber) commit(reason string) {
+	s.waitCommit()
 	if s.uncommitted == 0 && reason != "revoke" && reason != "shutdown" {
 		return
 	}
@@ -318,6 +387,8 @@ func (s *Subscriber) process(ctx context.Context, m *kafka.Message) bool {
 	if _, serr := s.consumer.StoreMessage(m); serr != nil {
 		// The partition was revoked meanwhile; its next owner re-handles it.
 		s.logger.Warn("store offset", "topic", res.Topic, "partition", res.Partition, "offset", res.Offset, "err", serr)
+	} else {
+		s.next[partitionKey{res.Topic, res.Partition}] = res.Offset + 1
 	}
 	res.Duration = time.Since(start)
 	if s.sc.OnResult != nil {

@@ -26,8 +26,10 @@ type Config struct {
 	// "notification-service").
 	GroupID string
 	// CommitEvery commits offsets after this many handled events
-	// (NOTIFIER_COMMIT_EVERY, default 5). A crash re-sends at most this many
-	// mails per notifier process.
+	// (NOTIFIER_COMMIT_EVERY, default 5). The commit runs in the background
+	// while the next mails go out (see events.SubscriberConfig.CommitEvery),
+	// so a crash re-sends fewer than twice this many mails per notifier
+	// process.
 	CommitEvery int
 	// MaxAttempts bounds the tries of one mail on temporary SMTP failures
 	// before it goes to the dead-letter topic (NOTIFIER_MAX_ATTEMPTS,

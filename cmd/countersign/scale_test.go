@@ -343,6 +343,37 @@ func waitGroup(t testing.TB, brokers, group string, members, partitions int, tim
 	return nil
 }
 
+// groupAtEnd commits, for a group that has never run, the end of every
+// partition of the platform's topics: its members start with what is
+// published from now on, as a deployed group that has read the history
+// does. On a shared cluster (KAFKA_TEST_BROKERS) this spares the test the
+// other tests' events.
+func groupAtEnd(t *testing.T, brokers, group string) {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false, "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var tps []kafka.TopicPartition
+	for _, topic := range events.Topics {
+		md, err := c.GetMetadata(&topic, false, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range md.Topics[topic].Partitions {
+			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
+		}
+	}
+	if _, err := c.CommitOffsets(tps); err != nil {
+		t.Fatalf("commit the topics' ends for %s: %v", group, err)
+	}
+}
+
 // mailsSent scrapes a notifier's countersign_notifier_mails_sent_total.
 func mailsSent(t *testing.T, metricsAddr string) int {
 	t.Helper()
@@ -400,6 +431,8 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 	for range events.Topics {
 		partitions += 3 // KAFKA_TOPIC_PARTITIONS default, as EnsureTopics made them
 	}
+
+	groupAtEnd(t, brokers, group)
 
 	const commitEvery = 5
 	dir := t.TempDir()

@@ -49,6 +49,10 @@ var settingsTable = []Setting{
 	// Recommender.
 	{"RECOMMENDER_GROUP_ID", "recommendation-service", "consumer group of the recommender"},
 	{"RECOMMENDER_COMMIT_EVERY", "5", "commit offsets every N handled events"},
+	{"RECOMMENDER_MAX_ATTEMPTS", "12", "tries of one mail on temporary SMTP failures before it is dead-lettered"},
+	{"RECOMMENDER_RETRY_BACKOFF", "500ms", "first wait between tries; doubles each time"},
+	{"RECOMMENDER_RETRY_MAX_BACKOFF", "30s", "longest wait between tries"},
+	{"RECOMMENDER_DEDUPE_WINDOW", "15m", "how long a sent event id is remembered so a redelivered event sends no second mail"},
 	{"RECOMMENDER_CATALOG", "", "path of a JSON catalogue replacing the embedded one"},
 
 	// Mail (notifier and recommender).
@@ -83,7 +87,7 @@ var (
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
 	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
-	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_CATALOG"}
+	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR"}
 	opsSettings         = []string{"METRICS_ADDR"}
 	devSettings         = []string{"EMBEDDED_KAFKA_ADDR"}

@@ -348,7 +348,7 @@ func waitGroup(t testing.TB, brokers, group string, members, partitions int, tim
 // published from now on, as a deployed group that has read the history
 // does. On a shared cluster (KAFKA_TEST_BROKERS) this spares the test the
 // other tests' events.
-func groupAtEnd(t *testing.T, brokers, group string) {
+func groupAtEnd(t testing.TB, brokers, group string) {
 	t.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false, "log_level": 3})
 	if err != nil {

@@ -97,6 +97,11 @@ type Report struct {
 	Phases  []Phase `json:"phases"`
 	// Ratios are register's requests/s over the ceiling's, one per round.
 	Ratios []float64 `json:"ratios,omitempty"`
+	// CPURatios are the ceiling's CPU time per request over register's,
+	// one per round: the throughput ratio the two would have if both were
+	// bound by this process's CPU alone. Neighbours on a shared machine
+	// move it much less than they move requests/s.
+	CPURatios []float64 `json:"cpu_ratios,omitempty"`
 }
 
 // Machine describes where the figures were measured.
@@ -175,7 +180,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		printPhases(stdout, rep.Phases)
 		if len(rep.Ratios) > 1 {
 			r := slices.Sorted(slices.Values(rep.Ratios))
-			fmt.Fprintf(stdout, "register/ceiling over %d rounds: median %.2f, min %.2f, max %.2f\n", len(r), r[len(r)/2], r[0], r[len(r)-1])
+			fmt.Fprintf(stdout, "register/ceiling requests/s over %d rounds: median %.2f, min %.2f, max %.2f\n", len(r), r[len(r)/2], r[0], r[len(r)-1])
+		}
+		if len(rep.CPURatios) > 1 {
+			r := slices.Sorted(slices.Values(rep.CPURatios))
+			fmt.Fprintf(stdout, "ceiling/register CPU per request over %d rounds: median %.2f, min %.2f, max %.2f\n", len(r), r[len(r)/2], r[0], r[len(r)-1])
 		}
 	}
 	for _, p := range rep.Phases {
@@ -291,7 +300,7 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 			}
 			return fmt.Sprintf("%s#%d", phase, round)
 		}
-		var ceilingRPS float64
+		var ceilingRPS, ceilingCPU float64
 		if want("ceiling") {
 			url, stopCeiling, err := startCeiling()
 			if err != nil {
@@ -302,7 +311,7 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 			stopCeiling()
 			p.Target = "bare net/http handler (in-process)"
 			rep.Phases = append(rep.Phases, p)
-			ceilingRPS = p.RPS
+			ceilingRPS, ceilingCPU = p.RPS, p.CPUPerRequest
 		}
 		if want("register") && ctx.Err() == nil {
 			say("%s: %d clients for %v", name("register"), o.clients, o.duration)
@@ -311,6 +320,9 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 			if ceilingRPS > 0 {
 				p.Ratio = p.RPS / ceilingRPS
 				rep.Ratios = append(rep.Ratios, p.Ratio)
+			}
+			if ceilingCPU > 0 && p.CPUPerRequest > 0 {
+				rep.CPURatios = append(rep.CPURatios, ceilingCPU/p.CPUPerRequest)
 			}
 			rep.Phases = append(rep.Phases, p)
 		}

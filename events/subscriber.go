@@ -206,7 +206,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 
 	maxPoll := max(5*time.Minute, s.sc.retryBudget()+time.Minute)
 	cm := s.cfg.configMap(kafka.ConfigMap{
-		"partition.assignment.strategy": "cooperative-sticky",
+		// range balances each topic on its own. cooperative-sticky balances
+		// the total per member, which for a group reading two topics left
+		// one of three notifiers without any user_account_created partition
+		// (measured in docs/scaling.md). The price is an eager rebalance: all
+		// partitions are revoked (and committed) and reassigned at once.
+		"partition.assignment.strategy": "range",
 		"session.timeout.ms":            int(s.sc.SessionTimeout.Milliseconds()),
 		"heartbeat.interval.ms":         int(max(s.sc.SessionTimeout/5, 100*time.Millisecond).Milliseconds()),
 		"max.poll.interval.ms":          int(maxPoll.Milliseconds()),

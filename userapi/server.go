@@ -32,8 +32,9 @@ type Deps struct {
 	// Store keeps pending registrations. Nil means a new MemoryStore.
 	Store Store
 
-	// Ready reports whether the broker is reachable, for GET /readyz
-	// (events.Producer.Ping). Nil means always ready.
+	// Ready reports whether the broker and the pending store are
+	// reachable, for GET /readyz (events.Producer.Ping, and the Redis
+	// store's Ping). Nil means always ready.
 	Ready func(context.Context) error
 
 	// Logger receives request logs (debug) and server-side failures

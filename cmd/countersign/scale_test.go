@@ -453,6 +453,19 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 	}
 	assigned := waitGroup(t, brokers, group, 3, partitions, 60*time.Second)
 	t.Logf("three notifiers: partitions per member %v", assigned)
+	// Each topic is spread on its own: every notifier sends code mails, not
+	// just confirmations (the range assignor; see events/subscriber.go).
+	for _, ps := range describeGroup(t, brokers, group) {
+		created := 0
+		for _, p := range ps {
+			if strings.HasPrefix(p, events.TopicUserAccountCreated+"/") {
+				created++
+			}
+		}
+		if created != 1 {
+			t.Errorf("a notifier holds %v: %d user_account_created partitions, want 1 of the 3", ps, created)
+		}
+	}
 
 	var addrs []string
 	publish := func(n int) {

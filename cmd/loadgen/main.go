@@ -71,6 +71,7 @@ type options struct {
 	verifyN     int
 	rounds      int
 	commitEvery int
+	noBroker    bool
 	timeout     time.Duration
 	jsonOut     bool
 	cpuProfile  string
@@ -133,6 +134,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.smtpAddr, "smtp-addr", "", "listen address of the SMTP sink (default a free loopback port; 127.0.0.1:2525 with -target)")
 	fs.IntVar(&o.verifyN, "verify-n", 10000, "addresses to pre-register for the verify mode; it ends when their codes are used up")
 	fs.IntVar(&o.commitEvery, "notifier-commit-every", 0, "the in-process notifier's NOTIFIER_COMMIT_EVERY; 0 keeps its default")
+	fs.BoolVar(&o.noBroker, "diagnose-no-broker", false, "diagnostic only: the in-process user API acknowledges events without the producer or the broker, to tell their share of a register request's cost (not the goal's acks=all)")
 	fs.IntVar(&o.rounds, "rounds", 1, "how many times to alternate the ceiling and register phases")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "HTTP request timeout")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as JSON")
@@ -157,6 +159,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "loadgen: -mode %q: want register, mail, verify, ceiling or all, or a comma-separated list\n", o.mode)
 			return 2
 		}
+	}
+	if o.noBroker && o.target != "" {
+		fmt.Fprintln(stderr, "loadgen: -diagnose-no-broker applies to the in-process platform only, not -target")
+		return 2
 	}
 	if o.clients < 1 || o.duration <= 0 || o.rate <= 0 || o.maxInFlight < 1 || o.verifyN < 1 || o.rounds < 1 {
 		fmt.Fprintln(stderr, "loadgen: -c, -d, -rate, -max-inflight, -verify-n and -rounds must be positive")
@@ -220,7 +226,7 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 	if base == "" && (want("register") || want("mail") || want("verify")) {
 		say("starting the platform in this process")
 		var err error
-		if st, err = startStack(ctx, o.brokers, o.kafkaProps, logger); err != nil {
+		if st, err = startStack(ctx, o.brokers, o.kafkaProps, o.noBroker, logger); err != nil {
 			return rep, fmt.Errorf("start platform: %w", err)
 		}
 		defer st.close()

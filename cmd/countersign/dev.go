@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"maps"
 	"strings"
 
 	"github.com/countersign/countersign/events"
@@ -67,30 +66,13 @@ func runDev(ctx context.Context, env *Env) error {
 		return err
 	}
 
-	if err := ensureTopics(ctx, kcfg); err != nil {
-		return err
-	}
-	pcfg := kcfg
-	pcfg.Client = maps.Clone(kcfg.Client)
-	alignDeliveryTimeout(&pcfg, apiCfg)
-	producer, err := events.NewProducer(pcfg)
-	if err != nil {
-		return err
-	}
-	defer closeProducer(producer, env.Logger)
-
-	store, err := openPendingStore(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer store.close()
-
 	// One registry: the user API's /metrics shows every part's metrics.
 	reg := newRegistry()
-	api, err := userapi.NewServer(apiCfg, userapi.Deps{Publisher: producer, Keyring: keys, Store: store.Store, Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg})
+	api, _, closeDeps, err := newUserAPI(ctx, env, apiCfg, kcfg, keys, reg)
 	if err != nil {
 		return err
 	}
+	defer closeDeps()
 	n, err := notifier.New(notCfg, notifier.Deps{Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: env.Logger, Registerer: reg})
 	if err != nil {
 		return err

@@ -90,28 +90,11 @@ func runUserAPI(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := ensureTopics(ctx, kcfg); err != nil {
-		return err
-	}
-	pcfg := kcfg
-	pcfg.Client = maps.Clone(kcfg.Client)
-	alignDeliveryTimeout(&pcfg, cfg)
-	producer, err := events.NewProducer(pcfg)
+	srv, store, closeDeps, err := newUserAPI(ctx, env, cfg, kcfg, keys, newRegistry())
 	if err != nil {
 		return err
 	}
-	defer closeProducer(producer, env.Logger)
-	store, err := openPendingStore(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer store.close()
-	srv, err := userapi.NewServer(cfg, userapi.Deps{
-		Publisher: producer, Keyring: keys, Store: store.Store, Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: newRegistry(),
-	})
-	if err != nil {
-		return err
-	}
+	defer closeDeps()
 	if err := srv.Open(); err != nil {
 		return err
 	}
@@ -119,6 +102,39 @@ func runUserAPI(ctx context.Context, env *Env) error {
 	<-ctx.Done()
 	env.Logger.Info("shutting down: draining HTTP, then flushing the producer")
 	return closeServer(srv)
+}
+
+// newUserAPI builds a user API with its producer and pending store, after
+// creating the topics when missing. closeDeps flushes the producer and
+// closes the store: call it after the server is closed.
+func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg events.Config, keys *events.Keyring, reg userapi.Registry) (srv *userapi.Server, store *pendingStore, closeDeps func(), err error) {
+	if err := ensureTopics(ctx, kcfg); err != nil {
+		return nil, nil, nil, err
+	}
+	pcfg := kcfg
+	pcfg.Client = maps.Clone(kcfg.Client)
+	alignDeliveryTimeout(&pcfg, cfg)
+	producer, err := events.NewProducer(pcfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, err = openPendingStore(ctx, env)
+	if err != nil {
+		closeProducer(producer, env.Logger)
+		return nil, nil, nil, err
+	}
+	closeDeps = func() {
+		closeProducer(producer, env.Logger)
+		store.close()
+	}
+	srv, err = userapi.NewServer(cfg, userapi.Deps{
+		Publisher: producer, Keyring: keys, Store: store.Store, Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
+	})
+	if err != nil {
+		closeDeps()
+		return nil, nil, nil, err
+	}
+	return srv, store, closeDeps, nil
 }
 
 func closeServer(srv *userapi.Server) error {

@@ -69,8 +69,9 @@ type Config struct {
 	// "<group-id>.dlq", so it is limited to what a topic name may hold.
 	GroupID string
 	// CommitEvery commits offsets after this many handled events
-	// (RECOMMENDER_COMMIT_EVERY, default 5). A crash re-sends at most this
-	// many mails per recommender process.
+	// (RECOMMENDER_COMMIT_EVERY, default 5), in the background (see
+	// events.SubscriberConfig.CommitEvery): a crash re-sends fewer than twice
+	// this many mails per recommender process.
 	CommitEvery int
 	// MaxAttempts bounds the tries of one mail on temporary SMTP failures
 	// before the event goes to the dead-letter topic

@@ -40,7 +40,7 @@ var settingsTable = []Setting{
 
 	// Notifier.
 	{"NOTIFIER_GROUP_ID", "notification-service", "consumer group of the notifier (never rename: a new group re-reads history)"},
-	{"NOTIFIER_COMMIT_EVERY", "5", "commit offsets every N handled events; a crash re-sends at most N mails"},
+	{"NOTIFIER_COMMIT_EVERY", "5", "commit offsets every N handled events (in the background); a crash re-sends fewer than 2N mails"},
 	{"NOTIFIER_MAX_ATTEMPTS", "12", "tries of one mail on temporary SMTP failures before it is dead-lettered"},
 	{"NOTIFIER_RETRY_BACKOFF", "500ms", "first wait between tries; doubles each time"},
 	{"NOTIFIER_RETRY_MAX_BACKOFF", "30s", "longest wait between tries"},

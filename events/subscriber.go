@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -153,7 +154,10 @@ type Subscriber struct {
 	dlq      *Producer
 
 	uncommitted int
-	lastCommit  time.Time
+	// behindFailed is set by a background commit that failed: its offsets
+	// are still stored, and the interval commit carries them.
+	behindFailed atomic.Bool
+	lastCommit   time.Time
 	// next is, per partition, the offset after the last record handled:
 	// what the background commit commits.
 	next map[partitionKey]int64
@@ -266,7 +270,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			}
 			s.logger.Warn("kafka consumer error", "err", ev)
 		}
-		if s.uncommitted > 0 && time.Since(s.lastCommit) >= s.sc.CommitInterval {
+		if (s.uncommitted > 0 || s.behindFailed.Load()) && time.Since(s.lastCommit) >= s.sc.CommitInterval {
 			s.commit("interval")
 		}
 	}
@@ -331,6 +335,7 @@ func (s *Subscriber) commitBehind() {
 		var kerr kafka.Error
 		if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
 			// The offsets stay stored; the next commit carries them.
+			s.behindFailed.Store(true)
 			s.logger.Warn("commit offsets", "reason", "every", "err", err)
 		}
 	}()
@@ -349,7 +354,7 @@ func (s *Subscriber) waitCommit() {
 // other, so a committed offset never moves backwards.
 func (s *Subscriber) commit(reason string) {
 	s.waitCommit()
-	if s.uncommitted == 0 && reason != "revoke" && reason != "shutdown" {
+	if s.uncommitted == 0 && !s.behindFailed.Load() && reason != "revoke" && reason != "shutdown" {
 		return
 	}
 	_, err := s.consumer.Commit()
@@ -357,13 +362,16 @@ func (s *Subscriber) commit(reason string) {
 	if errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset {
 		err = nil
 	}
+	// Failed or not, the next interval commit is CommitInterval away: a
+	// broker outage gets one warning per interval, not one per poll.
+	s.lastCommit = time.Now()
 	if err != nil {
 		// The stored offsets stay stored; the next commit carries them.
 		s.logger.Warn("commit offsets", "reason", reason, "err", err)
 		return
 	}
 	s.uncommitted = 0
-	s.lastCommit = time.Now()
+	s.behindFailed.Store(false)
 }
 
 // process handles one record to completion: handled, or dead-lettered. It

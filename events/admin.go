@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -47,4 +48,87 @@ func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 		}
 	}
 	return nil
+}
+
+// PartitionBacklog is what a consumer group has left to read of one
+// partition: the offsets from Next up to End (exclusive).
+type PartitionBacklog struct {
+	Partition int32
+	// Next is the offset the group reads next: its committed offset, or the
+	// oldest retained one when it has none (or retention removed it), as
+	// the subscribers' auto.offset.reset=earliest does.
+	Next int64
+	// End is the partition's high watermark when Backlog asked.
+	End int64
+}
+
+// Backlog reports, per partition of topic, what groupID has not read yet. It
+// reads the group's committed offsets without joining the group, so it
+// neither disturbs a running member nor commits anything. ctx's deadline
+// bounds each request to the brokers (30s without one).
+func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]PartitionBacklog, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	timeout := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	ms := int(max(timeout, time.Second).Milliseconds())
+	cm := cfg.configMap(nil, kafka.ConfigMap{
+		"group.id":           groupID,
+		"enable.auto.commit": false,
+	})
+	c, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("backlog %s: %w", topic, err)
+	}
+	logsDone := make(chan struct{})
+	go forwardLogs(cfg.Logger.With("component", "backlog"), c.Logs(), logsDone)
+	defer func() {
+		closeWithTimeout(func() { _ = c.Close() }, 10*time.Second, cfg.Logger)
+		close(logsDone)
+	}()
+	md, err := c.GetMetadata(&topic, false, ms)
+	if err != nil {
+		return nil, fmt.Errorf("backlog %s: metadata: %w", topic, err)
+	}
+	tm := md.Topics[topic]
+	if tm.Error.Code() != kafka.ErrNoError {
+		return nil, fmt.Errorf("backlog %s: %w", topic, tm.Error)
+	}
+	tps := make([]kafka.TopicPartition, len(tm.Partitions))
+	for i, p := range tm.Partitions {
+		tps[i] = kafka.TopicPartition{Topic: &topic, Partition: p.ID}
+	}
+	committed, err := c.Committed(tps, ms)
+	var kerr kafka.Error
+	if errors.As(err, &kerr) && kerr.Code() == kafka.ErrGroupIDNotFound {
+		// A group that never committed: some brokers say so instead of
+		// answering with no offsets.
+		committed, err = tps, nil
+		for i := range committed {
+			committed[i].Offset = kafka.OffsetInvalid
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backlog %s: committed offsets of %s: %w", topic, groupID, err)
+	}
+	out := make([]PartitionBacklog, 0, len(committed))
+	for _, tp := range committed {
+		if tp.Error != nil {
+			return nil, fmt.Errorf("backlog %s/%d: committed offset of %s: %w", topic, tp.Partition, groupID, tp.Error)
+		}
+		low, high, err := c.QueryWatermarkOffsets(topic, tp.Partition, ms)
+		if err != nil {
+			return nil, fmt.Errorf("backlog %s/%d: watermarks: %w", topic, tp.Partition, err)
+		}
+		next := int64(tp.Offset)
+		if next < low {
+			next = low // no committed offset (negative), or retention removed it
+		}
+		out = append(out, PartitionBacklog{Partition: tp.Partition, Next: next, End: high})
+	}
+	return out, nil
 }

@@ -156,6 +156,23 @@ func New(cfg Config, deps Deps) (*Notifier, error) {
 // Run consumes until ctx is cancelled; see events.Subscriber.Run.
 func (n *Notifier) Run(ctx context.Context) error { return n.sub.Run(ctx) }
 
+// Replay builds a subscriber that re-processes this notifier's dead letters
+// for it alone: Handle, with the notifier's retry settings, as consumer group
+// "<group-id>.replay" reading "<group-id>.dlq" (docs/subscribers.md). Its
+// committed offsets make each dead letter replayed once; what fails again
+// goes to "<group-id>.replay.dlq". onResult, when set, sees every record.
+func (n *Notifier) Replay(onResult func(events.Result)) (*events.Subscriber, error) {
+	return events.NewSubscriber(n.deps.Kafka, events.SubscriberConfig{
+		GroupID:        n.cfg.GroupID + ".replay",
+		Topics:         []string{events.DeadLetterTopic(n.cfg.GroupID)},
+		CommitEvery:    n.cfg.CommitEvery,
+		MaxAttempts:    n.cfg.MaxAttempts,
+		InitialBackoff: n.cfg.InitialBackoff,
+		MaxBackoff:     n.cfg.MaxBackoff,
+		OnResult:       onResult,
+	}, n.Handle)
+}
+
 // Handle sends the mail one event asks for. It is idempotent within the
 // dedupe window. Errors follow events.Handler: temporary SMTP failures are
 // returned for a retry, permanent ones wrapped with events.Permanent.

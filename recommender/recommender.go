@@ -234,6 +234,24 @@ func (r *Recommender) Run(ctx context.Context) error { return r.sub.Run(ctx) }
 // DeadLetterTopic is where events the recommender gave up on are written.
 func (r *Recommender) DeadLetterTopic() string { return events.DeadLetterTopic(r.cfg.GroupID) }
 
+// Replay builds a subscriber that re-processes this recommender's dead
+// letters for it alone: Handle, with the recommender's retry settings, as
+// consumer group "<group-id>.replay" reading "<group-id>.dlq"
+// (docs/subscribers.md). Its committed offsets make each dead letter replayed
+// once; what fails again goes to "<group-id>.replay.dlq". onResult, when set,
+// sees every record.
+func (r *Recommender) Replay(onResult func(events.Result)) (*events.Subscriber, error) {
+	return events.NewSubscriber(r.deps.Kafka, events.SubscriberConfig{
+		GroupID:        r.cfg.GroupID + ".replay",
+		Topics:         []string{r.DeadLetterTopic()},
+		CommitEvery:    r.cfg.CommitEvery,
+		MaxAttempts:    r.cfg.MaxAttempts,
+		InitialBackoff: r.cfg.InitialBackoff,
+		MaxBackoff:     r.cfg.MaxBackoff,
+		OnResult:       onResult,
+	}, r.Handle)
+}
+
 // Handle sends the Getting started mail for one user_account_verified event
 // and ignores every other type. It is idempotent within the dedupe window,
 // and beyond it sends the same items under the same Message-ID. Errors follow

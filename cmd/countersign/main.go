@@ -2,6 +2,7 @@
 // notifier, the recommender, or all of them in one process for development.
 //
 //	countersign userapi|notifier|recommender|dev|keygen [-h]
+//	countersign replay-dlq notifier|recommender [-h]
 //
 // Settings come from the environment, and from a .env file in the working
 // directory when there is one (variables already set win). `-h` on each
@@ -57,13 +58,26 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	for _, a := range args[1:] {
-		switch a {
-		case "-h", "-help", "--help":
-			printCommandHelp(stdout, args[0], cmd)
+	name, rest := args[0], args[1:]
+	if name == "replay-dlq" {
+		// Its first argument names the service whose settings it reads.
+		switch {
+		case len(rest) > 0 && isHelp(rest[0]):
+			printCommandHelp(stdout, "replay-dlq notifier|recommender", cmd)
+			return 0
+		case len(rest) == 0 || replayTargets[rest[0]] == nil:
+			fmt.Fprintln(stderr, "Usage: countersign replay-dlq notifier|recommender")
+			return 2
+		}
+		name, cmd, rest = name+" "+rest[0], replayCommand(rest[0]), rest[1:]
+	}
+	for _, a := range rest {
+		switch {
+		case isHelp(a):
+			printCommandHelp(stdout, name, cmd)
 			return 0
 		default:
-			fmt.Fprintf(stderr, "countersign %s: unknown argument %q (settings come from the environment; see -h)\n", args[0], a)
+			fmt.Fprintf(stderr, "countersign %s: unknown argument %q (settings come from the environment; see -h)\n", name, a)
 			return 2
 		}
 	}
@@ -74,7 +88,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	logger, err := newLogger(os.Getenv, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "countersign %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -82,14 +96,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	env := &Env{Getenv: os.Getenv, Environ: os.Environ, Stdout: stdout, Logger: logger}
 	if err := cmd.run(ctx, env); err != nil {
 		if errors.Is(err, errUsage) {
-			fmt.Fprintf(stderr, "countersign %s: %v\n", args[0], err)
+			fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 			return 2
 		}
-		fmt.Fprintf(stderr, "countersign %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 		return 1
 	}
 	return 0
 }
+
+func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
 
 // Env is what a subcommand may take from its surroundings; tests fill it in.
 type Env struct {
@@ -117,12 +133,14 @@ func init() {
 			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
 			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, kafkaSettings, keySettings, logSettings), runDev},
+		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
+			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
 		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},
 		"healthcheck": {"GET a URL and exit 0 on a 2xx answer (for container health checks): healthcheck <url>", nil, nil},
 	}
 }
 
-var commandOrder = []string{"userapi", "notifier", "recommender", "dev", "keygen", "healthcheck"}
+var commandOrder = []string{"userapi", "notifier", "recommender", "dev", "replay-dlq", "keygen", "healthcheck"}
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: countersign <command> [-h]")

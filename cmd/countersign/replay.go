@@ -1,0 +1,197 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/notifier"
+	"github.com/countersign/countersign/recommender"
+)
+
+// replayTargets are the services whose dead letters replay-dlq re-processes,
+// with the settings each reads (those of the service itself, minus its
+// operations endpoint: the replay serves no metrics).
+var replayTargets = map[string][]string{
+	"notifier":    concat(notifierSettings, mailSettings, kafkaSettings, keySettings, logSettings),
+	"recommender": concat(recommenderSettings, mailSettings, kafkaSettings, logSettings),
+}
+
+// replayCommand is `replay-dlq <service>`.
+func replayCommand(service string) command {
+	return command{
+		summary:  fmt.Sprintf("re-process the %s's dead letters with its own handler, for it alone, then exit", service),
+		settings: replayTargets[service],
+		run:      func(ctx context.Context, env *Env) error { return runReplayDLQ(ctx, env, service) },
+	}
+}
+
+// runReplayDLQ runs the service's handler over "<group-id>.dlq" as consumer
+// group "<group-id>.replay" (docs/subscribers.md, "Re-processing dead
+// letters") until it has finished every dead letter that was there when it
+// started, then prints a summary. The replay group commits like any other, so
+// a second run, or a run after an interrupt, goes on where the last stopped;
+// what fails again goes to "<group-id>.replay.dlq". Records dead-lettered
+// while it runs are replayed when they arrive before it stops, and by the
+// next run otherwise.
+func runReplayDLQ(ctx context.Context, env *Env, service string) error {
+	kcfg, err := kafkaConfig(env)
+	if err != nil {
+		return err
+	}
+	if err := kcfg.Validate(); err != nil {
+		return err
+	}
+	tpl, sender, err := mailer(env)
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+
+	var (
+		group  string
+		replay func(onResult func(events.Result)) (*events.Subscriber, error)
+	)
+	switch service {
+	case "notifier":
+		cfg, err := notifier.ConfigFromEnv(env.Getenv)
+		if err != nil {
+			return err
+		}
+		keys, err := keyring(env)
+		if err != nil {
+			return err
+		}
+		// Built for its Handle and retry settings; its own subscriber never runs.
+		n, err := notifier.New(cfg, notifier.Deps{Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: env.Logger})
+		if err != nil {
+			return err
+		}
+		group, replay = cmp.Or(cfg.GroupID, notifier.DefaultGroupID), n.Replay
+	case "recommender":
+		cfg, err := recommender.ConfigFromEnv(env.Getenv)
+		if err != nil {
+			return err
+		}
+		r, err := recommender.New(cfg, recommender.Deps{Kafka: kcfg, Templates: tpl, Sender: sender, Logger: env.Logger})
+		if err != nil {
+			return err
+		}
+		group, replay = cmp.Or(cfg.GroupID, recommender.DefaultGroupID), r.Replay
+	default:
+		return fmt.Errorf("%w: want replay-dlq notifier or replay-dlq recommender", errUsage)
+	}
+	dlq, replayGroup := events.DeadLetterTopic(group), group+".replay"
+	// Kafka topic names hold at most 249 characters.
+	if again := events.DeadLetterTopic(replayGroup); len(again) > 249 {
+		return fmt.Errorf("group id %q is too long for the replay's dead-letter topic %s", group, again)
+	}
+
+	if err := ensureTopicsOf(ctx, kcfg, dlq); err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	backlog, err := events.Backlog(bctx, kcfg, replayGroup, dlq)
+	cancel()
+	if err != nil {
+		return err
+	}
+	p := newReplayProgress(backlog)
+	if p.caughtUp() {
+		p.print(env, dlq, replayGroup)
+		return nil
+	}
+	env.Logger.Info("replaying dead letters", "topic", dlq, "group", replayGroup, "backlog", p.remaining())
+
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	sub, err := replay(func(r events.Result) {
+		if p.record(r) {
+			// Every dead letter present at the start is finished: stop,
+			// which commits them.
+			stop()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := sub.Run(rctx); err != nil {
+		return err
+	}
+	p.print(env, dlq, replayGroup)
+	if ctx.Err() != nil && !p.caughtUp() {
+		return fmt.Errorf("interrupted with %d dead letters of %s left; run it again to go on", p.remaining(), dlq)
+	}
+	return nil
+}
+
+func ensureTopicsOf(ctx context.Context, kcfg events.Config, topics ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := events.EnsureTopics(ctx, kcfg, topics...); err != nil {
+		return fmt.Errorf("kafka not reachable: %w", err)
+	}
+	return nil
+}
+
+// replayProgress counts what the replay finished and knows when it has
+// reached, on every partition, the end offset read at the start. Offsets
+// rather than an idle period decide, so a slow handler (a mail retried for
+// minutes) does not end the replay early, and an empty topic ends it at once.
+type replayProgress struct {
+	mu              sync.Mutex
+	end             map[int32]int64 // high watermark at the start, for partitions with a backlog
+	handled, failed int
+	backlog         int64 // at the start
+}
+
+func newReplayProgress(backlog []events.PartitionBacklog) *replayProgress {
+	p := &replayProgress{end: map[int32]int64{}}
+	for _, b := range backlog {
+		if b.Next < b.End {
+			p.end[b.Partition] = b.End
+			p.backlog += b.End - b.Next
+		}
+	}
+	return p
+}
+
+// record counts one finished record and reports whether the replay has
+// caught up.
+func (p *replayProgress) record(r events.Result) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.Outcome == events.OutcomeHandled {
+		p.handled++
+	} else {
+		p.failed++
+	}
+	if end, ok := p.end[r.Partition]; ok && r.Offset+1 >= end {
+		delete(p.end, r.Partition)
+	}
+	return len(p.end) == 0
+}
+
+func (p *replayProgress) caughtUp() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.end) == 0
+}
+
+// remaining is the backlog at the start minus what was finished since; an
+// estimate when records arrived meanwhile.
+func (p *replayProgress) remaining() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(0, p.backlog-int64(p.handled+p.failed))
+}
+
+func (p *replayProgress) print(env *Env, dlq, group string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(env.Stdout, "replay of %s as group %s: %d replayed, %d handled, %d failed again (in %s)\n",
+		dlq, group, p.handled+p.failed, p.handled, p.failed, events.DeadLetterTopic(group))
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -116,7 +117,7 @@ Try it:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, kafkaLine, base, notifierGroup(notCfg), mailLine, recommenderGroup(recCfg), base, outboxDir(env), base)
+`, kafkaLine, base, cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine, cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), base, outboxDir(env), base)
 
 	select {
 	case <-ctx.Done():
@@ -129,20 +130,6 @@ Try it:
 		return err
 	}
 	return apiErr
-}
-
-func notifierGroup(c notifier.Config) string {
-	if c.GroupID != "" {
-		return c.GroupID
-	}
-	return notifier.DefaultGroupID
-}
-
-func recommenderGroup(c recommender.Config) string {
-	if c.GroupID != "" {
-		return c.GroupID
-	}
-	return recommender.DefaultGroupID
 }
 
 func outboxDir(env *Env) string {

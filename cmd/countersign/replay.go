@@ -90,7 +90,7 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 		return fmt.Errorf("group id %q is too long for the replay's dead-letter topic %s", group, again)
 	}
 
-	if err := ensureTopicsOf(ctx, kcfg, dlq); err != nil {
+	if err := ensureTopics(ctx, kcfg, dlq); err != nil {
 		return err
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -124,15 +124,6 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 	p.print(env, dlq, replayGroup)
 	if ctx.Err() != nil && !p.caughtUp() {
 		return fmt.Errorf("interrupted with %d dead letters of %s left; run it again to go on", p.remaining(), dlq)
-	}
-	return nil
-}
-
-func ensureTopicsOf(ctx context.Context, kcfg events.Config, topics ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := events.EnsureTopics(ctx, kcfg, topics...); err != nil {
-		return fmt.Errorf("kafka not reachable: %w", err)
 	}
 	return nil
 }

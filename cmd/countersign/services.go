@@ -151,15 +151,18 @@ func closeProducer(p *events.Producer, logger *slog.Logger) {
 	}
 }
 
-// ensureTopics creates the platform's topics when missing, waiting for the
-// brokers a little: in docker compose the services may start before Kafka
-// accepts requests.
-func ensureTopics(ctx context.Context, kcfg events.Config) error {
+// ensureTopics creates topics when missing (the platform's when none are
+// named), waiting for the brokers a little: in docker compose the services
+// may start before Kafka accepts requests.
+func ensureTopics(ctx context.Context, kcfg events.Config, topics ...string) error {
+	if len(topics) == 0 {
+		topics = events.Topics
+	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var err error
 	for {
-		if err = events.EnsureTopics(ctx, kcfg, events.Topics...); err == nil {
+		if err = events.EnsureTopics(ctx, kcfg, topics...); err == nil {
 			return nil
 		}
 		select {
@@ -210,7 +213,14 @@ func runNotifier(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	stopOps, err := serveOps(env, "127.0.0.1:9101", reg)
+	return runWorker(ctx, env, kcfg, "127.0.0.1:9101", reg, n)
+}
+
+// runWorker serves a consumer's /metrics and /healthz on METRICS_ADDR
+// (defaultOpsAddr when unset), creates the topics when missing, and runs it
+// until ctx ends.
+func runWorker(ctx context.Context, env *Env, kcfg events.Config, defaultOpsAddr string, reg *prometheus.Registry, w interface{ Run(context.Context) error }) error {
+	stopOps, err := serveOps(env, defaultOpsAddr, reg)
 	if err != nil {
 		return err
 	}
@@ -218,7 +228,7 @@ func runNotifier(ctx context.Context, env *Env) error {
 	if err := ensureTopics(ctx, kcfg); err != nil {
 		return err
 	}
-	return n.Run(ctx)
+	return w.Run(ctx)
 }
 
 func runRecommender(ctx context.Context, env *Env) error {
@@ -240,15 +250,7 @@ func runRecommender(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	stopOps, err := serveOps(env, "127.0.0.1:9102", reg)
-	if err != nil {
-		return err
-	}
-	defer stopOps()
-	if err := ensureTopics(ctx, kcfg); err != nil {
-		return err
-	}
-	return r.Run(ctx)
+	return runWorker(ctx, env, kcfg, "127.0.0.1:9102", reg, r)
 }
 
 // serveOps serves /metrics and /healthz of a worker on METRICS_ADDR

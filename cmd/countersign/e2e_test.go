@@ -32,7 +32,7 @@ var (
 
 // binary builds ./cmd/countersign once per test run: the end-to-end tests
 // drive the real binary, as an operator would.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "countersign-bin-")
@@ -56,7 +56,7 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -93,7 +93,7 @@ func (p *proc) output() string {
 }
 
 // start runs the binary in dir with exactly env (plus PATH and HOME).
-func start(t *testing.T, dir string, env []string, args ...string) *proc {
+func start(t testing.TB, dir string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
 	cmd.Dir = dir
@@ -143,7 +143,7 @@ func postJSON(t *testing.T, url, body string) (int, map[string]any) {
 	return resp.StatusCode, m
 }
 
-func waitHTTP(t *testing.T, p *proc, url string, timeout time.Duration) {
+func waitHTTP(t testing.TB, p *proc, url string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,7 +80,7 @@ func startUserAPIs(b *testing.B, store string, replicas int) ([]string, *cpuMete
 	dir := b.TempDir()
 	var base []string
 	for range replicas {
-		addr := benchAddr(b)
+		addr := freeAddr(b)
 		p := benchStart(b, dir, append(env, "HTTP_ADDR="+addr), "userapi")
 		benchWaitReady(b, p, "http://"+addr+"/readyz")
 		base = append(base, "http://"+addr)
@@ -324,72 +322,17 @@ func (ss sinkSession) Data(r io.Reader) error {
 func (sinkSession) Reset()        {}
 func (sinkSession) Logout() error { return nil }
 
-// The helpers of e2e_test.go take a *testing.T; these are their benchmark
-// counterparts.
-
-var benchBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// benchBinary builds the binary once per run, with -race only when the
-// benchmarks themselves run with it.
-func benchBinary(b *testing.B) string {
-	b.Helper()
-	benchBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "countersign-bench-")
-		if err != nil {
-			benchBin.err = err
-			return
-		}
-		benchBin.path = filepath.Join(dir, "countersign")
-		args := []string{"build", "-o", benchBin.path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
-			benchBin.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if benchBin.err != nil {
-		b.Fatal(benchBin.err)
-	}
-	return benchBin.path
-}
-
-func benchAddr(b *testing.B) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
+// benchStart is start (e2e_test.go) that stops the process gracefully at
+// the end, so a benchmark's notifiers commit and leave the group.
 func benchStart(b *testing.B, dir string, env []string, args ...string) *proc {
 	b.Helper()
-	cmd := exec.Command(benchBinary(b), args...)
-	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	cmd.Stdout = lockedWriter{&p.mu, &p.stdout}
-	cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+	p := start(b, dir, env, args...)
+	b.Cleanup(func() { // runs before start's own cleanup, which kills
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-p.done:
+		case err := <-p.done:
+			p.done <- err
 		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		if b.Failed() {
-			b.Logf("countersign %s output:\n%s", strings.Join(args, " "), p.output())
 		}
 	})
 	return p
@@ -397,20 +340,5 @@ func benchStart(b *testing.B, dir string, env []string, args ...string) *proc {
 
 func benchWaitReady(b *testing.B, p *proc, url string) {
 	b.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			b.Fatalf("countersign exited early: %v\n%s", err, p.output())
-		default:
-		}
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	b.Fatalf("%s not ready within 90s", url)
+	waitHTTP(b, p, url, 90*time.Second)
 }

@@ -45,6 +45,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -202,7 +203,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// syncWriter serialises writes: the logger (from the platform's goroutines)
+// and the generator's own progress lines share one writer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
 func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
+	progress = &syncWriter{w: progress}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return Report{}, fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel)

@@ -50,8 +50,5 @@ func Start(addr string) (*Broker, error) {
 // Addr returns the bootstrap address (host:port).
 func (b *Broker) Addr() string { return strings.Join(b.c.ListenAddrs(), ",") }
 
-// Cluster gives tests access to kfake's fault injection.
-func (b *Broker) Cluster() *kfake.Cluster { return b.c }
-
 // Close stops the broker; its data is gone.
 func (b *Broker) Close() { b.c.Close() }

@@ -132,3 +132,54 @@ func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]Partitio
 	}
 	return out, nil
 }
+
+// StartAtEnd commits the current end of every partition of topics for
+// groupID, so a group that has never run starts with what is published from
+// now on instead of the retained history (auto.offset.reset=earliest). Run
+// it before the group's first member starts: it commits without joining, and
+// a running group would overwrite or be disturbed by it. Benchmarks and tests
+// on a shared cluster use it; operators can do the same with
+// kafka-consumer-groups.sh --reset-offsets --to-latest.
+func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...string) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	timeout := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	ms := int(max(timeout, time.Second).Milliseconds())
+	cm := cfg.configMap(nil, kafka.ConfigMap{"group.id": groupID, "enable.auto.commit": false})
+	c, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		return fmt.Errorf("start %s at the end: %w", groupID, err)
+	}
+	logsDone := make(chan struct{})
+	go forwardLogs(cfg.Logger.With("component", "start-at-end"), c.Logs(), logsDone)
+	defer func() {
+		closeWithTimeout(func() { _ = c.Close() }, 10*time.Second, cfg.Logger)
+		close(logsDone)
+	}()
+	var tps []kafka.TopicPartition
+	for _, topic := range topics {
+		md, err := c.GetMetadata(&topic, false, ms)
+		if err != nil {
+			return fmt.Errorf("start %s at the end: metadata of %s: %w", groupID, topic, err)
+		}
+		for _, p := range md.Topics[topic].Partitions {
+			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, ms)
+			if err != nil {
+				return fmt.Errorf("start %s at the end: watermarks of %s/%d: %w", groupID, topic, p.ID, err)
+			}
+			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
+		}
+	}
+	if len(tps) == 0 {
+		return nil
+	}
+	if _, err := c.CommitOffsets(tps); err != nil {
+		return fmt.Errorf("start %s at the end: commit: %w", groupID, err)
+	}
+	return nil
+}

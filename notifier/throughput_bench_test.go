@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/notifier"
@@ -46,7 +44,7 @@ func BenchmarkNotifierThroughput(b *testing.B) {
 	}
 	group := eventstest.UniqueGroup(b)
 	// A real cluster has history: the group starts after it.
-	if err := commitEnd(brokers, group, events.Topics); err != nil {
+	if err := events.StartAtEnd(ctx, kcfg, group, events.Topics...); err != nil {
 		b.Fatal(err)
 	}
 	publishCreated(b, kcfg, keys, b.N)
@@ -150,37 +148,4 @@ func publishCreated(b *testing.B, kcfg events.Config, keys *events.Keyring, n in
 		b.Fatal(err)
 	default:
 	}
-}
-
-// commitEnd commits the end of every partition of topics for group, so a
-// member joining later starts there rather than at the oldest record.
-func commitEnd(brokers, group string, topics []string) error {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false,
-		"go.logs.channel.enable": true, "log.connection.close": false,
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		for range c.Logs() {
-		}
-	}()
-	defer c.Close()
-	var tps []kafka.TopicPartition
-	for _, t := range topics {
-		md, err := c.GetMetadata(&t, false, 10000)
-		if err != nil {
-			return err
-		}
-		for _, p := range md.Topics[t].Partitions {
-			_, high, err := c.QueryWatermarkOffsets(t, p.ID, 10000)
-			if err != nil {
-				return err
-			}
-			tps = append(tps, kafka.TopicPartition{Topic: &t, Partition: p.ID, Offset: kafka.Offset(high)})
-		}
-	}
-	_, err = c.CommitOffsets(tps)
-	return err
 }

@@ -350,27 +350,10 @@ func waitGroup(t testing.TB, brokers, group string, members, partitions int, tim
 // other tests' events.
 func groupAtEnd(t testing.TB, brokers, group string) {
 	t.Helper()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false, "log_level": 3})
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := events.StartAtEnd(ctx, events.Config{Brokers: brokers, Logger: eventstest.Logger(t)}, group, events.Topics...); err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	var tps []kafka.TopicPartition
-	for _, topic := range events.Topics {
-		md, err := c.GetMetadata(&topic, false, 10000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range md.Topics[topic].Partitions {
-			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, 10000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
-		}
-	}
-	if _, err := c.CommitOffsets(tps); err != nil {
-		t.Fatalf("commit the topics' ends for %s: %v", group, err)
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -11,8 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
@@ -102,7 +99,7 @@ func startStack(ctx context.Context, brokers string, client map[string]string, n
 // mailing to the sink. The group starts at the end of the topics: mails for
 // events published before (by an earlier phase) are not its business.
 func (s *stack) startNotifier(ctx context.Context, cfg notifier.Config, sk *sink) error {
-	if err := seekToEnd(s.kcfg.Brokers, cfg.GroupID, []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified}); err != nil {
+	if err := events.StartAtEnd(ctx, s.kcfg, cfg.GroupID, events.Topics...); err != nil {
 		return fmt.Errorf("position notifier group: %w", err)
 	}
 	tpl, err := templates.Load("")
@@ -126,42 +123,6 @@ func (s *stack) startNotifier(ctx context.Context, cfg notifier.Config, sk *sink
 	s.sender, s.notifierCancel, s.notifierDone = sender, cancel, make(chan error, 1)
 	go func() { s.notifierDone <- n.Run(nctx) }()
 	return nil
-}
-
-// seekToEnd commits the current end of every partition of topics for group,
-// so that a new member of the group starts there.
-func seekToEnd(brokers, group string, topics []string) error {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": false,
-		"go.logs.channel.enable": true, "log.connection.close": false,
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		for range c.Logs() {
-		}
-	}()
-	defer c.Close()
-	var tps []kafka.TopicPartition
-	for _, t := range topics {
-		md, err := c.GetMetadata(&t, false, 10000)
-		if err != nil {
-			return err
-		}
-		for _, p := range md.Topics[t].Partitions {
-			_, high, err := c.QueryWatermarkOffsets(t, p.ID, 10000)
-			if err != nil {
-				return err
-			}
-			tps = append(tps, kafka.TopicPartition{Topic: &t, Partition: p.ID, Offset: kafka.Offset(high)})
-		}
-	}
-	if len(tps) == 0 {
-		return errors.New("no partitions")
-	}
-	_, err = c.CommitOffsets(tps)
-	return err
 }
 
 func (s *stack) close() {

@@ -168,7 +168,7 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 			return fmt.Errorf("start %s at the end: metadata of %s: %w", groupID, topic, err)
 		}
 		for _, p := range md.Topics[topic].Partitions {
-			_, high, err := c.QueryWatermarkOffsets(topic, p.ID, ms)
+			high, err := highWatermark(ctx, c, topic, p.ID, ms)
 			if err != nil {
 				return fmt.Errorf("start %s at the end: watermarks of %s/%d: %w", groupID, topic, p.ID, err)
 			}
@@ -182,4 +182,22 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 		return fmt.Errorf("start %s at the end: commit: %w", groupID, err)
 	}
 	return nil
+}
+
+// highWatermark asks for a partition's end offset, retrying while the
+// cluster is still electing its leader (a topic created a moment ago) until
+// ctx ends.
+func highWatermark(ctx context.Context, c *kafka.Consumer, topic string, partition int32, ms int) (int64, error) {
+	for {
+		_, high, err := c.QueryWatermarkOffsets(topic, partition, ms)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || !kerr.IsRetriable() && kerr.Code() != kafka.ErrNotLeaderForPartition && kerr.Code() != kafka.ErrLeaderNotAvailable {
+			return high, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -105,6 +105,13 @@ func testReplayDLQ(t *testing.T, service, groupEnv, idSuffix string, newEvent fu
 		t.Fatalf("replay-dlq %s: exit %d\n%s", service, code, out)
 	}
 	want := "replay of " + events.DeadLetterTopic(group) + " as group " + group + ".replay: 1 replayed, 1 handled, 0 failed again"
+	if eventstest.RealBroker() {
+		// On a shared cluster, other packages' tests publish while this one
+		// runs; events between groupAtEnd and the notifier's start land in
+		// this group's dead letters too (sealed with other keys). The summary
+		// then counts them: only its form and our mail are this test's.
+		want = "replay of " + events.DeadLetterTopic(group) + " as group " + group + ".replay: "
+	}
 	if !strings.Contains(out, want) {
 		t.Errorf("replay-dlq %s does not report %q:\n%s", service, want, out)
 	}
@@ -124,7 +131,7 @@ func testReplayDLQ(t *testing.T, service, groupEnv, idSuffix string, newEvent fu
 	if code != 0 {
 		t.Fatalf("second replay-dlq %s: exit %d\n%s", service, code, out)
 	}
-	if !strings.Contains(out, ": 0 replayed") {
+	if !eventstest.RealBroker() && !strings.Contains(out, ": 0 replayed") {
 		t.Errorf("second replay-dlq %s replayed something:\n%s", service, out)
 	}
 	if got := mailsTo(smtp, email); len(got) != 1 {

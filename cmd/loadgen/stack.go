@@ -84,15 +84,42 @@ func startStack(ctx context.Context, brokers string, client map[string]string, n
 		return nil, err
 	}
 	s.url = "http://" + s.api.Addr()
-	// The first publish waits for the broker connection and metadata; do it
-	// now rather than in the first measured request.
-	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer pcancel()
-	if err := s.producer.Ping(pctx); err != nil {
+	// The first publish waits for the broker connection, the idempotent
+	// producer's id and, on a cluster that has just created the topics, the
+	// partition leaders (seen: no register of a 300 ms phase succeeding on a
+	// fresh Apache Kafka). Pay that now, not in the first measured request.
+	if err := s.warmUp(ctx); err != nil {
 		return nil, err
 	}
 	ok = true
 	return s, nil
+}
+
+// warmUp publishes one event, retrying until the broker acknowledges it (at
+// most 60s). Its address is in the reserved .invalid domain: no subscriber
+// can deliver mail to it.
+func (s *stack) warmUp(ctx context.Context) error {
+	e, err := events.NewUserAccountVerified(events.UserAccountVerified{
+		UserID: "loadgen-warmup", Email: "warmup@loadgen.invalid", FirstName: "Load", LastName: "Generator", VerifiedAt: time.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		pctx, pcancel := context.WithTimeout(wctx, 10*time.Second)
+		err = s.producer.Publish(pctx, e)
+		pcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("warm-up publish: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // startNotifier starts the notifier in a consumer group of its own,

@@ -71,11 +71,8 @@ func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]Partitio
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	timeout := 30 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	ms := int(max(timeout, time.Second).Milliseconds())
+	ctx, ms, cancel := boundRequests(ctx)
+	defer cancel()
 	cm := cfg.configMap(nil, kafka.ConfigMap{
 		"group.id":           groupID,
 		"enable.auto.commit": false,
@@ -102,7 +99,11 @@ func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]Partitio
 	for i, p := range tm.Partitions {
 		tps[i] = kafka.TopicPartition{Topic: &topic, Partition: p.ID}
 	}
-	committed, err := c.Committed(tps, ms)
+	var committed []kafka.TopicPartition
+	err = retryTransient(ctx, func() (err error) {
+		committed, err = c.Committed(tps, ms)
+		return err
+	})
 	var kerr kafka.Error
 	if errors.As(err, &kerr) && kerr.Code() == kafka.ErrGroupIDNotFound {
 		// A group that never committed: some brokers say so instead of
@@ -120,7 +121,11 @@ func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]Partitio
 		if tp.Error != nil {
 			return nil, fmt.Errorf("backlog %s/%d: committed offset of %s: %w", topic, tp.Partition, groupID, tp.Error)
 		}
-		low, high, err := c.QueryWatermarkOffsets(topic, tp.Partition, ms)
+		var low, high int64
+		err := retryTransient(ctx, func() (err error) {
+			low, high, err = c.QueryWatermarkOffsets(topic, tp.Partition, ms)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("backlog %s/%d: watermarks: %w", topic, tp.Partition, err)
 		}
@@ -145,11 +150,8 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	timeout := 30 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	ms := int(max(timeout, time.Second).Milliseconds())
+	ctx, ms, cancel := boundRequests(ctx)
+	defer cancel()
 	cm := cfg.configMap(nil, kafka.ConfigMap{"group.id": groupID, "enable.auto.commit": false})
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
@@ -178,25 +180,70 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 	if len(tps) == 0 {
 		return nil
 	}
-	if _, err := c.CommitOffsets(tps); err != nil {
+	err = retryTransient(ctx, func() error {
+		_, err := c.CommitOffsets(tps)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("start %s at the end: commit: %w", groupID, err)
 	}
 	return nil
+}
+
+// boundRequests gives ctx a 30s deadline when it has none, so retries of
+// transient errors end, and returns the remaining time in milliseconds for
+// librdkafka's per-request timeouts.
+func boundRequests(ctx context.Context) (context.Context, int, context.CancelFunc) {
+	cancel := context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	}
+	d, _ := ctx.Deadline()
+	return ctx, int(max(time.Until(d), time.Second).Milliseconds()), cancel
 }
 
 // highWatermark asks for a partition's end offset, retrying while the
 // cluster is still electing its leader (a topic created a moment ago) until
 // ctx ends.
 func highWatermark(ctx context.Context, c *kafka.Consumer, topic string, partition int32, ms int) (int64, error) {
+	var high int64
+	err := retryTransient(ctx, func() (err error) {
+		_, high, err = c.QueryWatermarkOffsets(topic, partition, ms)
+		return err
+	})
+	return high, err
+}
+
+// transient reports whether err is one a Kafka cluster answers while it is
+// still settling: a leader or group coordinator being elected or loaded,
+// which happens for a moment after a topic or group is first used on a
+// fresh cluster. Asking again shortly after succeeds.
+func transient(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr.Code() {
+	case kafka.ErrNotLeaderForPartition, kafka.ErrLeaderNotAvailable,
+		kafka.ErrNotCoordinator, kafka.ErrCoordinatorNotAvailable,
+		kafka.ErrCoordinatorLoadInProgress, kafka.ErrUnknownTopicOrPart:
+		return true
+	}
+	return kerr.IsRetriable()
+}
+
+// retryTransient calls fn until it returns nil or an error that is not
+// transient, waiting 100ms between calls; once ctx ends it returns fn's last
+// error.
+func retryTransient(ctx context.Context, fn func() error) error {
 	for {
-		_, high, err := c.QueryWatermarkOffsets(topic, partition, ms)
-		var kerr kafka.Error
-		if err == nil || !errors.As(err, &kerr) || !kerr.IsRetriable() && kerr.Code() != kafka.ErrNotLeaderForPartition && kerr.Code() != kafka.ErrLeaderNotAvailable {
-			return high, err
+		err := fn()
+		if err == nil || !transient(err) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return 0, err
+			return err
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

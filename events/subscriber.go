@@ -153,6 +153,11 @@ type Subscriber struct {
 	consumer *kafka.Consumer
 	dlq      *Producer
 
+	// liveMu guards live: the consumer while Run has it subscribed, for
+	// Ready, which runs on other goroutines (a /readyz handler).
+	liveMu sync.RWMutex
+	live   *kafka.Consumer
+
 	uncommitted int
 	// behindFailed is set by a background commit that failed: its offsets
 	// are still stored, and the interval commit carries them.
@@ -236,6 +241,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); forwardLogs(s.logger, c.Logs(), logsDone) }()
 	defer func() {
+		s.liveMu.Lock()
+		s.live = nil
+		s.liveMu.Unlock()
 		closeWithTimeout(func() {
 			if err := c.Close(); err != nil {
 				s.logger.Warn("close consumer", "err", err)
@@ -248,6 +256,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if err := c.SubscribeTopics(s.sc.Topics, s.rebalance); err != nil {
 		return fmt.Errorf("subscriber %s: subscribe: %w", s.sc.GroupID, err)
 	}
+	s.liveMu.Lock()
+	s.live = c
+	s.liveMu.Unlock()
 	s.lastCommit = time.Now()
 	s.next = map[partitionKey]int64{}
 	s.logger.Info("subscriber started", "topics", s.sc.Topics)
@@ -276,6 +287,34 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 	s.commit("shutdown")
 	s.logger.Info("subscriber stopped")
+	return nil
+}
+
+// ErrNotRunning is what Ready reports before Run has subscribed and after
+// it has stopped.
+var ErrNotRunning = errors.New("subscriber is not running")
+
+// Ready reports whether Run is consuming and the brokers answer a metadata
+// request within ctx (5s without a deadline): what a worker's /readyz
+// serves. It may be called from any goroutine. A member that has no
+// partitions, because the group has more members than the topics have
+// partitions, is still ready: it takes over when another member leaves.
+func (s *Subscriber) Ready(ctx context.Context) error {
+	s.liveMu.RLock()
+	defer s.liveMu.RUnlock()
+	if s.live == nil {
+		return fmt.Errorf("subscriber %s: %w", s.sc.GroupID, ErrNotRunning)
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if timeout <= 0 {
+		return context.DeadlineExceeded
+	}
+	if _, err := s.live.GetMetadata(nil, false, int(timeout.Milliseconds())); err != nil {
+		return fmt.Errorf("subscriber %s: kafka metadata: %w", s.sc.GroupID, err)
+	}
 	return nil
 }
 

@@ -513,3 +513,37 @@ func TestCrashRedeliversAtMostUncommitted(t *testing.T) {
 		t.Errorf("%d redelivered, more than the commit interval %d", redelivered, commitEvery)
 	}
 }
+
+// Ready, what a worker's /readyz serves: not before Run subscribed, yes
+// while it consumes, not after it stopped.
+func TestSubscriberReadyFollowsRun(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	s, err := events.NewSubscriber(cfg, events.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}},
+		func(context.Context, events.Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(context.Background()); !errors.Is(err, events.ErrNotRunning) {
+		t.Fatalf("Ready before Run = %v, want ErrNotRunning", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for err := s.Ready(context.Background()); err != nil; err = s.Ready(context.Background()) {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("Ready while running: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(context.Background()); !errors.Is(err, events.ErrNotRunning) {
+		t.Fatalf("Ready after Run returned = %v, want ErrNotRunning", err)
+	}
+}

@@ -156,6 +156,10 @@ func New(cfg Config, deps Deps) (*Notifier, error) {
 // Run consumes until ctx is cancelled; see events.Subscriber.Run.
 func (n *Notifier) Run(ctx context.Context) error { return n.sub.Run(ctx) }
 
+// Ready reports whether it is consuming and the brokers answer, for
+// /readyz; see events.Subscriber.Ready.
+func (n *Notifier) Ready(ctx context.Context) error { return n.sub.Ready(ctx) }
+
 // Replay builds a subscriber that re-processes this notifier's dead letters
 // for it alone: Handle, with the notifier's retry settings, as consumer group
 // "<group-id>.replay" reading "<group-id>.dlq" (docs/subscribers.md). Its

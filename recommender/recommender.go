@@ -231,6 +231,10 @@ func New(cfg Config, deps Deps) (*Recommender, error) {
 // the topics and "<group-id>.dlq" when they are missing.
 func (r *Recommender) Run(ctx context.Context) error { return r.sub.Run(ctx) }
 
+// Ready reports whether it is consuming and the brokers answer, for
+// /readyz; see events.Subscriber.Ready.
+func (r *Recommender) Ready(ctx context.Context) error { return r.sub.Ready(ctx) }
+
 // DeadLetterTopic is where events the recommender gave up on are written.
 func (r *Recommender) DeadLetterTopic() string { return events.DeadLetterTopic(r.cfg.GroupID) }
 

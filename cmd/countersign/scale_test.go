@@ -523,6 +523,15 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 	publish(60)
 	everyMailed(30 * time.Second)
 	for i, m := range metrics {
+		// A member of a stable group answers /readyz.
+		if resp, err := http.Get("http://" + m + "/readyz"); err != nil {
+			t.Errorf("notifier %d: GET /readyz: %v", i, err)
+		} else {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("notifier %d: GET /readyz = %d, want 200", i, resp.StatusCode)
+			}
+		}
 		if n := mailsSent(t, m); n == 0 {
 			t.Errorf("notifier %d sent no mail: the group does not share the work", i)
 		} else {

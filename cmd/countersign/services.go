@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -216,11 +217,17 @@ func runNotifier(ctx context.Context, env *Env) error {
 	return runWorker(ctx, env, kcfg, "127.0.0.1:9101", reg, n)
 }
 
-// runWorker serves a consumer's /metrics and /healthz on METRICS_ADDR
-// (defaultOpsAddr when unset), creates the topics when missing, and runs it
-// until ctx ends.
-func runWorker(ctx context.Context, env *Env, kcfg events.Config, defaultOpsAddr string, reg *prometheus.Registry, w interface{ Run(context.Context) error }) error {
-	stopOps, err := serveOps(env, defaultOpsAddr, reg)
+// worker is a consumer run by runWorker: the notifier or the recommender.
+type worker interface {
+	Run(context.Context) error
+	Ready(context.Context) error
+}
+
+// runWorker serves a consumer's /metrics, /healthz and /readyz on
+// METRICS_ADDR (defaultOpsAddr when unset), creates the topics when missing,
+// and runs it until ctx ends.
+func runWorker(ctx context.Context, env *Env, kcfg events.Config, defaultOpsAddr string, reg *prometheus.Registry, w worker) error {
+	stopOps, err := serveOps(env, defaultOpsAddr, reg, w.Ready)
 	if err != nil {
 		return err
 	}
@@ -253,9 +260,11 @@ func runRecommender(ctx context.Context, env *Env) error {
 	return runWorker(ctx, env, kcfg, "127.0.0.1:9102", reg, r)
 }
 
-// serveOps serves /metrics and /healthz of a worker on METRICS_ADDR
-// (defaultAddr when unset; "off" disables it). Bind errors come back at once.
-func serveOps(env *Env, defaultAddr string, reg *prometheus.Registry) (stop func(), err error) {
+// serveOps serves /metrics, /healthz and /readyz of a worker on
+// METRICS_ADDR (defaultAddr when unset; "off" disables it). /healthz says
+// the process is up; /readyz asks ready, and answers 503 problem+json when
+// it fails. Bind errors come back at once.
+func serveOps(env *Env, defaultAddr string, reg *prometheus.Registry, ready func(context.Context) error) (stop func(), err error) {
 	addr := strings.TrimSpace(env.Getenv("METRICS_ADDR"))
 	if addr == "" {
 		addr = defaultAddr
@@ -272,6 +281,25 @@ func serveOps(env *Env, defaultAddr string, reg *prometheus.Registry) (stop func
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			env.Logger.Warn("not ready", "err", err)
+			w.Header().Set("Content-Type", userapi.ContentTypeProblem)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(userapi.Problem{
+				Type:     userapi.CodeUnavailable.Type(),
+				Title:    "Service unavailable",
+				Status:   http.StatusServiceUnavailable,
+				Detail:   "The consumer is not running or the message broker is not reachable.",
+				Instance: r.URL.Path,
+			})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

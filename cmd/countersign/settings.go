@@ -67,7 +67,7 @@ var settingsTable = []Setting{
 	{"TEMPLATES_DIR", "", "directory whose email/<name>/*.gotmpl files replace the embedded templates"},
 
 	// Operations endpoint of the workers.
-	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics and /healthz; empty or off disables it"},
+	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics, /healthz and /readyz; off disables it"},
 
 	// Dev mode.
 	{"EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "where dev's embedded broker listens when KAFKA_BROKERS is empty"},

@@ -30,6 +30,7 @@ type composeFile struct {
 		Healthcheck *struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
+		Volumes []string `yaml:"volumes"`
 	} `yaml:"services"`
 }
 
@@ -99,6 +100,19 @@ func TestComposeNamesOnlyVariablesTheCodeReads(t *testing.T) {
 	}
 	if kafka.Healthcheck == nil {
 		t.Error("kafka has no health check")
+	}
+	// The image writes to /tmp/kraft-combined-logs unless told otherwise
+	// (any KAFKA_* variable replaces its default configuration), so the
+	// data volume must be mounted where KAFKA_LOG_DIRS points.
+	logDirs, _ := kafka.Environment["KAFKA_LOG_DIRS"].(string)
+	mounted := false
+	for _, v := range kafka.Volumes {
+		if parts := strings.Split(v, ":"); len(parts) >= 2 && !strings.HasPrefix(parts[0], ".") && !strings.HasPrefix(parts[0], "/") && parts[1] == logDirs {
+			mounted = true
+		}
+	}
+	if logDirs == "" || !mounted {
+		t.Errorf("kafka: KAFKA_LOG_DIRS=%q is not a named volume's mount point (volumes %v): the topics would not survive the container", logDirs, kafka.Volumes)
 	}
 	for name := range c.Services {
 		if strings.Contains(strings.ToLower(name), "zookeeper") {

@@ -37,8 +37,8 @@ func TestAllModesSmoke(t *testing.T) {
 		if p.Name == "mail" && (p.MailLatency == nil || p.MailsLost != 0 || p.MailLatency.Count != p.MailsWanted) {
 			t.Errorf("mail phase: %d of %d mails, %d lost", p.MailLatency.Count, p.MailsWanted, p.MailsLost)
 		}
-		if p.Name == "register" && p.Ratio <= 0 {
-			t.Errorf("register phase has no ratio to the ceiling")
+		if (p.Name == "register" || p.Name == "verify") && p.Ratio <= 0 {
+			t.Errorf("%s phase has no ratio to the ceiling", p.Name)
 		}
 	}
 	for name, seen := range want {

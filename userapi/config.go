@@ -115,8 +115,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// WithDefaults returns c with its zero-valued fields set to their defaults,
+// as NewServer sets them: what to Validate before NewServer is reached.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 // Validate reports the first setting that cannot work, naming its
 // environment variable. Call it after defaults were applied (NewServer does).
+
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("%s=%q: want host:port, such as 127.0.0.1:8080", EnvHTTPAddr, c.HTTPAddr)

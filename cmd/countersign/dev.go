@@ -68,12 +68,9 @@ func runDev(ctx context.Context, env *Env) error {
 	}
 
 	// One registry: the user API's /metrics shows every part's metrics.
+	// The workers are built first: that validates their settings, while the
+	// user API waits for Kafka (and Redis).
 	reg := newRegistry()
-	api, _, closeDeps, err := newUserAPI(ctx, env, apiCfg, kcfg, keys, reg)
-	if err != nil {
-		return err
-	}
-	defer closeDeps()
 	n, err := notifier.New(notCfg, notifier.Deps{Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: env.Logger, Registerer: reg})
 	if err != nil {
 		return err
@@ -82,6 +79,11 @@ func runDev(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	api, _, closeDeps, err := newUserAPI(ctx, env, apiCfg, kcfg, keys, reg)
+	if err != nil {
+		return err
+	}
+	defer closeDeps()
 	if err := api.Open(); err != nil {
 		return err
 	}

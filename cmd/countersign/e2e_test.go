@@ -377,9 +377,18 @@ func TestBadSettingsStopTheStart(t *testing.T) {
 		{"notifier", []string{"KAFKA_BROKERS=127.0.0.1:1"}, []string{"CODE_ENCRYPTION_KEYS"}},
 		{"dev", []string{"LOG_LEVEL=loud"}, []string{"LOG_LEVEL"}},
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "KAFKA_TOPIC_PARTITIONS=many"}, []string{"KAFKA_TOPIC_PARTITIONS"}},
+		// Wrong values that parse: reported before waiting for Kafka, which
+		// is not reachable here.
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "CODE_TTL=48h"}, []string{"CODE_TTL", "1s to 24h"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "HTTP_ADDR=localhost"}, []string{"HTTP_ADDR", "host:port"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PENDING_STORE=mysql://db"}, []string{"PENDING_STORE", "redis://"}},
+		{"dev", []string{"KAFKA_BROKERS=127.0.0.1:1", "PUBLISH_TIMEOUT=1ms"}, []string{"PUBLISH_TIMEOUT"}},
+		{"dev", []string{"KAFKA_BROKERS=127.0.0.1:1", "NOTIFIER_COMMIT_EVERY=0"}, []string{"NOTIFIER_COMMIT_EVERY"}},
 	}
 	for _, tc := range cases {
-		out, code := run(t, tc.env, tc.cmd)
+		// Well within the minute the services wait for Kafka: a wrong
+		// setting is reported before anything connects.
+		out, code := runWithin(t, 30*time.Second, tc.env, tc.cmd)
 		if code == 0 {
 			t.Errorf("%s with %v started", tc.cmd, tc.env)
 			continue

@@ -31,16 +31,12 @@ type pendingStore struct {
 // is never in an error or a log line.
 func openPendingStore(ctx context.Context, env *Env) (*pendingStore, error) {
 	raw := strings.TrimSpace(env.Getenv("PENDING_STORE"))
-	if raw == "" || raw == "memory" {
-		return &pendingStore{Store: userapi.NewMemoryStore(), desc: "memory (this process only)", close: func() {}}, nil
-	}
-	scheme, _, _ := strings.Cut(raw, "://")
-	if scheme != "redis" && scheme != "rediss" {
-		return nil, errors.New("PENDING_STORE: want memory, redis://[:password@]host:port/db or rediss://...")
-	}
-	opt, err := userapi.ParseRedisURL(raw)
+	opt, err := parsePendingStore(raw)
 	if err != nil {
-		return nil, fmt.Errorf("PENDING_STORE: %w", err)
+		return nil, err
+	}
+	if opt == nil {
+		return &pendingStore{Store: userapi.NewMemoryStore(), desc: "memory (this process only)", close: func() {}}, nil
 	}
 	redis.SetLogger(redisLogger{env.Logger.With("component", "redis")})
 	rdb := redis.NewClient(opt)
@@ -50,6 +46,23 @@ func openPendingStore(ctx context.Context, env *Env) (*pendingStore, error) {
 		return nil, err
 	}
 	return &pendingStore{Store: s, ping: s.Ping, desc: redactURL(raw), close: func() { _ = rdb.Close() }}, nil
+}
+
+// parsePendingStore checks PENDING_STORE's value without connecting: nil
+// options for the memory store, or the Redis client's options.
+func parsePendingStore(raw string) (*redis.Options, error) {
+	if raw == "" || raw == "memory" {
+		return nil, nil
+	}
+	scheme, _, _ := strings.Cut(raw, "://")
+	if scheme != "redis" && scheme != "rediss" {
+		return nil, errors.New("PENDING_STORE: want memory, redis://[:password@]host:port/db or rediss://...")
+	}
+	opt, err := userapi.ParseRedisURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("PENDING_STORE: %w", err)
+	}
+	return opt, nil
 }
 
 func waitRedis(ctx context.Context, s *userapi.RedisStore) error {

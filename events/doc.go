@@ -23,6 +23,10 @@
 //   - A handler error is retried with exponential backoff up to a limit; an
 //     error wrapped with Permanent, an exhausted retry budget and an
 //     undecodable record go to the dead-letter topic, and the partition moves on.
+//     An error wrapped with Unavailable (a dependency is down) is never
+//     dead-lettered: once its retries are spent the record is held back, the
+//     partitions paused, and it is tried again every MaxBackoff until it
+//     succeeds.
 //
 // The verification code never travels in plain text: it is sealed with
 // AES-256-GCM (see Keyring), bound to the user id and address.

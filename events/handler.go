@@ -7,8 +7,10 @@ import (
 
 // Handler handles one event. Returning nil means handled: the offset may be
 // committed. An error wrapped with Permanent sends the record to the
-// dead-letter topic at once; any other error is retried with backoff and,
-// once the retry budget is spent, dead-lettered too.
+// dead-letter topic at once. An error wrapped with Unavailable is retried
+// for as long as it lasts: the record is never dead-lettered for it. Any
+// other error is retried with backoff and, once the retry budget is spent,
+// dead-lettered.
 //
 // Delivery is at-least-once, so a handler must be idempotent: the same event
 // (same ID) can arrive again after a crash or a rebalance.
@@ -35,6 +37,33 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
+}
+
+type unavailableError struct{ err error }
+
+func (u unavailableError) Error() string { return u.err.Error() }
+func (u unavailableError) Unwrap() error { return u.err }
+
+// Unavailable marks err as the failure of something the handler depends on
+// rather than of the record: an SMTP server that refuses connections, say.
+// Every record would fail the same way, so dead-lettering them would only
+// move the outage into the dead-letter topic. The subscriber retries such a
+// record within its retry budget as usual; once that is spent it keeps the
+// record, pauses its partitions, and tries it again every MaxBackoff, for as
+// long as the outage lasts, polling meanwhile so that it stays in the group
+// and takes part in rebalances. Unavailable(nil) is nil.
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return unavailableError{err}
+}
+
+// IsUnavailable reports whether err (or an error it wraps) was marked
+// Unavailable and not also Permanent.
+func IsUnavailable(err error) bool {
+	var u unavailableError
+	return errors.As(err, &u) && !IsPermanent(err)
 }
 
 // Delivery describes the record a handler is working on.

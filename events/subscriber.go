@@ -169,6 +169,14 @@ type Subscriber struct {
 	// inflight is closed when the background commit in progress, if any,
 	// has finished.
 	inflight chan struct{}
+
+	// outageSince is when a handler first reported a dependency Unavailable
+	// beyond its retry budget; zero when none is. During an outage a record
+	// gets one attempt before it is held back again.
+	outageSince time.Time
+	// resumeAt is when the partitions paused for an outage are resumed;
+	// zero when none are paused.
+	resumeAt time.Time
 }
 
 type partitionKey struct {
@@ -280,6 +288,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				return fmt.Errorf("subscriber %s: fatal kafka error: %w", s.sc.GroupID, ev)
 			}
 			s.logger.Warn("kafka consumer error", "err", ev)
+		}
+		if !s.resumeAt.IsZero() && !time.Now().Before(s.resumeAt) {
+			s.resume()
 		}
 		if (s.uncommitted > 0 || s.behindFailed.Load()) && time.Since(s.lastCommit) >= s.sc.CommitInterval {
 			s.commit("interval")
@@ -427,6 +438,14 @@ func (s *Subscriber) process(ctx context.Context, m *kafka.Message) bool {
 		if err != nil && ctx.Err() != nil && !IsPermanent(err) && res.Attempts < s.sc.MaxAttempts {
 			return false
 		}
+		if IsUnavailable(err) {
+			s.holdBack(m, e, err)
+			return false
+		}
+		if err == nil && !s.outageSince.IsZero() {
+			s.logger.Info("dependency available again: resuming", "unavailable_for", time.Since(s.outageSince).Round(time.Millisecond))
+			s.outageSince = time.Time{}
+		}
 	}
 	if err != nil {
 		res.Outcome, res.Err = OutcomeDeadLettered, err
@@ -462,6 +481,11 @@ func (s *Subscriber) handle(ctx context.Context, m *kafka.Message, e Event) (int
 		if IsPermanent(err) || attempt >= s.sc.MaxAttempts {
 			return attempt, err
 		}
+		if IsUnavailable(err) && !s.outageSince.IsZero() {
+			// Still down: hold the record back now rather than spend
+			// another retry budget away from Poll.
+			return attempt, err
+		}
 		wait := jitter(backoff)
 		s.logger.Warn("handler failed; retrying", "topic", d.Topic, "partition", d.Partition, "offset", d.Offset,
 			"event_id", e.ID, "attempt", attempt, "retry_in", wait, "err", err)
@@ -471,6 +495,46 @@ func (s *Subscriber) handle(ctx context.Context, m *kafka.Message, e Event) (int
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, s.sc.MaxBackoff)
+	}
+}
+
+// holdBack keeps a record whose handler reported a dependency Unavailable:
+// it rewinds the record's partition to it, so it is read again, and pauses
+// every assigned partition until MaxBackoff from now. The loop goes on
+// polling meanwhile, which keeps the member in the group and runs
+// rebalances; a record fetched before the pause, or from a partition
+// assigned since, gets one attempt and is held back the same way. The
+// record's offset is not stored, so nothing past it is committed.
+func (s *Subscriber) holdBack(m *kafka.Message, e Event, err error) {
+	tp := m.TopicPartition
+	if serr := s.consumer.Seek(kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition, Offset: tp.Offset}, 0); serr != nil {
+		// Not assigned any more: its next owner reads it again.
+		s.logger.Warn("rewind to held-back record", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "err", serr)
+	}
+	now := time.Now()
+	if s.outageSince.IsZero() {
+		s.outageSince = now
+		s.logger.Error("dependency unavailable: holding records back until it answers",
+			"topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "event_id", e.ID, "retry_every", s.sc.MaxBackoff, "err", err)
+	} else {
+		s.logger.Warn("dependency still unavailable", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset),
+			"event_id", e.ID, "unavailable_for", now.Sub(s.outageSince).Round(time.Millisecond), "err", err)
+	}
+	s.resumeAt = now.Add(jitter(s.sc.MaxBackoff))
+	if tps, aerr := s.consumer.Assignment(); aerr == nil && len(tps) > 0 {
+		if perr := s.consumer.Pause(tps); perr != nil {
+			s.logger.Warn("pause partitions", "err", perr)
+		}
+	}
+}
+
+// resume ends the pause holdBack began, on every partition assigned now.
+func (s *Subscriber) resume() {
+	s.resumeAt = time.Time{}
+	if tps, err := s.consumer.Assignment(); err == nil && len(tps) > 0 {
+		if err := s.consumer.Resume(tps); err != nil {
+			s.logger.Warn("resume partitions", "err", err)
+		}
 	}
 }
 

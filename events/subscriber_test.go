@@ -547,3 +547,157 @@ func TestSubscriberReadyFollowsRun(t *testing.T) {
 		t.Fatalf("Ready after Run returned = %v, want ErrNotRunning", err)
 	}
 }
+
+// A dependency that stays down beyond the retry budget (an SMTP outage
+// longer than the retries last): nothing is dead-lettered, nothing is
+// skipped or committed past, and once it is back every record is handled,
+// in order.
+func TestUnavailableDependencyHoldsRecordsBackUntilItReturns(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	recs, ids := validRecords(t, 6)
+	produceRaw(t, brokers, topic, recs...)
+
+	group := eventstest.UniqueGroup(t)
+	var down atomic.Bool
+	down.Store(true)
+	var failed atomic.Int32
+	var mu sync.Mutex
+	triedWhileDown := map[string]bool{}
+	rec := newRecorder()
+	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{
+		GroupID: group, Topics: []string{topic}, MaxAttempts: 3, CommitEvery: 1,
+	}), func(ctx context.Context, e events.Event) error {
+		if down.Load() {
+			mu.Lock()
+			triedWhileDown[e.ID] = true
+			mu.Unlock()
+			failed.Add(1)
+			return events.Unavailable(errors.New("dial tcp 127.0.0.1:25: connect: connection refused"))
+		}
+		return rec.handle(ctx, e)
+	})
+	// Many times the retry budget of 3 attempts, over several pauses.
+	deadline := time.Now().Add(60 * time.Second)
+	for failed.Load() < 15 {
+		if time.Now().After(deadline) {
+			t.Fatalf("handler ran %d times in 60s while the dependency was down", failed.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := committed(t, brokers, group, topic); got != 0 {
+		t.Errorf("committed %d records while none could be handled", got)
+	}
+	mu.Lock()
+	if len(triedWhileDown) != 1 || !triedWhileDown[ids[0]] {
+		t.Errorf("records tried while down: %v; want only the first, %s (the rest wait behind it)", triedWhileDown, ids[0])
+	}
+	mu.Unlock()
+	down.Store(false)
+
+	rec.waitFor(t, 6, 60*time.Second)
+	if got := rec.handled(); strings.Join(got, ",") != strings.Join(ids, ",") {
+		t.Errorf("handled %v, want each once, in order: %v", got, ids)
+	}
+	waitCommitted(t, brokers, group, topic, 6, 15*time.Second)
+	if dl := eventstest.CountTopic(t, brokers, events.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
+		t.Errorf("%d records dead-lettered for an outage", len(dl))
+	}
+}
+
+// During an outage the paused member keeps polling: it stays in the group,
+// and a member that joins takes its share of the partitions. When the
+// dependency returns, every record is handled by one of them.
+func TestUnavailableDependencyKeepsMemberInGroupThroughRebalance(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	var all []string
+	for range 4 { // four addresses: records on several partitions
+		recs, ids := validRecords(t, 3)
+		produceRaw(t, brokers, topic, recs...)
+		all = append(all, ids...)
+	}
+	group := eventstest.UniqueGroup(t)
+	var down atomic.Bool
+	down.Store(true)
+	var failed atomic.Int32
+	var mu sync.Mutex
+	handled := map[string]int{}
+	handler := func(ctx context.Context, e events.Event) error {
+		if down.Load() {
+			failed.Add(1)
+			return events.Unavailable(errors.New("smtp: 421 service not available"))
+		}
+		mu.Lock()
+		handled[e.ID]++
+		mu.Unlock()
+		return nil
+	}
+	sc := fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 2, CommitEvery: 1})
+	startSubscriber(t, cfg, sc, handler)
+	deadline := time.Now().Add(60 * time.Second)
+	for failed.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first member never ran its handler")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	startSubscriber(t, cfg, sc, handler)
+	waitMembers(t, brokers, group, 2, 60*time.Second)
+	down.Store(false)
+
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		mu.Lock()
+		missing := 0
+		for _, id := range all {
+			if handled[id] == 0 {
+				missing++
+			}
+		}
+		mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d records not handled 60s after the dependency returned", missing, len(all))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if dl := eventstest.CountTopic(t, brokers, events.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
+		t.Errorf("%d records dead-lettered for an outage", len(dl))
+	}
+}
+
+// waitMembers waits until group has members members, each with partitions.
+func waitMembers(t *testing.T, brokers, group string, members int, timeout time.Duration) {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	deadline := time.Now().Add(timeout)
+	last := -1
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := a.DescribeConsumerGroups(ctx, []string{group})
+		cancel()
+		if err == nil && len(res.ConsumerGroupDescriptions) == 1 {
+			g := res.ConsumerGroupDescriptions[0]
+			last = 0
+			for _, m := range g.Members {
+				if len(m.Assignment.TopicPartitions) > 0 {
+					last++
+				}
+			}
+			if last == members && g.State == kafka.ConsumerGroupStateStable {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("group %s: %d members with partitions after %v, want %d", group, last, timeout, members)
+}

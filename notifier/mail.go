@@ -104,6 +104,32 @@ func (e *MailError) Error() string {
 
 func (e *MailError) Unwrap() error { return e.Err }
 
+// ServiceUnavailable reports whether the failure is the mail service's
+// rather than this mail's: the SMTP server could not be reached or logged
+// into, answered 421 (service not available), dropped the connection or
+// timed out without a reply, or the outbox could not be written. Until that
+// is fixed every mail fails the same way. A 4xx reply to one mail (450
+// mailbox busy, 451 greylisting) is not this: other mails may go through.
+func (e *MailError) ServiceUnavailable() bool {
+	if !e.Temporary || errors.Is(e.Err, ErrSenderClosed) {
+		return false
+	}
+	switch e.Op {
+	case "dial", "write outbox":
+		return true
+	case "send":
+		return e.Code == 0 || e.Code == 421
+	}
+	return false
+}
+
+// IsMailServiceUnavailable reports whether err is a MailError whose
+// ServiceUnavailable is true.
+func IsMailServiceUnavailable(err error) bool {
+	var me *MailError
+	return errors.As(err, &me) && me.ServiceUnavailable()
+}
+
 // IsPermanentMailError reports whether err says that a mail can never be
 // sent, so that the caller dead-letters it instead of retrying.
 func IsPermanentMailError(err error) bool {

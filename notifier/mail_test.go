@@ -227,6 +227,9 @@ func TestSMTPTemporaryFailure(t *testing.T) {
 	if me.Code != 451 || !me.Temporary || me.MessageID != "evt-451" {
 		t.Fatalf("MailError = %+v", me)
 	}
+	if notifier.IsMailServiceUnavailable(err) {
+		t.Errorf("a 451 for one mail counts as the service being down: %v", err)
+	}
 	if !strings.Contains(err.Error(), "evt-451") || !strings.Contains(err.Error(), "greylisted") {
 		t.Errorf("error %q should name the message ID and the server's reason", err)
 	}
@@ -256,6 +259,9 @@ func TestSMTPPermanentFailure(t *testing.T) {
 	if me.Code != 550 || me.Temporary {
 		t.Fatalf("MailError = %+v", me)
 	}
+	if notifier.IsMailServiceUnavailable(err) {
+		t.Errorf("a 550 counts as the service being down: %v", err)
+	}
 	if !strings.Contains(err.Error(), "evt-550") {
 		t.Errorf("error %q does not name the message ID", err)
 	}
@@ -270,6 +276,9 @@ func TestSMTPOutage(t *testing.T) {
 		err := s.Send(context.Background(), testMessage("evt-outage"))
 		if err == nil || notifier.IsPermanentMailError(err) {
 			t.Fatalf("send %d during outage: %v, want a temporary error", i, err)
+		}
+		if !notifier.IsMailServiceUnavailable(err) {
+			t.Errorf("send %d: 421 does not count as the service being down: %v", i, err)
 		}
 	}
 	srv.ClearFailing()
@@ -298,6 +307,9 @@ func TestSMTPConnectionRefusedIsTemporary(t *testing.T) {
 	me := mailError(t, err)
 	if me.Op != "dial" || me.Code != 0 {
 		t.Fatalf("MailError = %+v, want a dial failure without SMTP code", me)
+	}
+	if !notifier.IsMailServiceUnavailable(err) {
+		t.Errorf("connection refused does not count as the service being down: %v", err)
 	}
 	var netErr net.Error
 	if !errors.As(err, &netErr) {

@@ -179,7 +179,9 @@ func (n *Notifier) Replay(onResult func(events.Result)) (*events.Subscriber, err
 
 // Handle sends the mail one event asks for. It is idempotent within the
 // dedupe window. Errors follow events.Handler: temporary SMTP failures are
-// returned for a retry, permanent ones wrapped with events.Permanent.
+// returned for a retry, wrapped with events.Unavailable when the mail
+// service itself is down (see MailError.ServiceUnavailable), and permanent
+// ones wrapped with events.Permanent.
 func (n *Notifier) Handle(ctx context.Context, e events.Event) error {
 	if _, dup := n.sent.Get(e.ID); dup {
 		n.metrics.duplicates.Inc()
@@ -218,6 +220,11 @@ func (n *Notifier) Handle(ctx context.Context, e events.Event) error {
 			return events.Permanent(err)
 		}
 		n.metrics.failed.WithLabelValues(kind, "temporary").Inc()
+		if IsMailServiceUnavailable(err) {
+			// Not this mail's fault: held back, never dead-lettered, until
+			// the server answers (events.Unavailable).
+			return events.Unavailable(err)
+		}
 		return err
 	}
 	n.sent.SetDefault(e.ID, struct{}{})

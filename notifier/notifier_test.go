@@ -304,6 +304,38 @@ func TestSMTPOutageLosesNoMail(t *testing.T) {
 	}
 }
 
+// An outage that outlasts the retry budget (two attempts here; about three
+// minutes with the defaults): the mails are held back, not dead-lettered,
+// and all go out once the server is back.
+func TestSMTPOutageBeyondRetryBudgetDeadLettersNothing(t *testing.T) {
+	h := newHarness(t)
+	r := h.start(t, notifier.Config{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, MaxAttempts: 2})
+	h.smtp.SetFailing(421)
+	var addrs []string
+	for range 4 {
+		a := eventstest.UniqueEmail(t)
+		addrs = append(addrs, a)
+		h.publishCreated(t, a, "565656")
+	}
+	// Many times the two attempts a record has before it would have been
+	// dead-lettered.
+	waitFor(t, 30*time.Second, func() bool { return h.smtp.Rejected() >= 10 })
+	h.smtp.ClearFailing()
+	for _, a := range addrs {
+		h.mailsTo(t, a, 1, 60*time.Second)
+	}
+	for _, a := range addrs {
+		if n := len(h.mailsSoFar(a)); n != 1 {
+			t.Errorf("%d mails to one address, want 1", n)
+		}
+	}
+	for _, a := range addrs {
+		if dl := eventstest.CountTopic(t, h.brokers, events.DeadLetterTopic(r.group), time.Second, eventstest.ByKey(a)); len(dl) != 0 {
+			t.Errorf("%d records dead-lettered during an SMTP outage", len(dl))
+		}
+	}
+}
+
 func TestSameEventTwiceSendsOneMail(t *testing.T) {
 	h := newHarness(t)
 	h.start(t, notifier.Config{})

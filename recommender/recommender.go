@@ -259,7 +259,8 @@ func (r *Recommender) Replay(onResult func(events.Result)) (*events.Subscriber, 
 // Handle sends the Getting started mail for one user_account_verified event
 // and ignores every other type. It is idempotent within the dedupe window,
 // and beyond it sends the same items under the same Message-ID. Errors follow
-// events.Handler: temporary SMTP failures are returned for a retry, permanent
+// events.Handler: temporary SMTP failures are returned for a retry (wrapped
+// with events.Unavailable when the mail service itself is down), permanent
 // ones (SMTP 5xx, an invalid address) are wrapped with events.Permanent.
 func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 	if e.Type != events.TopicUserAccountVerified {
@@ -299,6 +300,9 @@ func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 			return events.Permanent(err)
 		}
 		r.metrics.failed.WithLabelValues(reasonTemporary).Inc()
+		if notifier.IsMailServiceUnavailable(err) {
+			return events.Unavailable(err)
+		}
 		return err
 	}
 	r.sent.SetDefault(e.ID, struct{}{})

@@ -41,7 +41,7 @@ var settingsTable = []Setting{
 	// Notifier.
 	{"NOTIFIER_GROUP_ID", "notification-service", "consumer group of the notifier (never rename: a new group re-reads history)"},
 	{"NOTIFIER_COMMIT_EVERY", "5", "commit offsets every N handled events (in the background); a crash re-sends fewer than 2N mails"},
-	{"NOTIFIER_MAX_ATTEMPTS", "12", "tries of one mail on temporary SMTP failures before it is dead-lettered"},
+	{"NOTIFIER_MAX_ATTEMPTS", "12", "tries of one mail on temporary SMTP failures before it is dead-lettered; while the SMTP server is down it is held back instead"},
 	{"NOTIFIER_RETRY_BACKOFF", "500ms", "first wait between tries; doubles each time"},
 	{"NOTIFIER_RETRY_MAX_BACKOFF", "30s", "longest wait between tries"},
 	{"NOTIFIER_DEDUPE_WINDOW", "15m", "how long a sent event id is remembered so a redelivered event sends no second mail"},
@@ -49,7 +49,7 @@ var settingsTable = []Setting{
 	// Recommender.
 	{"RECOMMENDER_GROUP_ID", "recommendation-service", "consumer group of the recommender"},
 	{"RECOMMENDER_COMMIT_EVERY", "5", "commit offsets every N handled events"},
-	{"RECOMMENDER_MAX_ATTEMPTS", "12", "tries of one mail on temporary SMTP failures before it is dead-lettered"},
+	{"RECOMMENDER_MAX_ATTEMPTS", "12", "tries of one mail on temporary SMTP failures before it is dead-lettered; while the SMTP server is down it is held back instead"},
 	{"RECOMMENDER_RETRY_BACKOFF", "500ms", "first wait between tries; doubles each time"},
 	{"RECOMMENDER_RETRY_MAX_BACKOFF", "30s", "longest wait between tries"},
 	{"RECOMMENDER_DEDUPE_WINDOW", "15m", "how long a sent event id is remembered so a redelivered event sends no second mail"},

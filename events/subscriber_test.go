@@ -645,7 +645,7 @@ func TestUnavailableDependencyKeepsMemberInGroupThroughRebalance(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	startSubscriber(t, cfg, sc, handler)
-	waitMembers(t, brokers, group, 2, 60*time.Second)
+	eventstest.WaitGroup(t, brokers, group, 2, 0, 60*time.Second)
 	down.Store(false)
 
 	deadline = time.Now().Add(60 * time.Second)
@@ -669,35 +669,4 @@ func TestUnavailableDependencyKeepsMemberInGroupThroughRebalance(t *testing.T) {
 	if dl := eventstest.CountTopic(t, brokers, events.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
 		t.Errorf("%d records dead-lettered for an outage", len(dl))
 	}
-}
-
-// waitMembers waits until group has members members, each with partitions.
-func waitMembers(t *testing.T, brokers, group string, members int, timeout time.Duration) {
-	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	deadline := time.Now().Add(timeout)
-	last := -1
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		res, err := a.DescribeConsumerGroups(ctx, []string{group})
-		cancel()
-		if err == nil && len(res.ConsumerGroupDescriptions) == 1 {
-			g := res.ConsumerGroupDescriptions[0]
-			last = 0
-			for _, m := range g.Members {
-				if len(m.Assignment.TopicPartitions) > 0 {
-					last++
-				}
-			}
-			if last == members && g.State == kafka.ConsumerGroupStateStable {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("group %s: %d members with partitions after %v, want %d", group, last, timeout, members)
 }

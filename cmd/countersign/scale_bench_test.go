@@ -234,7 +234,7 @@ func benchNotifiers(b *testing.B, instances, partitions int, delay time.Duration
 		}, "notifier")
 		cpu.pids["notifier"] = append(cpu.pids["notifier"], p.cmd.Process.Pid)
 	}
-	waitGroup(b, brokers, group, instances, 2*partitions, 60*time.Second)
+	eventstest.WaitGroup(b, brokers, group, instances, 2*partitions, 60*time.Second)
 	b.Logf("assignment: %v", describeGroup(b, brokers, group))
 
 	evs := make([]events.Event, b.N)

@@ -265,29 +265,6 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 	}
 }
 
-// groupAssignment describes the consumer group: partitions held by each
-// member (by member id); nil while the group is rebalancing.
-func groupAssignment(t testing.TB, a *kafka.AdminClient, group string) map[string]int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := a.DescribeConsumerGroups(ctx, []string{group})
-	if err != nil {
-		t.Logf("describe group: %v", err)
-		return nil
-	}
-	out := map[string]int{}
-	for _, g := range res.ConsumerGroupDescriptions {
-		if g.State != kafka.ConsumerGroupStateStable {
-			return nil
-		}
-		for _, m := range g.Members {
-			out[m.ConsumerID] = len(m.Assignment.TopicPartitions)
-		}
-	}
-	return out
-}
-
 // describeGroup returns each member's partitions, as topic/partition.
 func describeGroup(t testing.TB, brokers, group string) [][]string {
 	t.Helper()
@@ -314,33 +291,6 @@ func describeGroup(t testing.TB, brokers, group string) [][]string {
 		}
 	}
 	return out
-}
-
-// waitGroup waits until the group is stable with members members holding
-// all partitions between them, each at least one.
-func waitGroup(t testing.TB, brokers, group string, members, partitions int, timeout time.Duration) map[string]int {
-	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	deadline := time.Now().Add(timeout)
-	var last map[string]int
-	for time.Now().Before(deadline) {
-		last = groupAssignment(t, a, group)
-		total, empty := 0, false
-		for _, n := range last {
-			total += n
-			empty = empty || n == 0
-		}
-		if len(last) == members && total == partitions && !empty {
-			return last
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("group %s: assignment %v within %v, want %d members sharing %d partitions", group, last, timeout, members, partitions)
-	return nil
 }
 
 // groupAtEnd commits, for a group that has never run, the end of every
@@ -434,7 +384,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 			"MAIL_OUTBOX_DIR=" + filepath.Join(dir, "unused-outbox"),
 		}, "notifier"))
 	}
-	assigned := waitGroup(t, brokers, group, 3, partitions, 60*time.Second)
+	assigned := eventstest.WaitGroup(t, brokers, group, 3, partitions, 60*time.Second)
 	t.Logf("three notifiers: partitions per member %v", assigned)
 	// Each topic is spread on its own: every notifier sends code mails, not
 	// just confirmations (the range assignor; see events/subscriber.go).
@@ -553,7 +503,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 		t.Fatal("notifier did not exit within 30s of SIGTERM")
 	}
 	publish(30)
-	assigned = waitGroup(t, brokers, group, 2, partitions, 30*time.Second)
+	assigned = eventstest.WaitGroup(t, brokers, group, 2, partitions, 30*time.Second)
 	t.Logf("after SIGTERM: partitions per member %v", assigned)
 	everyMailed(30 * time.Second)
 
@@ -561,7 +511,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 	// session timeout (10s) and the survivor takes every partition.
 	_ = procs[1].cmd.Process.Kill()
 	publish(30)
-	assigned = waitGroup(t, brokers, group, 1, partitions, 40*time.Second)
+	assigned = eventstest.WaitGroup(t, brokers, group, 1, partitions, 40*time.Second)
 	t.Logf("after SIGKILL: partitions per member %v", assigned)
 	everyMailed(30 * time.Second)
 

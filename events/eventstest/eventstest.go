@@ -203,3 +203,54 @@ func Header(m *kafka.Message, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// WaitGroup waits until group is stable with members members, each holding
+// at least one partition and, when partitions > 0, all partitions between
+// them. It returns the partitions each member holds, by member id.
+func WaitGroup(tb testing.TB, brokers, group string, members, partitions int, timeout time.Duration) map[string]int {
+	tb.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer a.Close()
+	deadline := time.Now().Add(timeout)
+	var last map[string]int
+	for time.Now().Before(deadline) {
+		last = groupAssignment(tb, a, group)
+		total, empty := 0, false
+		for _, n := range last {
+			total += n
+			empty = empty || n == 0
+		}
+		if len(last) == members && (partitions <= 0 || total == partitions) && !empty {
+			return last
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	tb.Fatalf("group %s: assignment %v within %v, want %d members sharing %d partitions", group, last, timeout, members, partitions)
+	return nil
+}
+
+// groupAssignment describes the consumer group: partitions held by each
+// member (by member id); nil while the group is rebalancing.
+func groupAssignment(tb testing.TB, a *kafka.AdminClient, group string) map[string]int {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := a.DescribeConsumerGroups(ctx, []string{group})
+	if err != nil {
+		tb.Logf("describe group: %v", err)
+		return nil
+	}
+	out := map[string]int{}
+	for _, g := range res.ConsumerGroupDescriptions {
+		if g.State != kafka.ConsumerGroupStateStable {
+			return nil
+		}
+		for _, m := range g.Members {
+			out[m.ConsumerID] = len(m.Assignment.TopicPartitions)
+		}
+	}
+	return out
+}

@@ -1,15 +1,28 @@
 package userapi
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 )
+
+// RateLimiter decides whether a client (an IP address, or an IPv6 /64; see
+// clientKey) may make one more request to /api/. When it may not, it says how
+// long until it may. An error means the limiter could not decide (its Redis
+// is unreachable): the request is let through and the error logged, since
+// the store behind the handlers answers 503 by itself if it shares that
+// Redis, and a limiter alone must not take the API down.
+type RateLimiter interface {
+	Allow(ctx context.Context, client netip.Prefix) (ok bool, retryAfter time.Duration, err error)
+}
 
 // maxLimiters bounds the limiter map. Past it, idle limiters are swept and,
 // if that is not enough, arbitrary ones dropped: a flood of distinct
@@ -67,6 +80,13 @@ func (l *ipLimiter) allow(client netip.Prefix, now time.Time) (bool, time.Durati
 	return true, 0
 }
 
+// Allow is allow at the current time: the in-process RateLimiter, which
+// never fails.
+func (l *ipLimiter) Allow(_ context.Context, client netip.Prefix) (bool, time.Duration, error) {
+	ok, wait := l.allow(client, time.Now())
+	return ok, wait, nil
+}
+
 // sweep drops limiters that have refilled; the caller holds mu.
 func (l *ipLimiter) sweep(now time.Time) {
 	l.lastSweep = now
@@ -89,11 +109,21 @@ func (l *ipLimiter) len() int {
 	return len(l.limiters)
 }
 
-// middleware answers 429 with Retry-After when the client's bucket is empty.
-func (l *ipLimiter) middleware(trustProxy bool, fail func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+// rateLimit answers 429 with Retry-After when the client's budget is spent.
+func rateLimit(l RateLimiter, trustProxy bool, logger *slog.Logger, fail func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+	var lastWarn atomic.Int64
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if ok, wait := l.allow(clientKey(r, trustProxy), time.Now()); !ok {
+			ok, wait, err := l.Allow(r.Context(), clientKey(r, trustProxy))
+			if err != nil {
+				// Let it through; one warning a minute, not one per request.
+				if now := time.Now().UnixNano(); now-lastWarn.Load() > int64(time.Minute) {
+					lastWarn.Store(now)
+					logger.Warn("rate limiter unavailable: requests are not limited", "err", err)
+				}
+				ok = true
+			}
+			if !ok {
 				fail(w, r, &Error{Code: CodeRateLimited, Detail: "Too many requests from this address; retry later.", RetryAfter: wait})
 				return
 			}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -410,7 +411,8 @@ func TestRedisStoreLeastPrivilege(t *testing.T) {
 	// the scripts run.
 	acl := strings.Fields("on >s3cret resetkeys ~countersign:pending:* resetchannels -@all " +
 		"+hello +auth +select +ping +evalsha +eval " +
-		"+hget +hmget +hset +hincrby +del +pexpire +incr +zadd +zrem +zremrangebyscore +zcard")
+		"+hget +hmget +hset +hincrby +del +pexpire +incr +zadd +zrem +zremrangebyscore +zcard " +
+		"+get +set")
 	if err := admin.Do(ctx, append([]any{"ACL", "SETUSER", "countersign"}, toAny(acl)...)...).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -421,6 +423,13 @@ func TestRedisStoreLeastPrivilege(t *testing.T) {
 	storetest.Run(t, func(*testing.T) userapi.Store {
 		return userapi.NewRedisStore(rdb, userapi.RedisOptions{Prefix: userapi.DefaultRedisPrefix + eventstest.Suffix() + ":"})
 	})
+	// The rate limit, under the same prefix.
+	limiter := userapi.NewRedisStore(rdb, userapi.RedisOptions{}).RateLimiter(60, 1)
+	for i, want := range []bool{true, false} {
+		if ok, _, err := limiter.Allow(ctx, netip.MustParsePrefix("192.0.2.99/32")); err != nil || ok != want {
+			t.Errorf("rate limit request %d as the store's user: allowed %v, err %v; want %v", i+1, ok, err, want)
+		}
+	}
 	// And nothing else: the user cannot read other keys.
 	if err := rdb.Get(ctx, "other").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Errorf("GET of another key as the store's user: %v, want NOPERM", err)

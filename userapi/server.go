@@ -29,6 +29,12 @@ type Deps struct {
 	// Every replica must share it (CODE_ENCRYPTION_KEYS).
 	Keyring *events.Keyring
 
+	// NewRateLimiter, when set, builds the per-client rate limit from
+	// Config.RateLimitPerIP and RateLimitBurst (unless the limit is off);
+	// nil means an in-process limiter. Replicas behind one load balancer
+	// share a budget with RedisStore.RateLimiter.
+	NewRateLimiter func(perMinute, burst int) RateLimiter
+
 	// Store keeps pending registrations. Nil means a new MemoryStore.
 	Store Store
 
@@ -57,7 +63,7 @@ type Server struct {
 	ready     func(context.Context) error
 	logger    *slog.Logger
 	metrics   *metrics
-	limiter   *ipLimiter
+	limiter   RateLimiter
 
 	router  *mux.Router
 	handler http.Handler
@@ -109,7 +115,11 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		metrics:   m,
 	}
 	if cfg.RateLimitPerIP != RateLimitOff {
-		s.limiter = newIPLimiter(cfg.RateLimitPerIP, cfg.RateLimitBurst)
+		if deps.NewRateLimiter != nil {
+			s.limiter = deps.NewRateLimiter(cfg.RateLimitPerIP, cfg.RateLimitBurst)
+		} else {
+			s.limiter = newIPLimiter(cfg.RateLimitPerIP, cfg.RateLimitBurst)
+		}
 	}
 	s.routes(deps.Registry)
 	return s, nil
@@ -134,7 +144,7 @@ func (s *Server) routes(reg Registry) {
 		if s.limiter == nil {
 			return h
 		}
-		return s.limiter.middleware(s.cfg.TrustProxyHeaders, s.error)(h)
+		return rateLimit(s.limiter, s.cfg.TrustProxyHeaders, s.logger, s.error)(h)
 	}
 	r.Handle("/api/register", api(s.handleRegister)).Methods(http.MethodPost)
 	r.Handle("/api/verify", api(s.handleVerify)).Methods(http.MethodPost)

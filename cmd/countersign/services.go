@@ -137,7 +137,8 @@ func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg events.C
 		store.close()
 	}
 	srv, err = userapi.NewServer(cfg, userapi.Deps{
-		Publisher: producer, Keyring: keys, Store: store.Store, Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
+		Publisher: producer, Keyring: keys, Store: store.Store, NewRateLimiter: store.newRateLimiter,
+		Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
 	})
 	if err != nil {
 		closeDeps()

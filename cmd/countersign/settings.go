@@ -32,7 +32,7 @@ var settingsTable = []Setting{
 	{"CODE_TTL", "15m", "how long a code and its pending registration stay valid"},
 	{"CODE_MAX_ATTEMPTS", "5", "verify attempts per code; then 429 until a new code"},
 	{"RESEND_INTERVAL", "60s", "least time between two codes sent to one address"},
-	{"RATE_LIMIT_PER_IP", "60", "requests per minute per client IP on /api/; 0 switches the limit off"},
+	{"RATE_LIMIT_PER_IP", "60", "requests per minute per client IP on /api/, shared by the replicas with a Redis PENDING_STORE; 0 switches the limit off"},
 	{"RATE_LIMIT_BURST", "20", "requests a client IP may make at once before the rate applies"},
 	{"PUBLISH_TIMEOUT", "10s", "wait for the broker's acknowledgement before answering 503"},
 	{"TRUST_PROXY_HEADERS", "false", "take the client IP from X-Forwarded-For (only behind one trusted proxy)"},

@@ -19,6 +19,9 @@ type pendingStore struct {
 	userapi.Store
 	// ping checks the store for /readyz; nil for the memory store.
 	ping func(context.Context) error
+	// newRateLimiter keeps the per-client rate limit beside the records, so
+	// that replicas share it; nil (in-process) for the memory store.
+	newRateLimiter func(perMinute, burst int) userapi.RateLimiter
 	// desc names the store for the start-up log line, password redacted.
 	desc  string
 	close func()
@@ -45,7 +48,7 @@ func openPendingStore(ctx context.Context, env *Env) (*pendingStore, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
-	return &pendingStore{Store: s, ping: s.Ping, desc: redactURL(raw), close: func() { _ = rdb.Close() }}, nil
+	return &pendingStore{Store: s, ping: s.Ping, newRateLimiter: s.RateLimiter, desc: redactURL(raw), close: func() { _ = rdb.Close() }}, nil
 }
 
 // parsePendingStore checks PENDING_STORE's value without connecting: nil

@@ -72,10 +72,13 @@ type SubscriberConfig struct {
 	// not sit on uncommitted work (default 5s).
 	CommitInterval time.Duration
 	// MaxAttempts is how many times a failing handler runs before the record
-	// is dead-lettered (default 5).
+	// is dead-lettered (default 5), or, for an error marked Unavailable,
+	// held back (see Unavailable).
 	MaxAttempts int
 	// InitialBackoff is the wait after the first failure; it doubles each
 	// attempt, with ±20% jitter, up to MaxBackoff (defaults 200ms and 30s).
+	// A record held back for an Unavailable dependency is tried again every
+	// MaxBackoff.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 	// HandlerTimeout bounds one handler attempt (default 30s).

@@ -33,10 +33,11 @@ type Config struct {
 	CommitEvery int
 	// MaxAttempts bounds the tries of one mail on temporary SMTP failures
 	// before it goes to the dead-letter topic (NOTIFIER_MAX_ATTEMPTS,
-	// default 12). With the default backoff (500ms doubling to 30s) the
-	// default rides out an SMTP outage of about three minutes (the waits add
-	// up to about 180s, plus the attempts themselves); after that the mail
-	// is dead-lettered, not lost.
+	// default 12; with the default backoff, 500ms doubling to 30s, the waits
+	// add up to about three minutes). When the SMTP server itself is down
+	// (MailError.ServiceUnavailable) the mail is not dead-lettered once they
+	// are spent: it is held back and tried every MaxBackoff until the
+	// server answers (events.Unavailable).
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff shape the retry waits
 	// (NOTIFIER_RETRY_BACKOFF, NOTIFIER_RETRY_MAX_BACKOFF; defaults 500ms

@@ -76,9 +76,10 @@ type Config struct {
 	// MaxAttempts bounds the tries of one mail on temporary SMTP failures
 	// before the event goes to the dead-letter topic
 	// (RECOMMENDER_MAX_ATTEMPTS, default 12). With the default backoff
-	// (500ms doubling to 30s) the waits add up to about three minutes, plus
-	// the attempts themselves: an SMTP outage that long loses no mail. The
-	// partition waits meanwhile.
+	// (500ms doubling to 30s) the waits add up to about three minutes. When
+	// the SMTP server itself is down the mail is held back past them, tried
+	// every MaxBackoff until it answers (events.Unavailable). The partition
+	// waits meanwhile.
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff shape the retry waits
 	// (RECOMMENDER_RETRY_BACKOFF, RECOMMENDER_RETRY_MAX_BACKOFF; defaults

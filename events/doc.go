@@ -1,4 +1,8 @@
-// Package events is Countersign's event contract and the Kafka layer under it.
+// Package events is Countersign's event contract: topics, the CloudEvents
+// envelope, the data types, decoding, and the Keyring that seals codes. It
+// builds with CGO_ENABLED=0 and imports no Kafka client, so a team that only
+// decodes the events, with any client, needs nothing else; the librdkafka
+// runtime (producer, subscriber kit, admin) is events/kafka.
 //
 // The event types in this package are the only thing the user API and its
 // subscribers share. Every event is a CloudEvents 1.0 document in structured
@@ -6,27 +10,6 @@
 // the header "content-type: application/cloudevents+json", and the record key
 // is the normalized e-mail address, so all events of one address land in one
 // partition, in order.
-//
-// Delivery guarantees, which every implementation and every subscriber may rely on:
-//
-//   - Producer.Publish returns nil only after the broker acknowledged the record
-//     with acks=all on an idempotent producer. An error means the caller must
-//     treat the event as not published; it may still arrive (a timeout cannot
-//     tell), which is why subscribers dedupe on the event id.
-//   - A Subscriber delivers every record at least once. An offset is stored only
-//     after its handler returned nil or the record was written to the
-//     dead-letter topic "<group-id>.dlq"; stored offsets are committed every N
-//     handled records (in the background, one commit at a time), on
-//     revocation, periodically while idle and on shutdown. A crash re-delivers
-//     at most what was handled since the last finished commit: fewer than 2N
-//     records.
-//   - A handler error is retried with exponential backoff up to a limit; an
-//     error wrapped with Permanent, an exhausted retry budget and an
-//     undecodable record go to the dead-letter topic, and the partition moves on.
-//     An error wrapped with Unavailable (a dependency is down) is never
-//     dead-lettered: once its retries are spent the record is held back, the
-//     partitions paused, and it is tried again every MaxBackoff until it
-//     succeeds.
 //
 // The verification code never travels in plain text: it is sealed with
 // AES-256-GCM (see Keyring), bound to the user id and address.

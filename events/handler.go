@@ -82,3 +82,18 @@ func DeliveryFrom(ctx context.Context) (Delivery, bool) {
 	d, ok := ctx.Value(deliveryKey{}).(Delivery)
 	return d, ok
 }
+
+// WithDelivery returns ctx carrying d, for DeliveryFrom. A subscriber
+// runtime (events/kafka, or one a team writes for another client) calls it
+// before each handler attempt.
+func WithDelivery(ctx context.Context, d Delivery) context.Context {
+	return context.WithValue(ctx, deliveryKey{}, d)
+}
+
+// Publisher publishes events. Publish must be safe for concurrent use and
+// return nil only once the broker acknowledged the event (acks=all); an
+// error means the event must be treated as not published, although it may
+// still arrive (a timeout cannot tell).
+type Publisher interface {
+	Publish(ctx context.Context, e Event) error
+}

@@ -18,6 +18,7 @@ import (
 	"go/token"
 	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -31,6 +32,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/kafka"
 )
 
 const asyncAPIFile = "../docs/asyncapi.yaml"
@@ -292,7 +294,7 @@ func TestSchemaChannelsAreTheTopicConstants(t *testing.T) {
 			t.Errorf("events.Topics lacks %q", topic)
 		}
 	}
-	dlqAddr := events.DeadLetterTopic("{groupId}")
+	dlqAddr := kafka.DeadLetterTopic("{groupId}")
 	seen := map[string]bool{}
 	for name, ch := range asMap(t, doc["channels"], "channels") {
 		c := asMap(t, ch, "channel "+name)
@@ -302,8 +304,8 @@ func TestSchemaChannelsAreTheTopicConstants(t *testing.T) {
 		case addr == dlqAddr:
 			params := asMap(t, c["parameters"], "dead-letter channel parameters")
 			p := asMap(t, params["groupId"], "parameter groupId")
-			if p["location"] != "$message.header#/"+events.HeaderDLQGroup {
-				t.Errorf("groupId location = %v, want the %s header", p["location"], events.HeaderDLQGroup)
+			if p["location"] != "$message.header#/"+kafka.HeaderDLQGroup {
+				t.Errorf("groupId location = %v, want the %s header", p["location"], kafka.HeaderDLQGroup)
 			}
 		case slices.Contains(events.Topics, addr):
 			b := asMap(t, lookup(t, doc, pointerTo("/channels", name)+"/bindings/kafka"), "kafka channel binding")
@@ -713,7 +715,7 @@ func dlqHeaderConsts(tb testing.TB) map[string]string {
 	tb.Helper()
 	fset := token.NewFileSet()
 	out := map[string]string{}
-	entries, err := os.ReadDir(".")
+	entries, err := os.ReadDir("kafka")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -722,7 +724,7 @@ func dlqHeaderConsts(tb testing.TB) map[string]string {
 		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
 			continue
 		}
-		f, err := parser.ParseFile(fset, name, nil, 0)
+		f, err := parser.ParseFile(fset, filepath.Join("kafka", name), nil, 0)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -757,10 +759,10 @@ func TestSchemaDeadLetterHeadersMatchConstants(t *testing.T) {
 	fromSource := dlqHeaderConsts(t)
 	// The parse above must agree with the compiled constants.
 	compiled := map[string]string{
-		"HeaderDLQTopic": events.HeaderDLQTopic, "HeaderDLQPartition": events.HeaderDLQPartition,
-		"HeaderDLQOffset": events.HeaderDLQOffset, "HeaderDLQGroup": events.HeaderDLQGroup,
-		"HeaderDLQError": events.HeaderDLQError, "HeaderDLQAttempts": events.HeaderDLQAttempts,
-		"HeaderDLQFailedAt": events.HeaderDLQFailedAt,
+		"HeaderDLQTopic": kafka.HeaderDLQTopic, "HeaderDLQPartition": kafka.HeaderDLQPartition,
+		"HeaderDLQOffset": kafka.HeaderDLQOffset, "HeaderDLQGroup": kafka.HeaderDLQGroup,
+		"HeaderDLQError": kafka.HeaderDLQError, "HeaderDLQAttempts": kafka.HeaderDLQAttempts,
+		"HeaderDLQFailedAt": kafka.HeaderDLQFailedAt,
 	}
 	if !reflect.DeepEqual(fromSource, compiled) {
 		t.Fatalf("HeaderDLQ* constants in the source = %v, want %v", fromSource, compiled)
@@ -772,7 +774,7 @@ func TestSchemaDeadLetterHeadersMatchConstants(t *testing.T) {
 	sort.Strings(want)
 
 	doc := loadAsyncAPI(t)
-	msg := channelMessage(t, doc, channelByAddress(t, doc, events.DeadLetterTopic("{groupId}")))
+	msg := channelMessage(t, doc, channelByAddress(t, doc, kafka.DeadLetterTopic("{groupId}")))
 	hptr, _ := deref(t, doc, msg+"/headers")
 	o := mergeSchemas(t, doc, []string{hptr})
 	var declared, required []string
@@ -796,14 +798,14 @@ func TestSchemaDeadLetterHeadersMatchConstants(t *testing.T) {
 	// A header set as Subscriber.deadLetter writes it validates; one without
 	// the attempts header does not.
 	headers := map[string]string{
-		events.HeaderContentType:  events.ContentType,
-		events.HeaderDLQTopic:     events.TopicUserAccountCreated,
-		events.HeaderDLQPartition: "2",
-		events.HeaderDLQOffset:    "1041",
-		events.HeaderDLQGroup:     "notification-service",
-		events.HeaderDLQError:     "invalid event: malformed JSON: syntax error at offset 3",
-		events.HeaderDLQAttempts:  "0",
-		events.HeaderDLQFailedAt:  time.Now().UTC().Format(time.RFC3339Nano),
+		events.HeaderContentType: events.ContentType,
+		kafka.HeaderDLQTopic:     events.TopicUserAccountCreated,
+		kafka.HeaderDLQPartition: "2",
+		kafka.HeaderDLQOffset:    "1041",
+		kafka.HeaderDLQGroup:     "notification-service",
+		kafka.HeaderDLQError:     "invalid event: malformed JSON: syntax error at offset 3",
+		kafka.HeaderDLQAttempts:  "0",
+		kafka.HeaderDLQFailedAt:  time.Now().UTC().Format(time.RFC3339Nano),
 	}
 	for _, d := range schemaDrafts {
 		s := compileAt(t, schemaCompiler(t, doc, d.draft), hptr)
@@ -811,9 +813,9 @@ func TestSchemaDeadLetterHeadersMatchConstants(t *testing.T) {
 			t.Errorf("%s: dead-letter headers rejected: %v", d.name, err)
 		}
 		missing := maps.Clone(headers)
-		delete(missing, events.HeaderDLQAttempts)
+		delete(missing, kafka.HeaderDLQAttempts)
 		if err := s.Validate(toJSONValue(t, missing)); err == nil {
-			t.Errorf("%s: dead-letter headers without %s accepted", d.name, events.HeaderDLQAttempts)
+			t.Errorf("%s: dead-letter headers without %s accepted", d.name, kafka.HeaderDLQAttempts)
 		}
 	}
 }

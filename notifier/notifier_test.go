@@ -16,19 +16,21 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
+	"github.com/countersign/countersign/mail/smtptest"
 	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/notifier/smtptest"
 	"github.com/countersign/countersign/templates"
 )
 
 // harness is one broker, one SMTP server, one key and a producer.
 type harness struct {
 	brokers  string
-	kafka    events.Config
+	kafka    kafka.Config
 	keyring  *events.Keyring
 	keyEntry string
 	smtp     *smtptest.Server
-	producer *events.Producer
+	producer *kafka.Producer
 }
 
 func newHarness(t *testing.T) *harness {
@@ -45,10 +47,10 @@ func newHarness(t *testing.T) *harness {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, h.kafka, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, h.kafka, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
-	if h.producer, err = events.NewProducer(h.kafka); err != nil {
+	if h.producer, err = kafka.NewProducer(h.kafka); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -59,8 +61,8 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func (h *harness) smtpConfig() notifier.SMTPConfig {
-	return notifier.SMTPConfig{Host: h.smtp.Host(), Port: h.smtp.Port(), TLS: notifier.TLSNone, From: "Countersign <no-reply@countersign.test>"}
+func (h *harness) smtpConfig() mail.SMTPConfig {
+	return mail.SMTPConfig{Host: h.smtp.Host(), Port: h.smtp.Port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>"}
 }
 
 type running struct {
@@ -77,7 +79,7 @@ func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 	if cfg.InitialBackoff == 0 {
 		cfg.InitialBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
-	sender, err := notifier.NewSMTPSender(h.smtpConfig(), eventstest.Logger(t))
+	sender, err := mail.NewSMTPSender(h.smtpConfig(), eventstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,18 +246,18 @@ func TestPermanentFailureIsDeadLetteredAndConsumerGoesOn(t *testing.T) {
 	h.publishCreated(t, good, "333333")
 	h.mailsTo(t, good, 1, 30*time.Second)
 
-	dl := eventstest.ReadTopic(t, h.brokers, events.DeadLetterTopic(r.group), 1, 30*time.Second, eventstest.ByKey(bad))[0]
+	dl := eventstest.ReadTopic(t, h.brokers, kafka.DeadLetterTopic(r.group), 1, 30*time.Second, eventstest.ByKey(bad))[0]
 	if got := eventstest.Decode(t, dl).ID; got != first.ID {
 		t.Errorf("dead-lettered %s, want %s", got, first.ID)
 	}
-	reason, _ := eventstest.Header(dl, events.HeaderDLQError)
+	reason, _ := eventstest.Header(dl, kafka.HeaderDLQError)
 	if !strings.Contains(reason, "550") {
 		t.Errorf("dlq-error %q does not say why", reason)
 	}
 	if strings.Contains(reason, bad) || strings.Contains(reason, "222222") {
 		t.Errorf("dlq-error %q leaks the address or the code", reason)
 	}
-	if a, _ := eventstest.Header(dl, events.HeaderDLQAttempts); a != "1" {
+	if a, _ := eventstest.Header(dl, kafka.HeaderDLQAttempts); a != "1" {
 		t.Errorf("a 5xx was tried %s times, want 1", a)
 	}
 	if len(h.mailsSoFar(bad)) != 0 {
@@ -275,15 +277,15 @@ func TestUnopenableCodeIsDeadLettered(t *testing.T) {
 	e, _ := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
 		ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed})
 	h.publish(t, e)
-	dl := eventstest.ReadTopic(t, h.brokers, events.DeadLetterTopic(r.group), 1, 30*time.Second, eventstest.ByKey(email))[0]
-	if reason, _ := eventstest.Header(dl, events.HeaderDLQError); !strings.Contains(reason, "cannot be opened") {
+	dl := eventstest.ReadTopic(t, h.brokers, kafka.DeadLetterTopic(r.group), 1, 30*time.Second, eventstest.ByKey(email))[0]
+	if reason, _ := eventstest.Header(dl, kafka.HeaderDLQError); !strings.Contains(reason, "cannot be opened") {
 		t.Errorf("dlq-error %q", reason)
 	}
 }
 
 func TestSMTPOutageLosesNoMail(t *testing.T) {
 	h := newHarness(t)
-	h.start(t, notifier.Config{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxAttempts: 100})
+	h.start(t, notifier.Config{WorkerConfig: kafka.WorkerConfig{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxAttempts: 100}})
 	h.smtp.SetFailing(421)
 	var addrs []string
 	for range 6 {
@@ -309,7 +311,7 @@ func TestSMTPOutageLosesNoMail(t *testing.T) {
 // and all go out once the server is back.
 func TestSMTPOutageBeyondRetryBudgetDeadLettersNothing(t *testing.T) {
 	h := newHarness(t)
-	r := h.start(t, notifier.Config{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, MaxAttempts: 2})
+	r := h.start(t, notifier.Config{WorkerConfig: kafka.WorkerConfig{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, MaxAttempts: 2}})
 	h.smtp.SetFailing(421)
 	var addrs []string
 	for range 4 {
@@ -330,7 +332,7 @@ func TestSMTPOutageBeyondRetryBudgetDeadLettersNothing(t *testing.T) {
 		}
 	}
 	for _, a := range addrs {
-		if dl := eventstest.CountTopic(t, h.brokers, events.DeadLetterTopic(r.group), time.Second, eventstest.ByKey(a)); len(dl) != 0 {
+		if dl := eventstest.CountTopic(t, h.brokers, kafka.DeadLetterTopic(r.group), time.Second, eventstest.ByKey(a)); len(dl) != 0 {
 			t.Errorf("%d records dead-lettered during an SMTP outage", len(dl))
 		}
 	}
@@ -424,14 +426,14 @@ func crashChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	sender, err := notifier.NewSMTPSender(notifier.SMTPConfig{Host: "127.0.0.1", Port: port, TLS: notifier.TLSNone}, nil)
+	sender, err := mail.NewSMTPSender(mail.SMTPConfig{Host: "127.0.0.1", Port: port, TLS: mail.TLSNone}, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	tpl, _ := templates.Load("")
-	n, err := notifier.New(notifier.Config{GroupID: os.Getenv("CHILD_GROUP"), CommitEvery: 5}, notifier.Deps{
-		Kafka: events.Config{Brokers: os.Getenv("CHILD_BROKERS")}, Keyring: keyring, Templates: tpl, Sender: sender,
+	n, err := notifier.New(notifier.Config{WorkerConfig: kafka.WorkerConfig{GroupID: os.Getenv("CHILD_GROUP"), CommitEvery: 5}}, notifier.Deps{
+		Kafka: kafka.Config{Brokers: os.Getenv("CHILD_BROKERS")}, Keyring: keyring, Templates: tpl, Sender: sender,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -483,7 +485,7 @@ func TestCrashAndRestartSendsEveryMailWithBoundedDuplicates(t *testing.T) {
 		t.Fatalf("child sent all %d mails before it was killed; the test proves nothing", before)
 	}
 
-	h.start(t, notifier.Config{GroupID: group, CommitEvery: commitEvery})
+	h.start(t, notifier.Config{WorkerConfig: kafka.WorkerConfig{GroupID: group, CommitEvery: commitEvery}})
 	for _, a := range addrs {
 		h.mailsTo(t, a, 1, 90*time.Second)
 	}

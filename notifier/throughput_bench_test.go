@@ -9,8 +9,10 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
+	"github.com/countersign/countersign/mail/smtptest"
 	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/notifier/smtptest"
 	"github.com/countersign/countersign/templates"
 )
 
@@ -39,24 +41,24 @@ func BenchmarkNotifierThroughput(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
 		b.Fatal(err)
 	}
 	group := eventstest.UniqueGroup(b)
 	// A real cluster has history: the group starts after it.
-	if err := events.StartAtEnd(ctx, kcfg, group, events.Topics...); err != nil {
+	if err := kafka.StartAtEnd(ctx, kcfg, group, events.Topics...); err != nil {
 		b.Fatal(err)
 	}
 	publishCreated(b, kcfg, keys, b.N)
 
-	sender, err := notifier.NewSMTPSender(notifier.SMTPConfig{
-		Host: srv.Host(), Port: srv.Port(), TLS: notifier.TLSNone, From: "Countersign <no-reply@countersign.test>",
+	sender, err := mail.NewSMTPSender(mail.SMTPConfig{
+		Host: srv.Host(), Port: srv.Port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>",
 	}, eventstest.Logger(b))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer sender.Close()
-	n, err := notifier.New(notifier.Config{GroupID: group}, notifier.Deps{
+	n, err := notifier.New(notifier.Config{WorkerConfig: kafka.WorkerConfig{GroupID: group}}, notifier.Deps{
 		Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: eventstest.Logger(b),
 	})
 	if err != nil {
@@ -89,9 +91,9 @@ func BenchmarkNotifierThroughput(b *testing.B) {
 
 // publishCreated publishes n user_account_created events for distinct
 // addresses, 64 at a time, as the user API's concurrent requests would.
-func publishCreated(b *testing.B, kcfg events.Config, keys *events.Keyring, n int) {
+func publishCreated(b *testing.B, kcfg kafka.Config, keys *events.Keyring, n int) {
 	b.Helper()
-	p, err := events.NewProducer(kcfg)
+	p, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		b.Fatal(err)
 	}

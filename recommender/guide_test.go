@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/recommender"
 )
 
@@ -67,9 +68,9 @@ func TestGuideQuotesCompiledCode(t *testing.T) {
 			t.Errorf("%s's quote of %s#%s differs from the code; copy it again.\n--- guide\n%s--- code\n%s", guidePath, file, region, quoted, want)
 		}
 		if region == "" {
-			// The issue asks for a complete example of at most about 40 lines.
-			if n := strings.Count(quoted, "\n"); n > 40 {
-				t.Errorf("the example has %d lines, want at most 40", n)
+			// The issue asks for a complete example of at most 25 lines.
+			if n := strings.Count(quoted, "\n"); n > 25 {
+				t.Errorf("the example has %d lines, want at most 25", n)
 			}
 		}
 	}
@@ -116,12 +117,13 @@ func TestGuideExampleBuilds(t *testing.T) {
 func TestGuideNamesTheRealConstants(t *testing.T) {
 	guide := readGuide(t)
 	names := []string{
-		events.HeaderDLQTopic, events.HeaderDLQPartition, events.HeaderDLQOffset, events.HeaderDLQGroup,
-		events.HeaderDLQError, events.HeaderDLQAttempts, events.HeaderDLQFailedAt,
+		kafka.HeaderDLQTopic, kafka.HeaderDLQPartition, kafka.HeaderDLQOffset, kafka.HeaderDLQGroup,
+		kafka.HeaderDLQError, kafka.HeaderDLQAttempts, kafka.HeaderDLQFailedAt,
 		events.HeaderContentType, events.ContentType, events.TopicUserAccountCreated, events.TopicUserAccountVerified,
-		events.DeadLetterTopic(recommender.DefaultGroupID),
-		recommender.EnvGroupID, recommender.EnvCommitEvery, recommender.EnvMaxAttempts, recommender.EnvRetryBackoff,
-		recommender.EnvRetryMaxBackoff, recommender.EnvDedupeWindow, recommender.EnvCatalog,
+		kafka.DeadLetterTopic(recommender.DefaultGroupID),
+		recommender.Prefix + "GROUP_ID", recommender.Prefix + "COMMIT_EVERY", recommender.Prefix + "MAX_ATTEMPTS",
+		recommender.Prefix + "RETRY_BACKOFF", recommender.Prefix + "RETRY_MAX_BACKOFF", recommender.Prefix + "DEDUPE_WINDOW",
+		recommender.EnvCatalog,
 		"countersign_recommender_mails_sent_total", "countersign_recommender_mails_failed_total",
 		"countersign_recommender_dead_lettered_total", "countersign_recommender_recommendations_total",
 		"countersign_recommender_duplicates_skipped_total",

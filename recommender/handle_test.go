@@ -10,7 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/events"
-	"github.com/countersign/countersign/notifier"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/recommender"
 	"github.com/countersign/countersign/templates"
 )
@@ -20,11 +21,11 @@ import (
 // the handler's own decisions be tested without a broker.
 type fakeSender struct {
 	mu   sync.Mutex
-	sent []notifier.Message
+	sent []mail.Message
 	fail []error
 }
 
-func (f *fakeSender) Send(_ context.Context, m notifier.Message) error {
+func (f *fakeSender) Send(_ context.Context, m mail.Message) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.fail) > 0 {
@@ -38,21 +39,21 @@ func (f *fakeSender) Send(_ context.Context, m notifier.Message) error {
 
 func (f *fakeSender) Close() error { return nil }
 
-func (f *fakeSender) messages() []notifier.Message {
+func (f *fakeSender) messages() []mail.Message {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]notifier.Message(nil), f.sent...)
+	return append([]mail.Message(nil), f.sent...)
 }
 
 // unitDeps are Deps for a recommender whose Handle is called directly: the
 // broker address is never dialled.
-func unitDeps(tb testing.TB, s notifier.Sender) recommender.Deps {
+func unitDeps(tb testing.TB, s mail.Sender) recommender.Deps {
 	tb.Helper()
 	tpl, err := templates.Load("")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return recommender.Deps{Kafka: events.Config{Brokers: "127.0.0.1:1"}, Templates: tpl, Sender: s}
+	return recommender.Deps{Kafka: kafka.Config{Brokers: "127.0.0.1:1"}, Templates: tpl, Sender: s}
 }
 
 func verifiedEvent(tb testing.TB, userID, email string) events.Event {
@@ -121,8 +122,8 @@ func TestHandleIgnoresOtherEventTypes(t *testing.T) {
 }
 
 func TestHandleClassifiesMailErrors(t *testing.T) {
-	temporary := &notifier.MailError{Op: "send", Temporary: true, Code: 451, Detail: "try later"}
-	permanent := &notifier.MailError{Op: "send", Temporary: false, Code: 550, Detail: "no such mailbox"}
+	temporary := &mail.Error{Op: "send", Temporary: true, Code: 451, Detail: "try later"}
+	permanent := &mail.Error{Op: "send", Temporary: false, Code: 550, Detail: "no such mailbox"}
 	s := &fakeSender{fail: []error{temporary, permanent}}
 	reg := prometheus.NewRegistry()
 	deps := unitDeps(t, s)

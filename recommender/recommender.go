@@ -17,9 +17,9 @@
 // the same items, and the mail's Message-ID is derived from the event id, so
 // a receiving server can also recognise the duplicate.
 //
-// Mail goes through the notifier's Sender: the notifier package is the
-// platform's mail layer, and cmd wires the same SMTP configuration into both
-// services.
+// Mail goes through the courier (package mail), which cmd shares with the
+// notifier; the consumer is the subscriber kit (events/kafka.Worker). It
+// imports no other service.
 package recommender
 
 import (
@@ -27,15 +27,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
-	"time"
 
-	gocache "github.com/patrickmn/go-cache"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/events"
-	"github.com/countersign/countersign/notifier"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/templates"
 )
 
@@ -49,122 +47,39 @@ const DefaultGroupID = "recommendation-service"
 // the template it is rendered from.
 const MailKind = "getting_started"
 
-// Environment variables read by ConfigFromEnv. The names are a contract with
-// operators and never change.
-const (
-	EnvGroupID         = "RECOMMENDER_GROUP_ID"
-	EnvCommitEvery     = "RECOMMENDER_COMMIT_EVERY"
-	EnvMaxAttempts     = "RECOMMENDER_MAX_ATTEMPTS"
-	EnvRetryBackoff    = "RECOMMENDER_RETRY_BACKOFF"
-	EnvRetryMaxBackoff = "RECOMMENDER_RETRY_MAX_BACKOFF"
-	EnvDedupeWindow    = "RECOMMENDER_DEDUPE_WINDOW"
-	EnvCatalog         = "RECOMMENDER_CATALOG"
-)
+// Prefix starts the names of the recommender's worker variables:
+// RECOMMENDER_GROUP_ID, RECOMMENDER_COMMIT_EVERY, … (see kafka.WorkerConfig).
+const Prefix = "RECOMMENDER_"
 
-// Config configures the recommender. ConfigFromEnv fills it from the
-// environment variables named on each field; zero values mean the defaults.
+// EnvCatalog names the catalogue setting in errors.
+const EnvCatalog = "RECOMMENDER_CATALOG"
+
+// Config configures the recommender. Zero values mean the defaults.
 type Config struct {
-	// GroupID is the consumer group (RECOMMENDER_GROUP_ID, default
-	// "recommendation-service"). It also names the dead-letter topic,
-	// "<group-id>.dlq", so it is limited to what a topic name may hold.
-	GroupID string
-	// CommitEvery commits offsets after this many handled events
-	// (RECOMMENDER_COMMIT_EVERY, default 5), in the background (see
-	// events.SubscriberConfig.CommitEvery): a crash re-sends fewer than twice
-	// this many mails per recommender process.
-	CommitEvery int
-	// MaxAttempts bounds the tries of one mail on temporary SMTP failures
-	// before the event goes to the dead-letter topic
-	// (RECOMMENDER_MAX_ATTEMPTS, default 12). With the default backoff
-	// (500ms doubling to 30s) the waits add up to about three minutes. When
-	// the SMTP server itself is down the mail is held back past them, tried
-	// every MaxBackoff until it answers (events.Unavailable). The partition
-	// waits meanwhile.
-	MaxAttempts int
-	// InitialBackoff and MaxBackoff shape the retry waits
-	// (RECOMMENDER_RETRY_BACKOFF, RECOMMENDER_RETRY_MAX_BACKOFF; defaults
-	// 500ms and 30s).
-	InitialBackoff time.Duration
-	MaxBackoff     time.Duration
-	// DedupeWindow is how long a handled event id is remembered, so the
-	// same event delivered twice (after a rebalance, say) sends one mail
-	// (RECOMMENDER_DEDUPE_WINDOW, default 15m). It is per process: a crash
-	// forgets it, which is why CommitEvery also bounds duplicates, and why
-	// the Message-ID is stable.
-	DedupeWindow time.Duration
+	// WorkerConfig is its consumer group, commits, retries and dedupe
+	// window (the RECOMMENDER_ variables; the group defaults to
+	// "recommendation-service"). Only the verified topic is read.
+	kafka.WorkerConfig
 	// CatalogFile is a JSON catalogue that replaces the embedded one
 	// (RECOMMENDER_CATALOG, default empty: the embedded catalog.json). It is
 	// read and validated by New, so a broken file stops the start.
 	CatalogFile string
 }
 
-func (c *Config) setDefaults() {
-	if c.GroupID == "" {
-		c.GroupID = DefaultGroupID
-	}
-	if c.CommitEvery == 0 {
-		c.CommitEvery = 5
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 12
-	}
-	if c.InitialBackoff == 0 {
-		c.InitialBackoff = 500 * time.Millisecond
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 30 * time.Second
-	}
-	if c.DedupeWindow == 0 {
-		c.DedupeWindow = 15 * time.Minute
-	}
-}
-
-// Kafka topic names are at most 249 characters of these; the dead-letter
-// topic adds ".dlq".
-var legalGroupID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,245}$`)
-
-// Validate reports the first setting that cannot work, naming its variable.
-// It expects the defaults applied (New does that); on a zero Config it
-// reports the missing group id.
-func (c Config) Validate() error {
-	switch {
-	case !legalGroupID.MatchString(c.GroupID):
-		return fmt.Errorf("%s: want 1 to 245 letters, digits, '.', '_' or '-' (it names the dead-letter topic)", EnvGroupID)
-	case c.CommitEvery < 1:
-		return fmt.Errorf("%s: want a whole number ≥ 1", EnvCommitEvery)
-	case c.MaxAttempts < 1:
-		return fmt.Errorf("%s: want a whole number ≥ 1", EnvMaxAttempts)
-	case c.InitialBackoff < 0 || c.MaxBackoff < c.InitialBackoff:
-		return fmt.Errorf("%s, %s: want 0 ≤ backoff ≤ max backoff", EnvRetryBackoff, EnvRetryMaxBackoff)
-	case c.DedupeWindow < 0:
-		return fmt.Errorf("%s: want a duration ≥ 0", EnvDedupeWindow)
-	}
-	return nil
-}
-
-// ConfigFromEnv reads the configuration through getenv (os.Getenv, or a
-// lookup in a .env map). Unset or empty variables keep their defaults. Errors
-// name the variable and what it accepts; all bad variables are reported at
-// once, worded as the notifier's (both use notifier.EnvReader). The result is
-// not validated yet: New applies defaults and validates.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	r := notifier.EnvReader{Getenv: getenv}
-	c := Config{GroupID: r.String(EnvGroupID), CatalogFile: r.String(EnvCatalog)}
-	r.Int(EnvCommitEvery, &c.CommitEvery, 1)
-	r.Int(EnvMaxAttempts, &c.MaxAttempts, 1)
-	r.Duration(EnvRetryBackoff, &c.InitialBackoff, "500ms")
-	r.Duration(EnvRetryMaxBackoff, &c.MaxBackoff, "30s")
-	r.Duration(EnvDedupeWindow, &c.DedupeWindow, "15m")
-	return c, r.Err()
+// WithDefaults returns c with its zero-valued fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.Prefix = Prefix
+	c.WorkerConfig = c.WorkerConfig.WithDefaults(DefaultGroupID)
+	return c
 }
 
 // Deps are the recommender's collaborators.
 type Deps struct {
-	Kafka     events.Config
+	Kafka     kafka.Config
 	Templates *templates.Set // required
 	// Sender delivers the mails; required. The recommender does not close
 	// it, so cmd may share one with the notifier.
-	Sender notifier.Sender
+	Sender mail.Sender
 	Logger *slog.Logger
 	// Registerer receives the recommender's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
@@ -172,19 +87,18 @@ type Deps struct {
 
 // Recommender mails starter recommendations to every verified user.
 type Recommender struct {
-	cfg     Config
+	*kafka.Worker
 	deps    Deps
 	catalog *Catalog
 	logger  *slog.Logger
-	sent    *gocache.Cache
 	metrics *metrics
-	sub     *events.Subscriber
 }
 
 // New checks the configuration, loads the catalogue and builds a
-// recommender; Run starts it.
-func New(cfg Config, deps Deps) (*Recommender, error) {
-	cfg.setDefaults()
+// recommender; Run starts it. Replay, Ready and DeadLetterTopic come from
+// the kit (kafka.Worker).
+func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Recommender, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -205,77 +119,34 @@ func New(cfg Config, deps Deps) (*Recommender, error) {
 		deps.Logger = slog.Default()
 	}
 	r := &Recommender{
-		cfg: cfg, deps: deps, catalog: catalog,
+		deps: deps, catalog: catalog,
 		logger:  deps.Logger.With("component", "recommender"),
-		sent:    gocache.New(cfg.DedupeWindow, time.Minute),
 		metrics: newMetrics(deps.Registerer, catalog),
 	}
-	sub, err := events.NewSubscriber(deps.Kafka, events.SubscriberConfig{
-		GroupID: cfg.GroupID,
-		// Only the verified topic: the recommender has nothing to say to
-		// someone who has not proved the address is theirs.
-		Topics:         []string{events.TopicUserAccountVerified},
-		CommitEvery:    cfg.CommitEvery,
-		MaxAttempts:    cfg.MaxAttempts,
-		InitialBackoff: cfg.InitialBackoff,
-		MaxBackoff:     cfg.MaxBackoff,
-		OnResult:       r.onResult,
-	}, r.Handle)
+	// Only the verified topic: the recommender has nothing to say to
+	// someone who has not proved the address is theirs.
+	w, err := kafka.NewWorker(deps.Kafka, cfg.WorkerConfig, []string{events.TopicUserAccountVerified}, r.Handle,
+		append([]kafka.WorkerOption{kafka.OnResult(r.onResult), kafka.OnDuplicate(func(events.Event) { r.metrics.duplicates.Inc() })}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("recommender: %w", err)
 	}
-	r.sub = sub
+	r.Worker = w
 	return r, nil
 }
 
-// Run consumes until ctx is cancelled; see events.Subscriber.Run. It creates
-// the topics and "<group-id>.dlq" when they are missing.
-func (r *Recommender) Run(ctx context.Context) error { return r.sub.Run(ctx) }
-
-// Ready reports whether it is consuming and the brokers answer, for
-// /readyz; see events.Subscriber.Ready.
-func (r *Recommender) Ready(ctx context.Context) error { return r.sub.Ready(ctx) }
-
-// DeadLetterTopic is where events the recommender gave up on are written.
-func (r *Recommender) DeadLetterTopic() string { return events.DeadLetterTopic(r.cfg.GroupID) }
-
-// Replay builds a subscriber that re-processes this recommender's dead
-// letters for it alone: Handle, with the recommender's retry settings, as
-// consumer group "<group-id>.replay" reading "<group-id>.dlq"
-// (docs/subscribers.md). Its committed offsets make each dead letter replayed
-// once; what fails again goes to "<group-id>.replay.dlq". onResult, when set,
-// sees every record.
-func (r *Recommender) Replay(onResult func(events.Result)) (*events.Subscriber, error) {
-	return events.NewSubscriber(r.deps.Kafka, events.SubscriberConfig{
-		GroupID:        r.cfg.GroupID + ".replay",
-		Topics:         []string{r.DeadLetterTopic()},
-		CommitEvery:    r.cfg.CommitEvery,
-		MaxAttempts:    r.cfg.MaxAttempts,
-		InitialBackoff: r.cfg.InitialBackoff,
-		MaxBackoff:     r.cfg.MaxBackoff,
-		OnResult:       onResult,
-	}, r.Handle)
-}
-
 // Handle sends the Getting started mail for one user_account_verified event
-// and ignores every other type. It is idempotent within the dedupe window,
-// and beyond it sends the same items under the same Message-ID. Errors follow
-// events.Handler: temporary SMTP failures are returned for a retry (wrapped
-// with events.Unavailable when the mail service itself is down), permanent
-// ones (SMTP 5xx, an invalid address) are wrapped with events.Permanent.
+// and ignores every other type. The worker dedupes it within its window;
+// beyond it the same items go out under the same Message-ID. Errors follow
+// events.Handler through mail.HandlerError.
 func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 	if e.Type != events.TopicUserAccountVerified {
 		// Not subscribed to anything else; a handler called directly (or a
 		// future subscription) must still not mail on other events.
 		return nil
 	}
-	if _, dup := r.sent.Get(e.ID); dup {
-		r.metrics.duplicates.Inc()
-		return nil
-	}
 	d, err := e.UserAccountVerified()
 	if err != nil {
-		r.metrics.failed.WithLabelValues(reasonPermanent).Inc()
+		r.metrics.failed.WithLabelValues(mail.ReasonPermanent).Inc()
 		return events.Permanent(fmt.Errorf("getting started mail for event %s: %w", e.ID, err))
 	}
 	items := r.catalog.Pick(d.UserID, d.Email)
@@ -285,10 +156,10 @@ func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 	}
 	rendered, err := r.deps.Templates.GettingStarted(model)
 	if err != nil {
-		r.metrics.failed.WithLabelValues(reasonPermanent).Inc()
+		r.metrics.failed.WithLabelValues(mail.ReasonPermanent).Inc()
 		return events.Permanent(fmt.Errorf("getting started mail for event %s: render: %w", e.ID, err))
 	}
-	msg := notifier.Message{
+	msg := mail.Message{
 		To: d.Email, ToName: strings.TrimSpace(d.FirstName + " " + d.LastName),
 		Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
 		// Stable across re-deliveries, and distinct from the notifier's
@@ -296,17 +167,9 @@ func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 		ID: e.ID + "." + MailKind,
 	}
 	if err := r.deps.Sender.Send(ctx, msg); err != nil {
-		if notifier.IsPermanentMailError(err) {
-			r.metrics.failed.WithLabelValues(reasonPermanent).Inc()
-			return events.Permanent(err)
-		}
-		r.metrics.failed.WithLabelValues(reasonTemporary).Inc()
-		if notifier.IsMailServiceUnavailable(err) {
-			return events.Unavailable(err)
-		}
-		return err
+		r.metrics.failed.WithLabelValues(mail.FailureReason(err)).Inc()
+		return mail.HandlerError(err)
 	}
-	r.sent.SetDefault(e.ID, struct{}{})
 	r.metrics.sent.Inc()
 	ids := make([]string, len(items))
 	for i, it := range items {
@@ -318,17 +181,11 @@ func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 	return nil
 }
 
-func (r *Recommender) onResult(res events.Result) {
-	if res.Outcome == events.OutcomeDeadLettered {
+func (r *Recommender) onResult(res kafka.Result) {
+	if res.Outcome == kafka.OutcomeDeadLettered {
 		r.metrics.deadLettered.Inc()
 	}
 }
-
-// Values of the "reason" label of countersign_recommender_mails_failed_total.
-const (
-	reasonTemporary = "temporary"
-	reasonPermanent = "permanent"
-)
 
 type metrics struct {
 	sent, deadLettered, duplicates prometheus.Counter
@@ -361,7 +218,7 @@ func newMetrics(reg prometheus.Registerer, c *Catalog) *metrics {
 	// Every series exists from the start at 0, so a rate() or an alert does
 	// not wait for the first failure, and an item never recommended shows
 	// as 0 rather than missing. The item label is bounded by the catalogue.
-	for _, r := range []string{reasonTemporary, reasonPermanent} {
+	for _, r := range []string{mail.ReasonTemporary, mail.ReasonPermanent} {
 		m.failed.WithLabelValues(r)
 	}
 	for _, it := range c.Items() {

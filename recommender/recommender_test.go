@@ -13,13 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
-	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
+	"github.com/countersign/countersign/mail/smtptest"
 	"github.com/countersign/countersign/recommender"
 	"github.com/countersign/countersign/templates"
 )
@@ -28,9 +29,9 @@ import (
 // user API.
 type harness struct {
 	brokers  string
-	kafka    events.Config
+	kafka    kafka.Config
 	smtp     *smtptest.Server
-	producer *events.Producer
+	producer *kafka.Producer
 	catalog  *recommender.Catalog
 }
 
@@ -40,11 +41,11 @@ func newHarness(t *testing.T) *harness {
 	h.kafka = eventstest.Config(t, h.brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, h.kafka, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, h.kafka, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
 	var err error
-	if h.producer, err = events.NewProducer(h.kafka); err != nil {
+	if h.producer, err = kafka.NewProducer(h.kafka); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -83,7 +84,7 @@ func (h *harness) start(t *testing.T, cfg recommender.Config) running {
 	if cfg.InitialBackoff == 0 {
 		cfg.InitialBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
-	sender, err := notifier.NewSMTPSender(notifier.SMTPConfig{Host: h.smtp.Host(), Port: h.smtp.Port(), TLS: notifier.TLSNone,
+	sender, err := mail.NewSMTPSender(mail.SMTPConfig{Host: h.smtp.Host(), Port: h.smtp.Port(), TLS: mail.TLSNone,
 		From: "Countersign <no-reply@countersign.test>"}, eventstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +232,7 @@ func TestVerifiedUserGetsGettingStartedMail(t *testing.T) {
 // server can recognise the duplicate.
 func TestRedeliveredEventSendsTheSameItems(t *testing.T) {
 	h := newHarness(t)
-	h.start(t, recommender.Config{DedupeWindow: time.Nanosecond}) // forgets at once
+	h.start(t, recommender.Config{WorkerConfig: kafka.WorkerConfig{DedupeWindow: time.Nanosecond}}) // forgets at once
 	email := eventstest.UniqueEmail(t)
 	e := h.publishVerified(t, email)
 	h.publish(t, e) // the same event again, same id and key
@@ -311,9 +312,9 @@ func TestCreatedEventsAreIgnored(t *testing.T) {
 
 // committedOffsets returns the offsets group committed on topic, by
 // partition. It reads them without joining the group.
-func committedOffsets(t *testing.T, brokers, group, topic string) map[int32]kafka.Offset {
+func committedOffsets(t *testing.T, brokers, group, topic string) map[int32]ckafka.Offset {
 	t.Helper()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group,
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group,
 		"enable.auto.commit": false, "go.logs.channel.enable": true})
 	if err != nil {
 		t.Fatal(err)
@@ -327,15 +328,15 @@ func committedOffsets(t *testing.T, brokers, group, topic string) map[int32]kafk
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tps []kafka.TopicPartition
+	var tps []ckafka.TopicPartition
 	for _, p := range md.Topics[topic].Partitions {
-		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
+		tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p.ID})
 	}
 	tps, err = c.Committed(tps, 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int32]kafka.Offset{}
+	out := map[int32]ckafka.Offset{}
 	for _, tp := range tps {
 		if tp.Offset >= 0 {
 			out[tp.Partition] = tp.Offset
@@ -406,23 +407,23 @@ func TestPermanentFailureIsDeadLettered(t *testing.T) {
 		t.Errorf("dead-lettered %s, want %s", got, e.ID)
 	}
 	want := map[string]string{
-		events.HeaderContentType:  events.ContentType, // the original headers are kept
-		events.HeaderDLQTopic:     events.TopicUserAccountVerified,
-		events.HeaderDLQPartition: strconv.Itoa(int(orig.TopicPartition.Partition)),
-		events.HeaderDLQOffset:    strconv.FormatInt(int64(orig.TopicPartition.Offset), 10),
-		events.HeaderDLQGroup:     r.group,
-		events.HeaderDLQAttempts:  "1", // a 5xx is not retried
+		events.HeaderContentType: events.ContentType, // the original headers are kept
+		kafka.HeaderDLQTopic:     events.TopicUserAccountVerified,
+		kafka.HeaderDLQPartition: strconv.Itoa(int(orig.TopicPartition.Partition)),
+		kafka.HeaderDLQOffset:    strconv.FormatInt(int64(orig.TopicPartition.Offset), 10),
+		kafka.HeaderDLQGroup:     r.group,
+		kafka.HeaderDLQAttempts:  "1", // a 5xx is not retried
 	}
 	for k, v := range want {
 		if got, ok := eventstest.Header(dl, k); !ok || got != v {
 			t.Errorf("header %s = %q, want %q", k, got, v)
 		}
 	}
-	reason, _ := eventstest.Header(dl, events.HeaderDLQError)
+	reason, _ := eventstest.Header(dl, kafka.HeaderDLQError)
 	if !strings.Contains(reason, "550") || strings.Contains(reason, bad) {
 		t.Errorf("dlq-error %q: want the SMTP code and no address", reason)
 	}
-	at, _ := eventstest.Header(dl, events.HeaderDLQFailedAt)
+	at, _ := eventstest.Header(dl, kafka.HeaderDLQFailedAt)
 	if ts, err := time.Parse(time.RFC3339Nano, at); err != nil || time.Since(ts) > time.Minute {
 		t.Errorf("dlq-failed-at %q", at)
 	}
@@ -443,11 +444,11 @@ func TestDeadLettersReplayedForOneGroupOnly(t *testing.T) {
 	e := h.publishVerified(t, email)
 	eventstest.ReadTopic(t, h.brokers, r.rec.DeadLetterTopic(), 1, 30*time.Second, eventstest.ByKey(email))
 	// The cause is fixed (the mailbox exists now); replay.
-	kafka, group, handle := h.kafka, r.group, events.Handler(r.rec.Handle)
+	kcfg, group, handle := h.kafka, r.group, events.Handler(r.rec.Handle)
 	// guide:replay begin
-	replay, err := events.NewSubscriber(kafka, events.SubscriberConfig{
+	replay, err := kafka.NewSubscriber(kcfg, kafka.SubscriberConfig{
 		GroupID: group + ".replay", // its own offsets on the DLQ: each dead letter is replayed once
-		Topics:  []string{events.DeadLetterTopic(group)},
+		Topics:  []string{kafka.DeadLetterTopic(group)},
 	}, handle) // the group's own handler: no other group sees the records again
 	// guide:replay end
 	if err != nil {

@@ -80,7 +80,7 @@ type Config struct {
 	// PublishTimeout bounds the wait for the broker's acknowledgement of one
 	// event (PUBLISH_TIMEOUT, default 10s, from 100ms to 5m). When it passes
 	// the request fails with 503 and its store change is undone; the event
-	// may still reach the broker later (see events.Producer.Publish).
+	// may still reach the broker later (see kafka.Producer.Publish).
 	PublishTimeout time.Duration
 
 	// TrustProxyHeaders makes the rate limiter take the client IP from the

@@ -19,7 +19,7 @@
 //     (Config.PublishTimeout) the answer is 503 and the store is put back as
 //     the request found it: a new registration is removed, a replaced one
 //     comes back, a consumed one is restored. A timed-out event may still
-//     reach the broker later (events.Producer.Publish says why), so a
+//     reach the broker later (kafka.Producer.Publish says why), so a
 //     subscriber can see a user_account_verified for a registration that was
 //     restored and is verified again later: both carry the same user_id, and
 //     subscribers treat verification as idempotent per user_id.

@@ -15,11 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -28,7 +29,7 @@ import (
 type harness struct {
 	t        *testing.T
 	brokers  string
-	producer *events.Producer
+	producer *kafka.Producer
 	pub      *switchPublisher
 	keyring  *events.Keyring
 	store    *userapi.MemoryStore
@@ -48,10 +49,10 @@ func newHarness(t *testing.T, configure func(*userapi.Config)) *harness {
 	ecfg := eventstest.Config(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, ecfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, ecfg, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
-	producer, err := events.NewProducer(ecfg)
+	producer, err := kafka.NewProducer(ecfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func (h *harness) code(email string) string {
 }
 
 // verified reads user_account_verified events of email for d, all of them.
-func (h *harness) verified(email string, d time.Duration) []*kafka.Message {
+func (h *harness) verified(email string, d time.Duration) []*ckafka.Message {
 	h.t.Helper()
 	return eventstest.CountTopic(h.t, h.brokers, events.TopicUserAccountVerified, d, eventstest.ByKey(email))
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -34,10 +35,10 @@ func BenchmarkRegister(b *testing.B) {
 	kcfg := eventstest.Config(b, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
 		b.Fatal(err)
 	}
-	producer, err := events.NewProducer(kcfg)
+	producer, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 // Deps are the server's collaborators.
 type Deps struct {
 	// Publisher publishes user_account_created and user_account_verified.
-	// Required; in production an *events.Producer.
+	// Required; in production an *kafka.Producer.
 	Publisher events.Publisher
 
 	// Keyring seals codes into events and MACs them for the store. Required.
@@ -39,7 +39,7 @@ type Deps struct {
 	Store Store
 
 	// Ready reports whether the broker and the pending store are
-	// reachable, for GET /readyz (events.Producer.Ping, and the Redis
+	// reachable, for GET /readyz (kafka.Producer.Ping, and the Redis
 	// store's Ping). Nil means always ready.
 	Ready func(context.Context) error
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
+	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/recommender"
 	"github.com/countersign/countersign/userapi"
@@ -22,11 +23,11 @@ func runDev(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	notCfg, err := notifier.ConfigFromEnv(env.Getenv)
+	notCfg, err := notifierConfigFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}
-	recCfg, err := recommender.ConfigFromEnv(env.Getenv)
+	recCfg, err := recommenderConfigFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ func runDev(ctx context.Context, env *Env) error {
 	if env.Getenv("SMTP_HOST") == "" {
 		dir := env.Getenv("MAIL_OUTBOX_DIR")
 		if dir == "" {
-			dir = notifier.DefaultOutboxDir
+			dir = mail.DefaultOutboxDir
 		}
 		mailLine = dir + "/ (one .eml file per mail; no SMTP server needed)"
 	}
@@ -138,5 +139,5 @@ func outboxDir(env *Env) string {
 	if d := env.Getenv("MAIL_OUTBOX_DIR"); d != "" {
 		return d
 	}
-	return notifier.DefaultOutboxDir
+	return mail.DefaultOutboxDir
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/mail/smtptest"
 )
 
 // The production topology in processes: `countersign userapi` and

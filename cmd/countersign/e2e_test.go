@@ -21,7 +21,7 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/mail/smtptest"
 )
 
 var (

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/recommender"
 )
@@ -53,11 +53,11 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 
 	var (
 		group  string
-		replay func(onResult func(events.Result)) (*events.Subscriber, error)
+		replay func(onResult func(kafka.Result)) (*kafka.Subscriber, error)
 	)
 	switch service {
 	case "notifier":
-		cfg, err := notifier.ConfigFromEnv(env.Getenv)
+		cfg, err := notifierConfigFromEnv(env.Getenv)
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 		}
 		group, replay = cmp.Or(cfg.GroupID, notifier.DefaultGroupID), n.Replay
 	case "recommender":
-		cfg, err := recommender.ConfigFromEnv(env.Getenv)
+		cfg, err := recommenderConfigFromEnv(env.Getenv)
 		if err != nil {
 			return err
 		}
@@ -84,9 +84,9 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 	default:
 		return fmt.Errorf("%w: want replay-dlq notifier or replay-dlq recommender", errUsage)
 	}
-	dlq, replayGroup := events.DeadLetterTopic(group), group+".replay"
+	dlq, replayGroup := kafka.DeadLetterTopic(group), group+".replay"
 	// Kafka topic names hold at most 249 characters.
-	if again := events.DeadLetterTopic(replayGroup); len(again) > 249 {
+	if again := kafka.DeadLetterTopic(replayGroup); len(again) > 249 {
 		return fmt.Errorf("group id %q is too long for the replay's dead-letter topic %s", group, again)
 	}
 
@@ -94,7 +94,7 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 		return err
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	backlog, err := events.Backlog(bctx, kcfg, replayGroup, dlq)
+	backlog, err := kafka.Backlog(bctx, kcfg, replayGroup, dlq)
 	cancel()
 	if err != nil {
 		return err
@@ -108,7 +108,7 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	sub, err := replay(func(r events.Result) {
+	sub, err := replay(func(r kafka.Result) {
 		if p.record(r) {
 			// Every dead letter present at the start is finished: stop,
 			// which commits them.
@@ -139,7 +139,7 @@ type replayProgress struct {
 	backlog         int64 // at the start
 }
 
-func newReplayProgress(backlog []events.PartitionBacklog) *replayProgress {
+func newReplayProgress(backlog []kafka.PartitionBacklog) *replayProgress {
 	p := &replayProgress{end: map[int32]int64{}}
 	for _, b := range backlog {
 		if b.Next < b.End {
@@ -152,10 +152,10 @@ func newReplayProgress(backlog []events.PartitionBacklog) *replayProgress {
 
 // record counts one finished record and reports whether the replay has
 // caught up.
-func (p *replayProgress) record(r events.Result) bool {
+func (p *replayProgress) record(r kafka.Result) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if r.Outcome == events.OutcomeHandled {
+	if r.Outcome == kafka.OutcomeHandled {
 		p.handled++
 	} else {
 		p.failed++
@@ -184,5 +184,5 @@ func (p *replayProgress) print(env *Env, dlq, group string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(env.Stdout, "replay of %s as group %s: %d replayed, %d handled, %d failed again (in %s)\n",
-		dlq, group, p.handled+p.failed, p.handled, p.failed, events.DeadLetterTopic(group))
+		dlq, group, p.handled+p.failed, p.handled, p.failed, kafka.DeadLetterTopic(group))
 }

@@ -12,7 +12,8 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail/smtptest"
 )
 
 // TestReplayDLQ: a mail the SMTP server rejects with 550 lands in the
@@ -57,13 +58,13 @@ func testReplayDLQ(t *testing.T, service, groupEnv, idSuffix string, newEvent fu
 	kcfg := eventstest.Config(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
 	// The new group starts at the topics' ends, not at the history other
 	// tests left on a shared cluster.
 	groupAtEnd(t, brokers, group)
-	producer, err := events.NewProducer(kcfg)
+	producer, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func testReplayDLQ(t *testing.T, service, groupEnv, idSuffix string, newEvent fu
 	if err := producer.Publish(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	eventstest.ReadTopic(t, brokers, events.DeadLetterTopic(group), 1, 60*time.Second, eventstest.ByKey(email))
+	eventstest.ReadTopic(t, brokers, kafka.DeadLetterTopic(group), 1, 60*time.Second, eventstest.ByKey(email))
 	if n := smtp.RejectedFor(email); n != 1 {
 		t.Fatalf("the SMTP server rejected %d mails to the address, want 1", n)
 	}
@@ -104,13 +105,13 @@ func testReplayDLQ(t *testing.T, service, groupEnv, idSuffix string, newEvent fu
 	if code != 0 {
 		t.Fatalf("replay-dlq %s: exit %d\n%s", service, code, out)
 	}
-	want := "replay of " + events.DeadLetterTopic(group) + " as group " + group + ".replay: 1 replayed, 1 handled, 0 failed again"
+	want := "replay of " + kafka.DeadLetterTopic(group) + " as group " + group + ".replay: 1 replayed, 1 handled, 0 failed again"
 	if eventstest.RealBroker() {
 		// On a shared cluster, other packages' tests publish while this one
 		// runs; events between groupAtEnd and the notifier's start land in
 		// this group's dead letters too (sealed with other keys). The summary
 		// then counts them: only its form and our mail are this test's.
-		want = "replay of " + events.DeadLetterTopic(group) + " as group " + group + ".replay: "
+		want = "replay of " + kafka.DeadLetterTopic(group) + " as group " + group + ".replay: "
 	}
 	if !strings.Contains(out, want) {
 		t.Errorf("replay-dlq %s does not report %q:\n%s", service, want, out)

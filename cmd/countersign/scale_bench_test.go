@@ -20,6 +20,7 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/userapi/redistest"
 )
 
@@ -214,10 +215,10 @@ func benchNotifiers(b *testing.B, instances, partitions int, delay time.Duration
 	kcfg.Partitions = partitions
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
 		b.Fatal(err)
 	}
-	producer, err := events.NewProducer(kcfg)
+	producer, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		b.Fatal(err)
 	}

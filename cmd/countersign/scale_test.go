@@ -15,11 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail/smtptest"
 	"github.com/countersign/countersign/userapi/redistest"
 )
 
@@ -268,7 +269,7 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 // describeGroup returns each member's partitions, as topic/partition.
 func describeGroup(t testing.TB, brokers, group string) [][]string {
 	t.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +303,7 @@ func groupAtEnd(t testing.TB, brokers, group string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.StartAtEnd(ctx, events.Config{Brokers: brokers, Logger: eventstest.Logger(t)}, group, events.Topics...); err != nil {
+	if err := kafka.StartAtEnd(ctx, kafka.Config{Brokers: brokers, Logger: eventstest.Logger(t)}, group, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -348,10 +349,10 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 	kcfg := eventstest.Config(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
-	producer, err := events.NewProducer(kcfg)
+	producer, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,7 +534,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 	dups := mails - 2*len(addrs)
 	t.Logf("%d events, %d mails (%d sent again after the SIGKILL)", 2*len(addrs), mails, dups)
 	// A crashed member's partitions are re-read from the last finished
-	// commit: events.SubscriberConfig.CommitEvery bounds that below
+	// commit: kafka.SubscriberConfig.CommitEvery bounds that below
 	// 2×CommitEvery; the other two stops re-send nothing.
 	if dups >= 2*commitEvery {
 		t.Errorf("%d duplicate mails, want fewer than twice the commit interval %d", dups, commitEvery)

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/recommender"
 	"github.com/countersign/countersign/templates"
@@ -29,8 +31,8 @@ import (
 // flushing the producer.
 const shutdownTimeout = 15 * time.Second
 
-func kafkaConfig(env *Env) (events.Config, error) {
-	cfg, err := events.ConfigFromEnv(env.Environ())
+func kafkaConfig(env *Env) (kafka.Config, error) {
+	cfg, err := kafka.ConfigFromEnv(env.Environ())
 	if err != nil {
 		return cfg, err
 	}
@@ -42,7 +44,7 @@ func kafkaConfig(env *Env) (events.Config, error) {
 // API does: a 503 after PUBLISH_TIMEOUT then means "not delivered" rather
 // than "maybe delivered later" (an in-flight request can still land). An
 // explicit KAFKA_MESSAGE_TIMEOUT_MS wins.
-func alignDeliveryTimeout(kcfg *events.Config, cfg userapi.Config) {
+func alignDeliveryTimeout(kcfg *kafka.Config, cfg userapi.Config) {
 	if _, set := kcfg.Client["message.timeout.ms"]; set {
 		return
 	}
@@ -108,7 +110,7 @@ func runUserAPI(ctx context.Context, env *Env) error {
 // newUserAPI builds a user API with its producer and pending store, after
 // creating the topics when missing. closeDeps flushes the producer and
 // closes the store: call it after the server is closed.
-func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg events.Config, keys *events.Keyring, reg userapi.Registry) (srv *userapi.Server, store *pendingStore, closeDeps func(), err error) {
+func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg kafka.Config, keys *events.Keyring, reg userapi.Registry) (srv *userapi.Server, store *pendingStore, closeDeps func(), err error) {
 	// A wrong setting is reported before anything waits for Kafka or Redis,
 	// not a minute later as "not reachable".
 	if err := cfg.WithDefaults().Validate(); err != nil {
@@ -123,7 +125,7 @@ func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg events.C
 	pcfg := kcfg
 	pcfg.Client = maps.Clone(kcfg.Client)
 	alignDeliveryTimeout(&pcfg, cfg)
-	producer, err := events.NewProducer(pcfg)
+	producer, err := kafka.NewProducer(pcfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -153,7 +155,7 @@ func closeServer(srv *userapi.Server) error {
 	return srv.Close(ctx)
 }
 
-func closeProducer(p *events.Producer, logger *slog.Logger) {
+func closeProducer(p *kafka.Producer, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := p.Close(ctx); err != nil {
@@ -164,7 +166,7 @@ func closeProducer(p *events.Producer, logger *slog.Logger) {
 // ensureTopics creates topics when missing (the platform's when none are
 // named), waiting for the brokers a little: in docker compose the services
 // may start before Kafka accepts requests.
-func ensureTopics(ctx context.Context, kcfg events.Config, topics ...string) error {
+func ensureTopics(ctx context.Context, kcfg kafka.Config, topics ...string) error {
 	if len(topics) == 0 {
 		topics = events.Topics
 	}
@@ -172,7 +174,7 @@ func ensureTopics(ctx context.Context, kcfg events.Config, topics ...string) err
 	defer cancel()
 	var err error
 	for {
-		if err = events.EnsureTopics(ctx, kcfg, topics...); err == nil {
+		if err = kafka.EnsureTopics(ctx, kcfg, topics...); err == nil {
 			return nil
 		}
 		select {
@@ -184,16 +186,16 @@ func ensureTopics(ctx context.Context, kcfg events.Config, topics ...string) err
 }
 
 // mailer builds the shared mail pieces: templates and a sender.
-func mailer(env *Env) (*templates.Set, notifier.Sender, error) {
+func mailer(env *Env) (*templates.Set, mail.Sender, error) {
 	tpl, err := templates.Load(strings.TrimSpace(env.Getenv("TEMPLATES_DIR")))
 	if err != nil {
 		return nil, nil, err
 	}
-	smtpCfg, outbox, err := notifier.SMTPConfigFromEnv(env.Getenv)
+	smtpCfg, outbox, err := smtpConfigFromEnv(env.Getenv)
 	if err != nil {
 		return nil, nil, err
 	}
-	sender, err := notifier.NewSender(smtpCfg, outbox, env.Logger)
+	sender, err := mail.NewSender(smtpCfg, outbox, env.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -201,7 +203,7 @@ func mailer(env *Env) (*templates.Set, notifier.Sender, error) {
 }
 
 func runNotifier(ctx context.Context, env *Env) error {
-	cfg, err := notifier.ConfigFromEnv(env.Getenv)
+	cfg, err := notifierConfigFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -235,7 +237,7 @@ type worker interface {
 // runWorker serves a consumer's /metrics, /healthz and /readyz on
 // METRICS_ADDR (defaultOpsAddr when unset), creates the topics when missing,
 // and runs it until ctx ends.
-func runWorker(ctx context.Context, env *Env, kcfg events.Config, defaultOpsAddr string, reg *prometheus.Registry, w worker) error {
+func runWorker(ctx context.Context, env *Env, kcfg kafka.Config, defaultOpsAddr string, reg *prometheus.Registry, w worker) error {
 	stopOps, err := serveOps(env, defaultOpsAddr, reg, w.Ready)
 	if err != nil {
 		return err
@@ -248,7 +250,7 @@ func runWorker(ctx context.Context, env *Env, kcfg events.Config, defaultOpsAddr
 }
 
 func runRecommender(ctx context.Context, env *Env) error {
-	cfg, err := recommender.ConfigFromEnv(env.Getenv)
+	cfg, err := recommenderConfigFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}

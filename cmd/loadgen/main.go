@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/notifier"
 )
 
@@ -279,7 +280,7 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 		}
 		notifierUp = true
 		say("starting the notifier")
-		if err := st.startNotifier(ctx, notifier.Config{GroupID: "loadgen-" + addrs.prefix, CommitEvery: o.commitEvery}, sk); err != nil {
+		if err := st.startNotifier(ctx, notifier.Config{WorkerConfig: kafka.WorkerConfig{GroupID: "loadgen-" + addrs.prefix, CommitEvery: o.commitEvery}}, sk); err != nil {
 			return fmt.Errorf("start notifier: %w", err)
 		}
 		// Joining the consumer group and dialling SMTP take seconds; one

@@ -13,6 +13,8 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
+	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
@@ -25,15 +27,15 @@ import (
 type stack struct {
 	logger   *slog.Logger
 	broker   *embedded.Broker
-	kcfg     events.Config
+	kcfg     kafka.Config
 	keys     *events.Keyring
-	producer *events.Producer
+	producer *kafka.Producer
 	api      *userapi.Server
 	url      string
 
 	notifierCancel context.CancelFunc
 	notifierDone   chan error
-	sender         *notifier.SMTPSender
+	sender         *mail.SMTPSender
 }
 
 func startStack(ctx context.Context, brokers string, client map[string]string, noBroker bool, logger *slog.Logger) (*stack, error) {
@@ -53,14 +55,14 @@ func startStack(ctx context.Context, brokers string, client map[string]string, n
 		brokers = b.Addr()
 	}
 	apiCfg := userapi.Config{HTTPAddr: "127.0.0.1:0", RateLimitPerIP: userapi.RateLimitOff}
-	s.kcfg = events.Config{Brokers: brokers, Client: client, Logger: logger}
+	s.kcfg = kafka.Config{Brokers: brokers, Client: client, Logger: logger}
 	var err error
 	if s.keys, err = events.NewRandomKeyring(); err != nil {
 		return nil, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(tctx, s.kcfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(tctx, s.kcfg, events.Topics...); err != nil {
 		return nil, err
 	}
 	// As cmd/countersign does: librdkafka gives up on a record when the
@@ -70,7 +72,7 @@ func startStack(ctx context.Context, brokers string, client map[string]string, n
 	if _, set := pcfg.Client["message.timeout.ms"]; !set {
 		pcfg.Client["message.timeout.ms"] = strconv.FormatInt(userapi.DefaultPublishTimeout.Milliseconds(), 10)
 	}
-	if s.producer, err = events.NewProducer(pcfg); err != nil {
+	if s.producer, err = kafka.NewProducer(pcfg); err != nil {
 		return nil, err
 	}
 	var pub events.Publisher = s.producer
@@ -126,15 +128,15 @@ func (s *stack) warmUp(ctx context.Context) error {
 // mailing to the sink. The group starts at the end of the topics: mails for
 // events published before (by an earlier phase) are not its business.
 func (s *stack) startNotifier(ctx context.Context, cfg notifier.Config, sk *sink) error {
-	if err := events.StartAtEnd(ctx, s.kcfg, cfg.GroupID, events.Topics...); err != nil {
+	if err := kafka.StartAtEnd(ctx, s.kcfg, cfg.GroupID, events.Topics...); err != nil {
 		return fmt.Errorf("position notifier group: %w", err)
 	}
 	tpl, err := templates.Load("")
 	if err != nil {
 		return err
 	}
-	sender, err := notifier.NewSMTPSender(notifier.SMTPConfig{
-		Host: sk.host(), Port: sk.port(), TLS: notifier.TLSNone, From: "Countersign <no-reply@countersign.test>",
+	sender, err := mail.NewSMTPSender(mail.SMTPConfig{
+		Host: sk.host(), Port: sk.port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>",
 	}, s.logger)
 	if err != nil {
 		return err

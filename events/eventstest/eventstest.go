@@ -17,10 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
+	"github.com/countersign/countersign/events/kafka"
 )
 
 // EnvBrokers names the variable that points the tests at a real cluster.
@@ -50,10 +51,10 @@ func StartEmbedded(tb testing.TB) *embedded.Broker {
 	return b
 }
 
-// Config returns an events.Config for brokers that logs warnings and errors
+// Config returns an kafka.Config for brokers that logs warnings and errors
 // to the test log.
-func Config(tb testing.TB, brokers string) events.Config {
-	return events.Config{Brokers: brokers, Partitions: 3, Logger: Logger(tb)}
+func Config(tb testing.TB, brokers string) kafka.Config {
+	return kafka.Config{Brokers: brokers, Partitions: 3, Logger: Logger(tb)}
 }
 
 // Logger returns a logger writing to tb.Log, warnings and above.
@@ -103,7 +104,7 @@ func sanitize(s string) string {
 // ReadTopic reads topic from the beginning (no consumer group) until it has
 // seen want records for which keep returns true (nil keeps all), or timeout.
 // It fails the test on timeout, reporting what it found.
-func ReadTopic(tb testing.TB, brokers, topic string, want int, timeout time.Duration, keep func(*kafka.Message) bool) []*kafka.Message {
+func ReadTopic(tb testing.TB, brokers, topic string, want int, timeout time.Duration, keep func(*ckafka.Message) bool) []*ckafka.Message {
 	tb.Helper()
 	got, err := readTopic(brokers, topic, want, timeout, keep)
 	if err != nil {
@@ -117,7 +118,7 @@ func ReadTopic(tb testing.TB, brokers, topic string, want int, timeout time.Dura
 
 // CountTopic reads topic for the whole of d and returns every record keep
 // accepts: for asserting that nothing more arrived.
-func CountTopic(tb testing.TB, brokers, topic string, d time.Duration, keep func(*kafka.Message) bool) []*kafka.Message {
+func CountTopic(tb testing.TB, brokers, topic string, d time.Duration, keep func(*ckafka.Message) bool) []*ckafka.Message {
 	tb.Helper()
 	got, err := readTopic(brokers, topic, -1, d, keep)
 	if err != nil {
@@ -127,12 +128,12 @@ func CountTopic(tb testing.TB, brokers, topic string, d time.Duration, keep func
 }
 
 // ByKey keeps the records with the given key.
-func ByKey(key string) func(*kafka.Message) bool {
-	return func(m *kafka.Message) bool { return string(m.Key) == key }
+func ByKey(key string) func(*ckafka.Message) bool {
+	return func(m *ckafka.Message) bool { return string(m.Key) == key }
 }
 
-func readTopic(brokers, topic string, want int, timeout time.Duration, keep func(*kafka.Message) bool) ([]*kafka.Message, error) {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+func readTopic(brokers, topic string, want int, timeout time.Duration, keep func(*ckafka.Message) bool) ([]*ckafka.Message, error) {
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{
 		"bootstrap.servers":      brokers,
 		"group.id":               "eventstest-reader", // required by librdkafka; never joined (Assign, no Subscribe)
 		"enable.auto.commit":     false,
@@ -149,10 +150,10 @@ func readTopic(brokers, topic string, want int, timeout time.Duration, keep func
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var md *kafka.Metadata
+	var md *ckafka.Metadata
 	for {
 		md, err = c.GetMetadata(&topic, false, 5000)
-		if err == nil && len(md.Topics[topic].Partitions) > 0 && md.Topics[topic].Error.Code() == kafka.ErrNoError {
+		if err == nil && len(md.Topics[topic].Partitions) > 0 && md.Topics[topic].Error.Code() == ckafka.ErrNoError {
 			break
 		}
 		if ctx.Err() != nil {
@@ -160,21 +161,21 @@ func readTopic(brokers, topic string, want int, timeout time.Duration, keep func
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	var tps []kafka.TopicPartition
+	var tps []ckafka.TopicPartition
 	for _, p := range md.Topics[topic].Partitions {
-		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.OffsetBeginning})
+		tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: ckafka.OffsetBeginning})
 	}
 	if err := c.Assign(tps); err != nil {
 		return nil, err
 	}
-	var got []*kafka.Message
+	var got []*ckafka.Message
 	for ctx.Err() == nil && (want < 0 || len(got) < want) {
 		switch ev := c.Poll(50).(type) {
-		case *kafka.Message:
+		case *ckafka.Message:
 			if keep == nil || keep(ev) {
 				got = append(got, ev)
 			}
-		case kafka.Error:
+		case ckafka.Error:
 			if ev.IsFatal() {
 				return got, ev
 			}
@@ -184,7 +185,7 @@ func readTopic(brokers, topic string, want int, timeout time.Duration, keep func
 }
 
 // Decode decodes a record as an event, failing the test when it is not one.
-func Decode(tb testing.TB, m *kafka.Message) events.Event {
+func Decode(tb testing.TB, m *ckafka.Message) events.Event {
 	tb.Helper()
 	e, err := events.Decode(m.Value)
 	if err != nil {
@@ -195,7 +196,7 @@ func Decode(tb testing.TB, m *kafka.Message) events.Event {
 }
 
 // Header returns the value of the first header named key.
-func Header(m *kafka.Message, key string) (string, bool) {
+func Header(m *ckafka.Message, key string) (string, bool) {
 	for _, h := range m.Headers {
 		if h.Key == key {
 			return string(h.Value), true
@@ -209,7 +210,7 @@ func Header(m *kafka.Message, key string) (string, bool) {
 // them. It returns the partitions each member holds, by member id.
 func WaitGroup(tb testing.TB, brokers, group string, members, partitions int, timeout time.Duration) map[string]int {
 	tb.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
+	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": brokers, "log_level": 3})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func WaitGroup(tb testing.TB, brokers, group string, members, partitions int, ti
 
 // groupAssignment describes the consumer group: partitions held by each
 // member (by member id); nil while the group is rebalancing.
-func groupAssignment(tb testing.TB, a *kafka.AdminClient, group string) map[string]int {
+func groupAssignment(tb testing.TB, a *ckafka.AdminClient, group string) map[string]int {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -245,7 +246,7 @@ func groupAssignment(tb testing.TB, a *kafka.AdminClient, group string) map[stri
 	}
 	out := map[string]int{}
 	for _, g := range res.ConsumerGroupDescriptions {
-		if g.State != kafka.ConsumerGroupStateStable {
+		if g.State != ckafka.ConsumerGroupStateStable {
 			return nil
 		}
 		for _, m := range g.Members {

@@ -1,4 +1,4 @@
-package notifier_test
+package mail_test
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/mail"
+	"github.com/countersign/countersign/mail/smtptest"
 )
 
 // MustOutbox creates an OutboxSender in a fresh directory.
-func MustOutbox(tb testing.TB, opts ...notifier.OutboxOption) *notifier.OutboxSender {
+func MustOutbox(tb testing.TB, opts ...mail.OutboxOption) *mail.OutboxSender {
 	tb.Helper()
-	o, err := notifier.NewOutboxSender(filepath.Join(tb.TempDir(), "outbox"), opts...)
+	o, err := mail.NewOutboxSender(filepath.Join(tb.TempDir(), "outbox"), opts...)
 	if err != nil {
 		tb.Fatalf("NewOutboxSender: %v", err)
 	}
@@ -49,7 +49,7 @@ func readOutbox(t *testing.T, dir string) (names []string, msgs []smtptest.Recei
 }
 
 func TestOutboxWritesMIMEMessage(t *testing.T) {
-	o := MustOutbox(t, notifier.OutboxFrom(testFrom))
+	o := MustOutbox(t, mail.OutboxFrom(testFrom))
 	if err := o.Send(context.Background(), testMessage("evt-1")); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestOutboxSameMIMEAsSMTP(t *testing.T) {
 	// parts, from the same builder.
 	srv := smtptest.Start(t)
 	s := MustSMTPSender(t, testConfig(srv))
-	o := MustOutbox(t, notifier.OutboxFrom(testFrom))
+	o := MustOutbox(t, mail.OutboxFrom(testFrom))
 	msg := testMessage("evt-same")
 	if err := s.Send(context.Background(), msg); err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestOutboxNamesSortAndNeverCollide(t *testing.T) {
 
 func TestOutboxCreatesDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
-	o, err := notifier.NewOutboxSender(dir)
+	o, err := mail.NewOutboxSender(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestOutboxErrors(t *testing.T) {
 
 	m := testMessage("evt-bad")
 	m.To = "nope"
-	if err := o.Send(context.Background(), m); !notifier.IsPermanentMailError(err) {
+	if err := o.Send(context.Background(), m); !mail.IsPermanent(err) {
 		t.Errorf("invalid address: %v, want permanent", err)
 	}
 
@@ -200,7 +200,7 @@ func TestOutboxErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := o.Send(context.Background(), testMessage("evt-gone"))
-	if err == nil || notifier.IsPermanentMailError(err) {
+	if err == nil || mail.IsPermanent(err) {
 		t.Fatalf("missing dir: %v, want a temporary error", err)
 	}
 	assertClean(t, err)
@@ -208,11 +208,11 @@ func TestOutboxErrors(t *testing.T) {
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Send(context.Background(), testMessage("evt-closed")); !errors.Is(err, notifier.ErrSenderClosed) {
+	if err := o.Send(context.Background(), testMessage("evt-closed")); !errors.Is(err, mail.ErrSenderClosed) {
 		t.Fatalf("Send after Close: %v", err)
 	}
 
-	if _, err := notifier.NewOutboxSender(t.TempDir(), notifier.OutboxFrom("not an address")); err == nil {
+	if _, err := mail.NewOutboxSender(t.TempDir(), mail.OutboxFrom("not an address")); err == nil {
 		t.Fatal("NewOutboxSender accepted an invalid From")
 	}
 }

@@ -1,4 +1,4 @@
-package events
+package kafka
 
 import (
 	"context"
@@ -8,21 +8,17 @@ import (
 	"sync"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/countersign/countersign/events"
 )
 
-// Publisher publishes events. Publish must be safe for concurrent use and
-// return nil only once the broker acknowledged the event (acks=all).
-type Publisher interface {
-	Publish(ctx context.Context, e Event) error
-}
-
-var _ Publisher = (*Producer)(nil)
+var _ events.Publisher = (*Producer)(nil)
 
 // Producer is an idempotent Kafka producer with acks=all. Concurrent Publish
 // calls are batched into shared produce requests by librdkafka (linger.ms).
 type Producer struct {
-	p      *kafka.Producer
+	p      *ckafka.Producer
 	logger *slog.Logger
 	done   chan struct{}
 	wg     sync.WaitGroup
@@ -40,7 +36,7 @@ func NewProducer(cfg Config) (*Producer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cm := cfg.configMap(kafka.ConfigMap{
+	cm := cfg.configMap(ckafka.ConfigMap{
 		// Requests from many concurrent Publish calls are gathered for up to
 		// 2 ms: a register request waits at most that much longer, and the
 		// broker sees one produce request per batch instead of one per user.
@@ -54,13 +50,13 @@ func NewProducer(cfg Config) (*Producer, error) {
 		// default confluent-kafka-go copies each record's key and value back
 		// from C into the report, an allocation and a copy per Publish.
 		"go.delivery.report.fields": "none",
-	}, kafka.ConfigMap{
+	}, ckafka.ConfigMap{
 		"enable.idempotence": true,
 		"acks":               "all",
 		// Delivery reports arrive on the per-call channel passed to Produce.
 		"go.delivery.reports": true,
 	})
-	p, err := kafka.NewProducer(&cm)
+	p, err := ckafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("new producer: %w", err)
 	}
@@ -79,7 +75,7 @@ func (pr *Producer) watchErrors() {
 			if !ok {
 				return
 			}
-			if err, isErr := ev.(kafka.Error); isErr {
+			if err, isErr := ev.(ckafka.Error); isErr {
 				// librdkafka has already logged non-fatal errors (connection
 				// refused, brokers down) through the log channel, and retries
 				// them itself; only a fatal one is news.
@@ -99,16 +95,16 @@ func (pr *Producer) watchErrors() {
 // for the broker's acknowledgement or the end of ctx. When ctx ends first the
 // event may still be delivered later: callers treat it as not published, and
 // subscribers dedupe on the event id.
-func (pr *Producer) Publish(ctx context.Context, e Event) error {
+func (pr *Producer) Publish(ctx context.Context, e events.Event) error {
 	value, err := e.Marshal()
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", e.Type, err)
 	}
-	msg := &kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &e.Type, Partition: kafka.PartitionAny},
+	msg := &ckafka.Message{
+		TopicPartition: ckafka.TopicPartition{Topic: &e.Type, Partition: ckafka.PartitionAny},
 		Key:            []byte(e.Key),
 		Value:          value,
-		Headers:        []kafka.Header{{Key: HeaderContentType, Value: []byte(ContentType)}},
+		Headers:        []ckafka.Header{{Key: events.HeaderContentType, Value: []byte(events.ContentType)}},
 	}
 	if err := pr.produce(ctx, msg); err != nil {
 		return fmt.Errorf("publish %s: %w", e.Type, err)
@@ -117,7 +113,7 @@ func (pr *Producer) Publish(ctx context.Context, e Event) error {
 }
 
 // produce sends one record and waits for its delivery report.
-func (pr *Producer) produce(ctx context.Context, msg *kafka.Message) error {
+func (pr *Producer) produce(ctx context.Context, msg *ckafka.Message) error {
 	select {
 	case <-pr.done:
 		return ErrClosed
@@ -127,14 +123,14 @@ func (pr *Producer) produce(ctx context.Context, msg *kafka.Message) error {
 		return err
 	}
 	// Buffered so a report arriving after ctx ended never blocks librdkafka.
-	report := make(chan kafka.Event, 1)
+	report := make(chan ckafka.Event, 1)
 	for {
 		err := pr.p.Produce(msg, report)
 		if err == nil {
 			break
 		}
-		var kerr kafka.Error
-		if errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
+		var kerr ckafka.Error
+		if errors.As(err, &kerr) && kerr.Code() == ckafka.ErrQueueFull {
 			// Local queue full: back-pressure, wait for room rather than fail.
 			select {
 			case <-ctx.Done():
@@ -147,7 +143,7 @@ func (pr *Producer) produce(ctx context.Context, msg *kafka.Message) error {
 	}
 	select {
 	case ev := <-report:
-		m, ok := ev.(*kafka.Message)
+		m, ok := ev.(*ckafka.Message)
 		if !ok {
 			return fmt.Errorf("unexpected delivery report %T", ev)
 		}

@@ -1,4 +1,4 @@
-package events_test
+package kafka_test
 
 import (
 	"bytes"
@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/kafka"
 )
 
 func TestConfigFromEnvMapsVariables(t *testing.T) {
-	cfg, err := events.ConfigFromEnv([]string{
+	cfg, err := kafka.ConfigFromEnv([]string{
 		"PATH=/usr/bin",
 		"KAFKA_BROKERS= kafka-1:9093,kafka-2:9093 ",
 		"KAFKA_SECURITY_PROTOCOL=SASL_SSL",
@@ -53,7 +53,7 @@ func TestConfigFromEnvMapsVariables(t *testing.T) {
 }
 
 func TestConfigFromEnvEmpty(t *testing.T) {
-	cfg, err := events.ConfigFromEnv(nil)
+	cfg, err := kafka.ConfigFromEnv(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +64,12 @@ func TestConfigFromEnvEmpty(t *testing.T) {
 
 func TestConfigFromEnvPartitions(t *testing.T) {
 	for _, v := range []string{"1", " 12 "} {
-		if _, err := events.ConfigFromEnv([]string{"KAFKA_TOPIC_PARTITIONS=" + v}); err != nil {
+		if _, err := kafka.ConfigFromEnv([]string{"KAFKA_TOPIC_PARTITIONS=" + v}); err != nil {
 			t.Errorf("KAFKA_TOPIC_PARTITIONS=%q: %v", v, err)
 		}
 	}
 	for _, v := range []string{"three", "0", "-1", "2.5", "1e3", "9999999999999999999999"} {
-		_, err := events.ConfigFromEnv([]string{"KAFKA_BROKERS=b:9092", "KAFKA_TOPIC_PARTITIONS=" + v})
+		_, err := kafka.ConfigFromEnv([]string{"KAFKA_BROKERS=b:9092", "KAFKA_TOPIC_PARTITIONS=" + v})
 		if err == nil {
 			t.Errorf("KAFKA_TOPIC_PARTITIONS=%q accepted", v)
 			continue
@@ -78,12 +78,12 @@ func TestConfigFromEnvPartitions(t *testing.T) {
 			t.Errorf("KAFKA_TOPIC_PARTITIONS=%q: error %q does not name the variable", v, err)
 		}
 	}
-	cfg, err := events.ConfigFromEnv([]string{"KAFKA_TOPIC_REPLICATION_FACTOR=-1"})
+	cfg, err := kafka.ConfigFromEnv([]string{"KAFKA_TOPIC_REPLICATION_FACTOR=-1"})
 	if err != nil || cfg.ReplicationFactor != -1 {
 		t.Errorf("KAFKA_TOPIC_REPLICATION_FACTOR=-1: %d, %v", cfg.ReplicationFactor, err)
 	}
 	for _, v := range []string{"0", "-2", "x"} {
-		_, err := events.ConfigFromEnv([]string{"KAFKA_TOPIC_REPLICATION_FACTOR=" + v})
+		_, err := kafka.ConfigFromEnv([]string{"KAFKA_TOPIC_REPLICATION_FACTOR=" + v})
 		if err == nil || !strings.Contains(err.Error(), "KAFKA_TOPIC_REPLICATION_FACTOR") {
 			t.Errorf("KAFKA_TOPIC_REPLICATION_FACTOR=%q: %v", v, err)
 		}
@@ -92,12 +92,12 @@ func TestConfigFromEnvPartitions(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	for _, brokers := range []string{"", "  "} {
-		err := events.Config{Brokers: brokers}.Validate()
+		err := kafka.Config{Brokers: brokers}.Validate()
 		if err == nil || !strings.Contains(err.Error(), "missing brokers") || !strings.Contains(err.Error(), "KAFKA_BROKERS") {
 			t.Errorf("brokers %q: Validate = %v, want a missing-brokers error naming KAFKA_BROKERS", brokers, err)
 		}
 	}
-	if err := (events.Config{Brokers: "b:9092", Partitions: -1}).Validate(); err == nil {
+	if err := (kafka.Config{Brokers: "b:9092", Partitions: -1}).Validate(); err == nil {
 		t.Error("negative partitions accepted")
 	}
 
@@ -112,7 +112,7 @@ func TestConfigValidate(t *testing.T) {
 		"KAFKA_BOOTSTRAP_SERVERS=elsewhere:9092",
 	} {
 		name, _, _ := strings.Cut(env, "=")
-		cfg, err := events.ConfigFromEnv([]string{"KAFKA_BROKERS=b:9092", env})
+		cfg, err := kafka.ConfigFromEnv([]string{"KAFKA_BROKERS=b:9092", env})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +125,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: error %q does not name the variable", env, err)
 		}
 		// And a producer is refused with it, not built with weaker settings.
-		if p, err := events.NewProducer(cfg); err == nil {
+		if p, err := kafka.NewProducer(cfg); err == nil {
 			t.Errorf("%s: NewProducer succeeded", env)
 			_ = p.Close(t.Context())
 		}
@@ -139,7 +139,7 @@ func TestConfigLogValueRedactsSecrets(t *testing.T) {
 		oauthSecret = "oauth-client-secret-42"
 		pem         = "-----BEGIN PRIVATE KEY-----MIIEvQ"
 	)
-	cfg, err := events.ConfigFromEnv([]string{
+	cfg, err := kafka.ConfigFromEnv([]string{
 		"KAFKA_BROKERS=kafka-1:9093",
 		"KAFKA_SASL_USERNAME=countersign",
 		"KAFKA_SASL_PASSWORD=" + password,

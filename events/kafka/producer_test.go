@@ -1,4 +1,4 @@
-package events_test
+package kafka_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 )
 
 func mustKeyring(tb testing.TB) *events.Keyring {
@@ -19,9 +20,9 @@ func mustKeyring(tb testing.TB) *events.Keyring {
 	return k
 }
 
-func mustProducer(tb testing.TB, cfg events.Config) *events.Producer {
+func mustProducer(tb testing.TB, cfg kafka.Config) *kafka.Producer {
 	tb.Helper()
-	p, err := events.NewProducer(cfg)
+	p, err := kafka.NewProducer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func TestPublishIsAcknowledgedAndReadable(t *testing.T) {
 	cfg := eventstest.Config(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
 	p := mustProducer(t, cfg)
@@ -92,7 +93,7 @@ func TestConcurrentPublish(t *testing.T) {
 	cfg := eventstest.Config(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
+	if err := kafka.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
 		t.Fatal(err)
 	}
 	p := mustProducer(t, cfg)
@@ -120,7 +121,7 @@ func TestConcurrentPublish(t *testing.T) {
 
 func TestPublishFailsWhenContextEndsBeforeAck(t *testing.T) {
 	// Nothing listens here: no acknowledgement can come.
-	cfg := events.Config{Brokers: "127.0.0.1:1", Logger: eventstest.Logger(t)}
+	cfg := kafka.Config{Brokers: "127.0.0.1:1", Logger: eventstest.Logger(t)}
 	p := mustProducer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

@@ -1,4 +1,4 @@
-package notifier
+package mail
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/wneessen/go-mail"
+	gomail "github.com/wneessen/go-mail"
 	"github.com/wneessen/go-mail/smtp"
 )
 
 // SMTPSender sends mails over one SMTP connection that it keeps open and
 // reuses for every mail, sending them one at a time: a consumer sends mails
 // one by one, and a TLS handshake plus AUTH per mail would cost more than the
-// mail. It dials on the first Send, not in NewSMTPSender, so that a mail server
+// gomail. It dials on the first Send, not in NewSMTPSender, so that a mail server
 // that is down does not stop the service from starting; the first Send then
 // fails with a temporary error.
 //
@@ -40,7 +40,7 @@ type SMTPSender struct {
 	cfg    SMTPConfig
 	from   *netmail.Address
 	logger *slog.Logger
-	client *mail.Client
+	client *gomail.Client
 
 	// sem admits one Send at a time; unlike a mutex, waiting for it can be
 	// abandoned when the context ends. It guards conn and closed.
@@ -81,36 +81,36 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 		sem:    make(chan struct{}, 1),
 	}
 
-	policy := mail.TLSMandatory
+	policy := gomail.TLSMandatory
 	switch cfg.TLS {
 	case TLSOpportunistic:
-		policy = mail.TLSOpportunistic
+		policy = gomail.TLSOpportunistic
 	case TLSNone:
-		policy = mail.NoTLS
+		policy = gomail.NoTLS
 	}
-	opts := []mail.Option{
-		mail.WithPort(cfg.Port),
-		mail.WithTimeout(cfg.Timeout),
-		mail.WithTLSPolicy(policy),
-		mail.WithDialContextFunc(s.dialContext),
-		mail.WithoutNoop(),
-		mail.WithoutRset(),
+	opts := []gomail.Option{
+		gomail.WithPort(cfg.Port),
+		gomail.WithTimeout(cfg.Timeout),
+		gomail.WithTLSPolicy(policy),
+		gomail.WithDialContextFunc(s.dialContext),
+		gomail.WithoutNoop(),
+		gomail.WithoutRset(),
 	}
 	if cfg.TLSConfig != nil {
 		tc := cfg.TLSConfig.Clone()
 		if tc.ServerName == "" {
 			tc.ServerName = cfg.Host
 		}
-		opts = append(opts, mail.WithTLSConfig(tc))
+		opts = append(opts, gomail.WithTLSConfig(tc))
 	}
 	if cfg.Username != "" {
 		opts = append(opts,
-			mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover),
-			mail.WithUsername(cfg.Username),
-			mail.WithPassword(cfg.Password),
+			gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(cfg.Username),
+			gomail.WithPassword(cfg.Password),
 		)
 	}
-	s.client, err = mail.NewClient(cfg.Host, opts...)
+	s.client, err = gomail.NewClient(cfg.Host, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("smtp sender: %s", redact(err.Error(), cfg.Password))
 	}
@@ -134,7 +134,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	defer func() { <-s.sem }()
 
 	if s.closed {
-		return &MailError{Op: "send", MessageID: m.ID, Temporary: true, Detail: ErrSenderClosed.Error(), Err: ErrSenderClosed}
+		return &Error{Op: "send", MessageID: m.ID, Temporary: true, Detail: ErrSenderClosed.Error(), Err: ErrSenderClosed}
 	}
 	if err := ctx.Err(); err != nil {
 		return contextError("send", m.ID, err)
@@ -155,7 +155,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 
 // send delivers msg on the open connection, or on a new one. The caller holds
 // sem.
-func (s *SMTPSender) send(ctx context.Context, id string, msg *mail.Msg) error {
+func (s *SMTPSender) send(ctx context.Context, id string, msg *gomail.Msg) error {
 	reused := s.conn != nil
 	if !reused {
 		if err := s.dial(ctx, id); err != nil {
@@ -199,14 +199,14 @@ func (s *SMTPSender) send(ctx context.Context, id string, msg *mail.Msg) error {
 // longer usable before anything of the mail was sent: the connection check
 // failed, or MAIL got no reply or 421 ("closing transmission channel").
 func staleConnection(err error) bool {
-	var se *mail.SendError
+	var se *gomail.SendError
 	if !errors.As(err, &se) {
 		return false
 	}
 	switch se.Reason {
-	case mail.ErrConnCheck:
+	case gomail.ErrConnCheck:
 		return true
-	case mail.ErrSMTPMailFrom:
+	case gomail.ErrSMTPMailFrom:
 		code := se.ErrorCode()
 		return code == 0 || code == 421
 	}
@@ -226,7 +226,7 @@ func (s *SMTPSender) dial(ctx context.Context, id string) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return contextError("dial", id, ctxErr)
 		}
-		me := &MailError{
+		me := &Error{
 			Op: "dial", MessageID: id, Temporary: true,
 			Detail: "smtp " + net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)) + ": " + redact(err.Error(), s.cfg.Password),
 		}
@@ -244,13 +244,13 @@ func (s *SMTPSender) dial(ctx context.Context, id string) error {
 // sendError classifies a go-mail send error: an SMTP 5xx reply, or an
 // address go-mail refuses, is permanent; everything else is temporary,
 // including 4xx replies and failures without a reply.
-func (s *SMTPSender) sendError(id string, err error) *MailError {
-	me := &MailError{Op: "send", MessageID: id, Temporary: true, Detail: redact(err.Error(), s.cfg.Password)}
-	var se *mail.SendError
+func (s *SMTPSender) sendError(id string, err error) *Error {
+	me := &Error{Op: "send", MessageID: id, Temporary: true, Detail: redact(err.Error(), s.cfg.Password)}
+	var se *gomail.SendError
 	if errors.As(err, &se) {
 		me.Code = se.ErrorCode()
 		me.EnhancedCode = se.EnhancedStatusCode()
-		if me.Code >= 500 || se.Reason == mail.ErrGetSender || se.Reason == mail.ErrGetRcpts {
+		if me.Code >= 500 || se.Reason == gomail.ErrGetSender || se.Reason == gomail.ErrGetRcpts {
 			me.Temporary = false
 		}
 	}
@@ -312,6 +312,6 @@ func (s *SMTPSender) drop() {
 	s.conn = nil
 }
 
-func contextError(op, id string, err error) *MailError {
-	return &MailError{Op: op, MessageID: id, Temporary: true, Detail: err.Error(), Err: err}
+func contextError(op, id string, err error) *Error {
+	return &Error{Op: op, MessageID: id, Temporary: true, Detail: err.Error(), Err: err}
 }

@@ -1,16 +1,16 @@
-package events
+package kafka
 
 import (
 	"context"
 	"log/slog"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // forwardLogs copies librdkafka's log lines (syslog levels) to logger until
 // the channel is closed or done is closed. librdkafka never logs message
 // payloads, so codes cannot leak through here.
-func forwardLogs(logger *slog.Logger, logs chan kafka.LogEvent, done <-chan struct{}) {
+func forwardLogs(logger *slog.Logger, logs chan ckafka.LogEvent, done <-chan struct{}) {
 	for {
 		select {
 		case l, ok := <-logs:

@@ -1,4 +1,4 @@
-package events
+package kafka
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // Config is how every Countersign process reaches Kafka.
@@ -162,8 +162,8 @@ func isSecret(property string) bool {
 
 // configMap builds a librdkafka configuration: base settings, then the
 // operator's pass-through, then the guarded settings.
-func (c Config) configMap(base, guarded kafka.ConfigMap) kafka.ConfigMap {
-	m := kafka.ConfigMap{
+func (c Config) configMap(base, guarded ckafka.ConfigMap) ckafka.ConfigMap {
+	m := ckafka.ConfigMap{
 		"bootstrap.servers":      c.Brokers,
 		"go.logs.channel.enable": true,
 		// librdkafka logs connection teardown of idle brokers at error level;

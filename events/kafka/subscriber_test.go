@@ -1,4 +1,4 @@
-package events_test
+package kafka_test
 
 import (
 	"bufio"
@@ -14,17 +14,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 )
 
 // produceRaw writes records to topic as they are, bypassing the contract, so
 // tests can also send what a broken producer would.
 func produceRaw(tb testing.TB, brokers, topic string, records ...[2][]byte) {
 	tb.Helper()
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "go.logs.channel.enable": true})
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "go.logs.channel.enable": true})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -33,19 +34,19 @@ func produceRaw(tb testing.TB, brokers, topic string, records ...[2][]byte) {
 		}
 	}()
 	defer p.Close()
-	report := make(chan kafka.Event, len(records))
+	report := make(chan ckafka.Event, len(records))
 	for _, r := range records {
-		err := p.Produce(&kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		err := p.Produce(&ckafka.Message{
+			TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
 			Key:            r[0], Value: r[1],
-			Headers: []kafka.Header{{Key: events.HeaderContentType, Value: []byte(events.ContentType)}},
+			Headers: []ckafka.Header{{Key: events.HeaderContentType, Value: []byte(events.ContentType)}},
 		}, report)
 		if err != nil {
 			tb.Fatal(err)
 		}
 	}
 	for range records {
-		m := (<-report).(*kafka.Message)
+		m := (<-report).(*ckafka.Message)
 		if m.TopicPartition.Error != nil {
 			tb.Fatalf("produce: %v", m.TopicPartition.Error)
 		}
@@ -75,12 +76,12 @@ func validRecords(tb testing.TB, n int) (recs [][2][]byte, ids []string) {
 }
 
 // testTopic creates a topic of its own for one test.
-func testTopic(tb testing.TB, cfg events.Config) string {
+func testTopic(tb testing.TB, cfg kafka.Config) string {
 	tb.Helper()
 	topic := eventstest.UniqueTopic(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := events.EnsureTopics(ctx, cfg, topic); err != nil {
+	if err := kafka.EnsureTopics(ctx, cfg, topic); err != nil {
 		tb.Fatal(err)
 	}
 	return topic
@@ -88,9 +89,9 @@ func testTopic(tb testing.TB, cfg events.Config) string {
 
 // startSubscriber runs a subscriber until the returned stop is called (or the
 // test ends); stop returns Run's error.
-func startSubscriber(tb testing.TB, cfg events.Config, sc events.SubscriberConfig, h events.Handler) (stop func() error) {
+func startSubscriber(tb testing.TB, cfg kafka.Config, sc kafka.SubscriberConfig, h events.Handler) (stop func() error) {
 	tb.Helper()
-	s, err := events.NewSubscriber(cfg, sc, h)
+	s, err := kafka.NewSubscriber(cfg, sc, h)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -152,14 +153,14 @@ func (r *recorder) handled() []string {
 // committed sums the group's committed offsets over the topic's partitions.
 func committed(tb testing.TB, brokers, group, topic string) int64 {
 	tb.Helper()
-	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	a, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": brokers})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer a.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}})
+	res, err := a.ListConsumerGroupOffsets(ctx, []ckafka.ConsumerGroupTopicPartitions{{Group: group}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func waitCommitted(tb testing.TB, brokers, group, topic string, want int64, time
 	tb.Fatalf("committed offsets of %s on %s sum to %d, want %d", group, topic, got, want)
 }
 
-func fastRetries(sc events.SubscriberConfig) events.SubscriberConfig {
+func fastRetries(sc kafka.SubscriberConfig) kafka.SubscriberConfig {
 	sc.InitialBackoff = 10 * time.Millisecond
 	sc.MaxBackoff = 50 * time.Millisecond
 	sc.SessionTimeout = 6 * time.Second
@@ -203,7 +204,7 @@ func TestSubscriberCommitsEveryNAndOnShutdown(t *testing.T) {
 
 	group := eventstest.UniqueGroup(t)
 	rec := newRecorder()
-	stop := startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{
+	stop := startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{
 		GroupID: group, Topics: []string{topic}, CommitEvery: 5, CommitInterval: time.Hour,
 	}), rec.handle)
 	rec.waitFor(t, 12, 60*time.Second)
@@ -226,7 +227,7 @@ func TestSubscriberCommitsWhileIdle(t *testing.T) {
 	produceRaw(t, brokers, topic, recs...)
 	group := eventstest.UniqueGroup(t)
 	rec := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{
 		GroupID: group, Topics: []string{topic}, CommitEvery: 100, CommitInterval: 300 * time.Millisecond,
 	}), rec.handle)
 	rec.waitFor(t, 3, 60*time.Second)
@@ -242,22 +243,22 @@ func TestLateGroupReceivesHistory(t *testing.T) {
 	produceRaw(t, brokers, topic, recs...)
 
 	first := newRecorder()
-	stop := startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}}), first.handle)
+	stop := startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}}), first.handle)
 	first.waitFor(t, 7, 60*time.Second)
 	_ = stop()
 
 	// A group that did not exist while the records were published.
 	late := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}}), late.handle)
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}}), late.handle)
 	late.waitFor(t, 7, 60*time.Second)
 	if got := late.handled(); strings.Join(got, ",") != strings.Join(ids, ",") {
 		t.Errorf("late group handled %v, want %v", got, ids)
 	}
 }
 
-func readDLQ(t *testing.T, brokers, group string, n int) []*kafka.Message {
+func readDLQ(t *testing.T, brokers, group string, n int) []*ckafka.Message {
 	t.Helper()
-	return eventstest.ReadTopic(t, brokers, events.DeadLetterTopic(group), n, 30*time.Second, nil)
+	return eventstest.ReadTopic(t, brokers, kafka.DeadLetterTopic(group), n, 30*time.Second, nil)
 }
 
 func TestSubscriberRetriesThenDeadLetters(t *testing.T) {
@@ -270,7 +271,7 @@ func TestSubscriberRetriesThenDeadLetters(t *testing.T) {
 	group := eventstest.UniqueGroup(t)
 	var calls sync.Map // id -> *atomic.Int32
 	rec := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 3}),
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 3}),
 		func(ctx context.Context, e events.Event) error {
 			n, _ := calls.LoadOrStore(e.ID, new(atomic.Int32))
 			attempt := n.(*atomic.Int32).Add(1)
@@ -293,18 +294,18 @@ func TestSubscriberRetriesThenDeadLetters(t *testing.T) {
 		t.Errorf("dead-lettered %s, want %s", got, ids[0])
 	}
 	wantHeaders := map[string]string{
-		events.HeaderDLQTopic: topic, events.HeaderDLQGroup: group, events.HeaderDLQAttempts: "3",
-		events.HeaderDLQError: "smtp: 451 try again later", events.HeaderContentType: events.ContentType,
+		kafka.HeaderDLQTopic: topic, kafka.HeaderDLQGroup: group, kafka.HeaderDLQAttempts: "3",
+		kafka.HeaderDLQError: "smtp: 451 try again later", events.HeaderContentType: events.ContentType,
 	}
 	for k, want := range wantHeaders {
 		if got, _ := eventstest.Header(dl, k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	if p, _ := eventstest.Header(dl, events.HeaderDLQPartition); p == "" {
+	if p, _ := eventstest.Header(dl, kafka.HeaderDLQPartition); p == "" {
 		t.Error("no partition header")
 	}
-	if o, _ := eventstest.Header(dl, events.HeaderDLQOffset); o != "0" {
+	if o, _ := eventstest.Header(dl, kafka.HeaderDLQOffset); o != "0" {
 		t.Errorf("offset header = %q, want 0 (first record of its partition)", o)
 	}
 	if string(dl.Key) != string(recs[0][0]) || string(dl.Value) != string(recs[0][1]) {
@@ -331,7 +332,7 @@ func TestPermanentErrorAndPoisonGoStraightToDeadLetter(t *testing.T) {
 	group := eventstest.UniqueGroup(t)
 	var calls atomic.Int32
 	rec := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 5}),
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 5}),
 		func(ctx context.Context, e events.Event) error {
 			if e.ID == ids[0] {
 				calls.Add(1)
@@ -344,18 +345,18 @@ func TestPermanentErrorAndPoisonGoStraightToDeadLetter(t *testing.T) {
 	dls := readDLQ(t, brokers, group, 3)
 	attempts := []string{"0", "1", "0"}
 	for i, dl := range dls {
-		if a, _ := eventstest.Header(dl, events.HeaderDLQAttempts); a != attempts[i] {
+		if a, _ := eventstest.Header(dl, kafka.HeaderDLQAttempts); a != attempts[i] {
 			t.Errorf("DLQ record %d: attempts %q, want %q", i, a, attempts[i])
 		}
-		if o, _ := eventstest.Header(dl, events.HeaderDLQOffset); o != strconv.Itoa(i) {
+		if o, _ := eventstest.Header(dl, kafka.HeaderDLQOffset); o != strconv.Itoa(i) {
 			t.Errorf("DLQ record %d: offset %q, want %d", i, o, i)
 		}
-		msg, _ := eventstest.Header(dl, events.HeaderDLQError)
+		msg, _ := eventstest.Header(dl, kafka.HeaderDLQError)
 		if msg == "" {
 			t.Errorf("DLQ record %d: no error header", i)
 		}
 	}
-	if msg, _ := eventstest.Header(dls[0], events.HeaderDLQError); !strings.Contains(msg, "invalid event") {
+	if msg, _ := eventstest.Header(dls[0], kafka.HeaderDLQError); !strings.Contains(msg, "invalid event") {
 		t.Errorf("poison error header %q", msg)
 	}
 	if calls.Load() != 1 {
@@ -371,7 +372,7 @@ func TestHandlerPanicIsDeadLetteredNotFatal(t *testing.T) {
 	produceRaw(t, brokers, topic, recs...)
 	group := eventstest.UniqueGroup(t)
 	rec := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 2}),
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 2}),
 		func(ctx context.Context, e events.Event) error {
 			if e.ID == ids[0] {
 				panic("nil map")
@@ -380,7 +381,7 @@ func TestHandlerPanicIsDeadLetteredNotFatal(t *testing.T) {
 		})
 	rec.waitFor(t, 1, 60*time.Second)
 	dl := readDLQ(t, brokers, group, 1)[0]
-	if msg, _ := eventstest.Header(dl, events.HeaderDLQError); !strings.Contains(msg, "panic") {
+	if msg, _ := eventstest.Header(dl, kafka.HeaderDLQError); !strings.Contains(msg, "panic") {
 		t.Errorf("error header %q", msg)
 	}
 }
@@ -394,7 +395,7 @@ func TestShutdownFinishesRecordInHand(t *testing.T) {
 	group := eventstest.UniqueGroup(t)
 	started := make(chan struct{})
 	var finished atomic.Bool
-	stop := startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, CommitInterval: time.Hour}),
+	stop := startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, CommitInterval: time.Hour}),
 		func(ctx context.Context, e events.Event) error {
 			close(started)
 			select {
@@ -430,9 +431,9 @@ func TestMain(m *testing.M) {
 // the (stopAfter+1)th so the parent can kill it at a known point.
 func crashChild() int {
 	stopAfter, _ := strconv.Atoi(os.Getenv("CHILD_STOP_AFTER"))
-	cfg := events.Config{Brokers: os.Getenv("CHILD_BROKERS")}
+	cfg := kafka.Config{Brokers: os.Getenv("CHILD_BROKERS")}
 	var n int
-	s, err := events.NewSubscriber(cfg, events.SubscriberConfig{
+	s, err := kafka.NewSubscriber(cfg, kafka.SubscriberConfig{
 		GroupID: os.Getenv("CHILD_GROUP"), Topics: []string{os.Getenv("CHILD_TOPIC")},
 		CommitEvery: 5, CommitInterval: time.Hour, SessionTimeout: 6 * time.Second,
 	}, func(ctx context.Context, e events.Event) error {
@@ -489,7 +490,7 @@ func TestCrashRedeliversAtMostUncommitted(t *testing.T) {
 	_ = cmd.Wait()
 
 	after := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, CommitEvery: commitEvery}), after.handle)
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, CommitEvery: commitEvery}), after.handle)
 	after.waitFor(t, total-10, 90*time.Second)
 	// Nothing lost: every record handled by one of the two.
 	seen := map[string]int{}
@@ -520,12 +521,12 @@ func TestSubscriberReadyFollowsRun(t *testing.T) {
 	brokers := eventstest.Brokers(t)
 	cfg := eventstest.Config(t, brokers)
 	topic := testTopic(t, cfg)
-	s, err := events.NewSubscriber(cfg, events.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}},
+	s, err := kafka.NewSubscriber(cfg, kafka.SubscriberConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic}},
 		func(context.Context, events.Event) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Ready(context.Background()); !errors.Is(err, events.ErrNotRunning) {
+	if err := s.Ready(context.Background()); !errors.Is(err, kafka.ErrNotRunning) {
 		t.Fatalf("Ready before Run = %v, want ErrNotRunning", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -543,7 +544,7 @@ func TestSubscriberReadyFollowsRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Ready(context.Background()); !errors.Is(err, events.ErrNotRunning) {
+	if err := s.Ready(context.Background()); !errors.Is(err, kafka.ErrNotRunning) {
 		t.Fatalf("Ready after Run returned = %v, want ErrNotRunning", err)
 	}
 }
@@ -566,7 +567,7 @@ func TestUnavailableDependencyHoldsRecordsBackUntilItReturns(t *testing.T) {
 	var mu sync.Mutex
 	triedWhileDown := map[string]bool{}
 	rec := newRecorder()
-	startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{
+	startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{
 		GroupID: group, Topics: []string{topic}, MaxAttempts: 3, CommitEvery: 1,
 	}), func(ctx context.Context, e events.Event) error {
 		if down.Load() {
@@ -601,7 +602,7 @@ func TestUnavailableDependencyHoldsRecordsBackUntilItReturns(t *testing.T) {
 		t.Errorf("handled %v, want each once, in order: %v", got, ids)
 	}
 	waitCommitted(t, brokers, group, topic, 6, 15*time.Second)
-	if dl := eventstest.CountTopic(t, brokers, events.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
+	if dl := eventstest.CountTopic(t, brokers, kafka.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
 		t.Errorf("%d records dead-lettered for an outage", len(dl))
 	}
 }
@@ -635,7 +636,7 @@ func TestUnavailableDependencyKeepsMemberInGroupThroughRebalance(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}
-	sc := fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 2, CommitEvery: 1})
+	sc := fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, MaxAttempts: 2, CommitEvery: 1})
 	startSubscriber(t, cfg, sc, handler)
 	deadline := time.Now().Add(60 * time.Second)
 	for failed.Load() < 5 {
@@ -666,7 +667,7 @@ func TestUnavailableDependencyKeepsMemberInGroupThroughRebalance(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if dl := eventstest.CountTopic(t, brokers, events.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
+	if dl := eventstest.CountTopic(t, brokers, kafka.DeadLetterTopic(group), 2*time.Second, nil); len(dl) != 0 {
 		t.Errorf("%d records dead-lettered for an outage", len(dl))
 	}
 }

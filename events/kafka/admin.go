@@ -1,4 +1,4 @@
-package events
+package kafka
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // EnsureTopics creates the topics that do not exist yet, with cfg.Partitions
@@ -24,7 +24,7 @@ func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
 	defer pr.Close(context.Background())
-	a, err := kafka.NewAdminClientFromProducer(pr.p)
+	a, err := ckafka.NewAdminClientFromProducer(pr.p)
 	if err != nil {
 		return fmt.Errorf("ensure topics: admin client: %w", err)
 	}
@@ -34,16 +34,16 @@ func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	specs := make([]kafka.TopicSpecification, len(topics))
+	specs := make([]ckafka.TopicSpecification, len(topics))
 	for i, t := range topics {
-		specs[i] = kafka.TopicSpecification{Topic: t, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor}
+		specs[i] = ckafka.TopicSpecification{Topic: t, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor}
 	}
 	res, err := a.CreateTopics(ctx, specs)
 	if err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
 	for _, r := range res {
-		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+		if c := r.Error.Code(); c != ckafka.ErrNoError && c != ckafka.ErrTopicAlreadyExists {
 			return fmt.Errorf("ensure topic %s: %w", r.Topic, r.Error)
 		}
 	}
@@ -73,11 +73,11 @@ func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]Partitio
 	}
 	ctx, ms, cancel := boundRequests(ctx)
 	defer cancel()
-	cm := cfg.configMap(nil, kafka.ConfigMap{
+	cm := cfg.configMap(nil, ckafka.ConfigMap{
 		"group.id":           groupID,
 		"enable.auto.commit": false,
 	})
-	c, err := kafka.NewConsumer(&cm)
+	c, err := ckafka.NewConsumer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("backlog %s: %w", topic, err)
 	}
@@ -92,25 +92,25 @@ func Backlog(ctx context.Context, cfg Config, groupID, topic string) ([]Partitio
 		return nil, fmt.Errorf("backlog %s: metadata: %w", topic, err)
 	}
 	tm := md.Topics[topic]
-	if tm.Error.Code() != kafka.ErrNoError {
+	if tm.Error.Code() != ckafka.ErrNoError {
 		return nil, fmt.Errorf("backlog %s: %w", topic, tm.Error)
 	}
-	tps := make([]kafka.TopicPartition, len(tm.Partitions))
+	tps := make([]ckafka.TopicPartition, len(tm.Partitions))
 	for i, p := range tm.Partitions {
-		tps[i] = kafka.TopicPartition{Topic: &topic, Partition: p.ID}
+		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: p.ID}
 	}
-	var committed []kafka.TopicPartition
+	var committed []ckafka.TopicPartition
 	err = retryTransient(ctx, func() (err error) {
 		committed, err = c.Committed(tps, ms)
 		return err
 	})
-	var kerr kafka.Error
-	if errors.As(err, &kerr) && kerr.Code() == kafka.ErrGroupIDNotFound {
+	var kerr ckafka.Error
+	if errors.As(err, &kerr) && kerr.Code() == ckafka.ErrGroupIDNotFound {
 		// A group that never committed: some brokers say so instead of
 		// answering with no offsets.
 		committed, err = tps, nil
 		for i := range committed {
-			committed[i].Offset = kafka.OffsetInvalid
+			committed[i].Offset = ckafka.OffsetInvalid
 		}
 	}
 	if err != nil {
@@ -152,8 +152,8 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 	}
 	ctx, ms, cancel := boundRequests(ctx)
 	defer cancel()
-	cm := cfg.configMap(nil, kafka.ConfigMap{"group.id": groupID, "enable.auto.commit": false})
-	c, err := kafka.NewConsumer(&cm)
+	cm := cfg.configMap(nil, ckafka.ConfigMap{"group.id": groupID, "enable.auto.commit": false})
+	c, err := ckafka.NewConsumer(&cm)
 	if err != nil {
 		return fmt.Errorf("start %s at the end: %w", groupID, err)
 	}
@@ -163,7 +163,7 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 		closeWithTimeout(func() { _ = c.Close() }, 10*time.Second, cfg.Logger)
 		close(logsDone)
 	}()
-	var tps []kafka.TopicPartition
+	var tps []ckafka.TopicPartition
 	for _, topic := range topics {
 		md, err := c.GetMetadata(&topic, false, ms)
 		if err != nil {
@@ -174,7 +174,7 @@ func StartAtEnd(ctx context.Context, cfg Config, groupID string, topics ...strin
 			if err != nil {
 				return fmt.Errorf("start %s at the end: watermarks of %s/%d: %w", groupID, topic, p.ID, err)
 			}
-			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
+			tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: ckafka.Offset(high)})
 		}
 	}
 	if len(tps) == 0 {
@@ -205,7 +205,7 @@ func boundRequests(ctx context.Context) (context.Context, int, context.CancelFun
 // highWatermark asks for a partition's end offset, retrying while the
 // cluster is still electing its leader (a topic created a moment ago) until
 // ctx ends.
-func highWatermark(ctx context.Context, c *kafka.Consumer, topic string, partition int32, ms int) (int64, error) {
+func highWatermark(ctx context.Context, c *ckafka.Consumer, topic string, partition int32, ms int) (int64, error) {
 	var high int64
 	err := retryTransient(ctx, func() (err error) {
 		_, high, err = c.QueryWatermarkOffsets(topic, partition, ms)
@@ -219,14 +219,14 @@ func highWatermark(ctx context.Context, c *kafka.Consumer, topic string, partiti
 // which happens for a moment after a topic or group is first used on a
 // fresh cluster. Asking again shortly after succeeds.
 func transient(err error) bool {
-	var kerr kafka.Error
+	var kerr ckafka.Error
 	if !errors.As(err, &kerr) {
 		return false
 	}
 	switch kerr.Code() {
-	case kafka.ErrNotLeaderForPartition, kafka.ErrLeaderNotAvailable,
-		kafka.ErrNotCoordinator, kafka.ErrCoordinatorNotAvailable,
-		kafka.ErrCoordinatorLoadInProgress, kafka.ErrUnknownTopicOrPart:
+	case ckafka.ErrNotLeaderForPartition, ckafka.ErrLeaderNotAvailable,
+		ckafka.ErrNotCoordinator, ckafka.ErrCoordinatorNotAvailable,
+		ckafka.ErrCoordinatorLoadInProgress, ckafka.ErrUnknownTopicOrPart:
 		return true
 	}
 	return kerr.IsRetriable()

@@ -1,4 +1,4 @@
-package notifier
+package mail
 
 import (
 	"context"
@@ -86,11 +86,11 @@ func (o *OutboxSender) Send(ctx context.Context, m Message) error {
 	}
 	name, err := o.fileName(m.ID)
 	if err != nil {
-		return &MailError{Op: "write outbox", MessageID: m.ID, Temporary: true, Detail: err.Error(), Err: err}
+		return &Error{Op: "write outbox", MessageID: m.ID, Temporary: true, Detail: err.Error(), Err: err}
 	}
 
 	fail := func(err error) error {
-		return &MailError{Op: "write outbox", MessageID: m.ID, Temporary: true, Detail: err.Error(), Err: err}
+		return &Error{Op: "write outbox", MessageID: m.ID, Temporary: true, Detail: err.Error(), Err: err}
 	}
 	tmp, err := os.CreateTemp(o.dir, ".outbox-*.tmp")
 	if err != nil {

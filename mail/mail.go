@@ -1,4 +1,4 @@
-package notifier
+package mail
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/wneessen/go-mail"
+	gomail "github.com/wneessen/go-mail"
+
+	"github.com/countersign/countersign/events"
 )
 
 // Message is one rendered mail to one recipient.
@@ -41,7 +43,7 @@ type Message struct {
 // Send must be safe for concurrent use. It returns nil once the mail was
 // handed over: accepted by the SMTP server, or written to the outbox. An error
 // means the mail was not handed over, as far as the sender knows, and is
-// temporary (send it again later) unless IsPermanentMailError reports true,
+// temporary (send it again later) unless IsPermanent reports true,
 // in which case sending it again can never succeed (SMTP 5xx, an invalid
 // address). Delivery is at-least-once: when a connection breaks after the
 // server took the mail but before it answered, Send reports an error and the
@@ -65,15 +67,15 @@ var (
 	ErrInvalidMessage = errors.New("invalid message")
 )
 
-// MailError is the error of every Sender in this package.
+// Error is the error of every Sender in this package.
 //
 // Its text and its cause (Unwrap) contain no address, body or password, so
 // it may be logged as it is: the SMTP server's reply is included with any
 // address in it replaced by "[redacted]".
-type MailError struct {
+type Error struct {
 	// Op is what failed: "validate", "dial", "send" or "write outbox".
 	Op string
-	// MessageID is the Message.ID of the mail.
+	// MessageID is the Message.ID of the gomail.
 	MessageID string
 	// Temporary reports whether sending the mail again may succeed.
 	Temporary bool
@@ -90,7 +92,7 @@ type MailError struct {
 	Err error
 }
 
-func (e *MailError) Error() string {
+func (e *Error) Error() string {
 	kind := "temporary"
 	if !e.Temporary {
 		kind = "permanent"
@@ -102,7 +104,7 @@ func (e *MailError) Error() string {
 	return fmt.Sprintf("%s mail %s: %s (%s)", e.Op, id, e.Detail, kind)
 }
 
-func (e *MailError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 // ServiceUnavailable reports whether the failure is the mail service's
 // rather than this mail's: the SMTP server could not be reached or logged
@@ -110,7 +112,7 @@ func (e *MailError) Unwrap() error { return e.Err }
 // timed out without a reply, or the outbox could not be written. Until that
 // is fixed every mail fails the same way. A 4xx reply to one mail (450
 // mailbox busy, 451 greylisting) is not this: other mails may go through.
-func (e *MailError) ServiceUnavailable() bool {
+func (e *Error) ServiceUnavailable() bool {
 	if !e.Temporary || errors.Is(e.Err, ErrSenderClosed) {
 		return false
 	}
@@ -123,17 +125,17 @@ func (e *MailError) ServiceUnavailable() bool {
 	return false
 }
 
-// IsMailServiceUnavailable reports whether err is a MailError whose
+// IsServiceUnavailable reports whether err is a Error whose
 // ServiceUnavailable is true.
-func IsMailServiceUnavailable(err error) bool {
-	var me *MailError
+func IsServiceUnavailable(err error) bool {
+	var me *Error
 	return errors.As(err, &me) && me.ServiceUnavailable()
 }
 
-// IsPermanentMailError reports whether err says that a mail can never be
+// IsPermanent reports whether err says that a mail can never be
 // sent, so that the caller dead-letters it instead of retrying.
-func IsPermanentMailError(err error) bool {
-	var me *MailError
+func IsPermanent(err error) bool {
+	var me *Error
 	return errors.As(err, &me) && !me.Temporary
 }
 
@@ -162,9 +164,9 @@ func NewSender(cfg SMTPConfig, outboxDir string, logger *slog.Logger) (Sender, e
 // buildMsg turns m into a go-mail message from the sender from. The SMTP and
 // the outbox senders share it so that an outbox file is the MIME the server
 // would have received. Its errors are permanent.
-func buildMsg(from *netmail.Address, m Message) (*mail.Msg, error) {
+func buildMsg(from *netmail.Address, m Message) (*gomail.Msg, error) {
 	invalid := func(detail string) error {
-		return &MailError{Op: "validate", MessageID: m.ID, Detail: detail, Err: ErrInvalidMessage}
+		return &Error{Op: "validate", MessageID: m.ID, Detail: detail, Err: ErrInvalidMessage}
 	}
 	to, err := netmail.ParseAddress(m.To)
 	if err != nil || to.Name != "" {
@@ -175,23 +177,23 @@ func buildMsg(from *netmail.Address, m Message) (*mail.Msg, error) {
 		return nil, invalid("no body")
 	}
 
-	msg := mail.NewMsg(mail.WithNoDefaultUserAgent())
+	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent())
 	msg.FromMailAddress(from)
 	msg.ToMailAddress(&netmail.Address{Name: singleLine(m.ToName), Address: to.Address})
 	msg.Subject(singleLine(m.Subject))
 	msg.SetMessageIDWithValue(messageIDLocal(m.ID) + "@" + domainOf(from.Address))
 	msg.SetDate()
 	// RFC 3834: tells auto-responders (vacation replies) not to answer.
-	msg.SetGenHeader(mail.Header("Auto-Submitted"), "auto-generated")
+	msg.SetGenHeader(gomail.Header("Auto-Submitted"), "auto-generated")
 	switch {
 	case m.Text != "" && m.HTML != "":
 		// Text first: multipart/alternative lists the preferred part last.
-		msg.SetBodyString(mail.TypeTextPlain, m.Text)
-		msg.AddAlternativeString(mail.TypeTextHTML, m.HTML)
+		msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 	case m.Text != "":
-		msg.SetBodyString(mail.TypeTextPlain, m.Text)
+		msg.SetBodyString(gomail.TypeTextPlain, m.Text)
 	default:
-		msg.SetBodyString(mail.TypeTextHTML, m.HTML)
+		msg.SetBodyString(gomail.TypeTextHTML, m.HTML)
 	}
 	return msg, nil
 }
@@ -241,4 +243,39 @@ func redact(s, secret string) string {
 		s = strings.ReplaceAll(s, secret, "[redacted]")
 	}
 	return s
+}
+
+// HandlerError turns a Sender's error into what an events.Handler returns:
+// nil for nil; events.Permanent for a refusal that will not change (5xx, an
+// invalid message), so the event is dead-lettered at once; events.Unavailable
+// when the mail service itself is down (see Error.ServiceUnavailable), so the
+// event is held back for as long as the outage lasts and never
+// dead-lettered; and the error itself, retried within the budget, otherwise.
+func HandlerError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case IsPermanent(err):
+		return events.Permanent(err)
+	case IsServiceUnavailable(err):
+		return events.Unavailable(err)
+	default:
+		return err
+	}
+}
+
+// Failure reasons, the "reason" label of the services' failed-mail metrics.
+const (
+	ReasonTemporary = "temporary"
+	ReasonPermanent = "permanent"
+)
+
+// FailureReason says whether a Sender's error is permanent (the event is
+// dead-lettered) or temporary (retried, or held back while the service is
+// down), for a metric's label.
+func FailureReason(err error) string {
+	if IsPermanent(err) {
+		return ReasonPermanent
+	}
+	return ReasonTemporary
 }

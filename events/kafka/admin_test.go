@@ -1,20 +1,20 @@
-package events_test
+package kafka_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 )
 
 // backlogOf sums what group has left to read of topic.
-func backlogOf(t *testing.T, cfg events.Config, group, topic string) (left int64, partitions int) {
+func backlogOf(t *testing.T, cfg kafka.Config, group, topic string) (left int64, partitions int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bl, err := events.Backlog(ctx, cfg, group, topic)
+	bl, err := kafka.Backlog(ctx, cfg, group, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestBacklogFollowsCommittedOffsets(t *testing.T) {
 		t.Fatalf("new group: %d records left on %d partitions, want 7 on 3", left, n)
 	}
 	rec := newRecorder()
-	stop := startSubscriber(t, cfg, fastRetries(events.SubscriberConfig{GroupID: group, Topics: []string{topic}}), rec.handle)
+	stop := startSubscriber(t, cfg, fastRetries(kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}}), rec.handle)
 	rec.waitFor(t, 7, 60*time.Second)
 	if err := stop(); err != nil {
 		t.Fatal(err)

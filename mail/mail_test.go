@@ -1,18 +1,18 @@
-package notifier_test
+package mail_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/mail"
+	netmail "net/mail"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/mail"
+	"github.com/countersign/countersign/mail/smtptest"
 )
 
 const (
@@ -24,14 +24,14 @@ const (
 
 // testConfig points at s; 127.0.0.1 makes TLS default to opportunistic, which
 // falls back to plain text on a server without STARTTLS.
-func testConfig(s *smtptest.Server) notifier.SMTPConfig {
-	return notifier.SMTPConfig{Host: s.Host(), Port: s.Port(), From: testFrom, Timeout: 10 * time.Second}
+func testConfig(s *smtptest.Server) mail.SMTPConfig {
+	return mail.SMTPConfig{Host: s.Host(), Port: s.Port(), From: testFrom, Timeout: 10 * time.Second}
 }
 
 // MustSMTPSender creates a sender closed at the end of the test.
-func MustSMTPSender(tb testing.TB, cfg notifier.SMTPConfig) *notifier.SMTPSender {
+func MustSMTPSender(tb testing.TB, cfg mail.SMTPConfig) *mail.SMTPSender {
 	tb.Helper()
-	s, err := notifier.NewSMTPSender(cfg, nil)
+	s, err := mail.NewSMTPSender(cfg, nil)
 	if err != nil {
 		tb.Fatalf("NewSMTPSender: %v", err)
 	}
@@ -39,8 +39,8 @@ func MustSMTPSender(tb testing.TB, cfg notifier.SMTPConfig) *notifier.SMTPSender
 	return s
 }
 
-func testMessage(id string) notifier.Message {
-	return notifier.Message{
+func testMessage(id string) mail.Message {
+	return mail.Message{
 		To:      testTo,
 		ToName:  "Ada Lovelace",
 		Subject: "Verify your account",
@@ -61,11 +61,11 @@ func assertClean(t *testing.T, err error) {
 	}
 }
 
-func mailError(t *testing.T, err error) *notifier.MailError {
+func mailError(t *testing.T, err error) *mail.Error {
 	t.Helper()
-	var me *notifier.MailError
+	var me *mail.Error
 	if !errors.As(err, &me) {
-		t.Fatalf("error %v (%T) is not a *MailError", err, err)
+		t.Fatalf("error %v (%T) is not a *Error", err, err)
 	}
 	return me
 }
@@ -95,12 +95,12 @@ func TestSMTPSendsMultipart(t *testing.T) {
 	if got := m.MessageID(); got != "<evt-1@example.com>" {
 		t.Errorf("Message-ID = %q, want <evt-1@example.com>", got)
 	}
-	to, err := mail.ParseAddress(h.Get("To"))
+	to, err := netmail.ParseAddress(h.Get("To"))
 	if err != nil || to.Name != "Ada Lovelace" || to.Address != testTo {
 		t.Errorf("To = %q (%v)", h.Get("To"), err)
 	}
-	from, err := mail.ParseAddress(h.Get("From"))
-	if err != nil || from.String() != (&mail.Address{Name: "Countersign", Address: "no-reply@example.com"}).String() {
+	from, err := netmail.ParseAddress(h.Get("From"))
+	if err != nil || from.String() != (&netmail.Address{Name: "Countersign", Address: "no-reply@example.com"}).String() {
 		t.Errorf("From = %q (%v)", h.Get("From"), err)
 	}
 	if d, err := h.Date(); err != nil || time.Since(d) > time.Hour || time.Until(d) > time.Hour {
@@ -220,14 +220,14 @@ func TestSMTPTemporaryFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("Send succeeded, want a 451 error")
 	}
-	if notifier.IsPermanentMailError(err) {
+	if mail.IsPermanent(err) {
 		t.Fatalf("451 is permanent: %v", err)
 	}
 	me := mailError(t, err)
 	if me.Code != 451 || !me.Temporary || me.MessageID != "evt-451" {
-		t.Fatalf("MailError = %+v", me)
+		t.Fatalf("Error = %+v", me)
 	}
-	if notifier.IsMailServiceUnavailable(err) {
+	if mail.IsServiceUnavailable(err) {
 		t.Errorf("a 451 for one mail counts as the service being down: %v", err)
 	}
 	if !strings.Contains(err.Error(), "evt-451") || !strings.Contains(err.Error(), "greylisted") {
@@ -252,14 +252,14 @@ func TestSMTPPermanentFailure(t *testing.T) {
 	srv.FailNext(1, 550, "mailbox unavailable: <"+testTo+">")
 
 	err := s.Send(context.Background(), testMessage("evt-550"))
-	if !notifier.IsPermanentMailError(err) {
+	if !mail.IsPermanent(err) {
 		t.Fatalf("550 is not permanent: %v", err)
 	}
 	me := mailError(t, err)
 	if me.Code != 550 || me.Temporary {
-		t.Fatalf("MailError = %+v", me)
+		t.Fatalf("Error = %+v", me)
 	}
-	if notifier.IsMailServiceUnavailable(err) {
+	if mail.IsServiceUnavailable(err) {
 		t.Errorf("a 550 counts as the service being down: %v", err)
 	}
 	if !strings.Contains(err.Error(), "evt-550") {
@@ -274,10 +274,10 @@ func TestSMTPOutage(t *testing.T) {
 	srv.SetFailing(421)
 	for i := 0; i < 3; i++ {
 		err := s.Send(context.Background(), testMessage("evt-outage"))
-		if err == nil || notifier.IsPermanentMailError(err) {
+		if err == nil || mail.IsPermanent(err) {
 			t.Fatalf("send %d during outage: %v, want a temporary error", i, err)
 		}
-		if !notifier.IsMailServiceUnavailable(err) {
+		if !mail.IsServiceUnavailable(err) {
 			t.Errorf("send %d: 421 does not count as the service being down: %v", i, err)
 		}
 	}
@@ -299,16 +299,16 @@ func TestSMTPConnectionRefusedIsTemporary(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 
-	s := MustSMTPSender(t, notifier.SMTPConfig{Host: "127.0.0.1", Port: port, Timeout: 5 * time.Second})
+	s := MustSMTPSender(t, mail.SMTPConfig{Host: "127.0.0.1", Port: port, Timeout: 5 * time.Second})
 	err = s.Send(context.Background(), testMessage("evt-refused"))
-	if err == nil || notifier.IsPermanentMailError(err) {
+	if err == nil || mail.IsPermanent(err) {
 		t.Fatalf("err = %v, want a temporary error", err)
 	}
 	me := mailError(t, err)
 	if me.Op != "dial" || me.Code != 0 {
-		t.Fatalf("MailError = %+v, want a dial failure without SMTP code", me)
+		t.Fatalf("Error = %+v, want a dial failure without SMTP code", me)
 	}
-	if !notifier.IsMailServiceUnavailable(err) {
+	if !mail.IsServiceUnavailable(err) {
 		t.Errorf("connection refused does not count as the service being down: %v", err)
 	}
 	var netErr net.Error
@@ -325,7 +325,7 @@ func TestSMTPInvalidRecipientIsPermanent(t *testing.T) {
 		m := testMessage("evt-bad")
 		m.To = to
 		err := s.Send(context.Background(), m)
-		if !notifier.IsPermanentMailError(err) || !errors.Is(err, notifier.ErrInvalidMessage) {
+		if !mail.IsPermanent(err) || !errors.Is(err, mail.ErrInvalidMessage) {
 			t.Errorf("To %q: err = %v, want a permanent ErrInvalidMessage", to, err)
 			continue
 		}
@@ -379,7 +379,7 @@ func TestSMTPMessageIDStableAcrossResends(t *testing.T) {
 	got := make([]string, len(msgs))
 	for i, m := range msgs {
 		got[i] = m.MessageID()
-		if _, err := mail.ParseAddress(strings.Trim(got[i], "<>")); err != nil {
+		if _, err := netmail.ParseAddress(strings.Trim(got[i], "<>")); err != nil {
 			t.Errorf("Message-ID %q is not a valid msg-id: %v", got[i], err)
 		}
 	}
@@ -397,7 +397,7 @@ func TestSMTPMessageIDStableAcrossResends(t *testing.T) {
 func TestSMTPTLSAndAuth(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.WithTLS(), smtptest.WithAuth("mailer", testPassword))
 	cfg := testConfig(srv)
-	cfg.TLS = notifier.TLSMandatory
+	cfg.TLS = mail.TLSMandatory
 	cfg.TLSConfig = srv.ClientTLSConfig()
 	cfg.Username = "mailer"
 	cfg.Password = testPassword
@@ -418,7 +418,7 @@ func TestSMTPTLSAndAuth(t *testing.T) {
 	// A server reply quoting the password is scrubbed from the error.
 	srv.FailNext(1, 554, "rejected for "+testPassword)
 	err := s.Send(context.Background(), testMessage("tls-echo"))
-	if !notifier.IsPermanentMailError(err) {
+	if !mail.IsPermanent(err) {
 		t.Fatalf("err = %v, want permanent", err)
 	}
 	assertClean(t, err)
@@ -437,7 +437,7 @@ func TestSMTPWrongPasswordIsTemporaryAndClean(t *testing.T) {
 		t.Fatal("Send with a wrong password succeeded")
 	}
 	// A configuration error, not the mail's fault: retry once it is fixed.
-	if notifier.IsPermanentMailError(err) {
+	if mail.IsPermanent(err) {
 		t.Fatalf("auth failure is permanent: %v", err)
 	}
 	if me := mailError(t, err); me.Op != "dial" {
@@ -452,11 +452,11 @@ func TestSMTPWrongPasswordIsTemporaryAndClean(t *testing.T) {
 func TestSMTPMandatoryTLSRefusesPlainServer(t *testing.T) {
 	srv := smtptest.Start(t) // no STARTTLS
 	cfg := testConfig(srv)
-	cfg.TLS = notifier.TLSMandatory
+	cfg.TLS = mail.TLSMandatory
 	s := MustSMTPSender(t, cfg)
 
 	err := s.Send(context.Background(), testMessage("evt-tls"))
-	if err == nil || notifier.IsPermanentMailError(err) {
+	if err == nil || mail.IsPermanent(err) {
 		t.Fatalf("err = %v, want a temporary error", err)
 	}
 	if !strings.Contains(err.Error(), "STARTTLS") {
@@ -506,7 +506,7 @@ func TestSMTPContextEndsHungSend(t *testing.T) {
 		}
 	})
 
-	s := MustSMTPSender(t, notifier.SMTPConfig{
+	s := MustSMTPSender(t, mail.SMTPConfig{
 		Host: "127.0.0.1", Port: l.Addr().(*net.TCPAddr).Port, Timeout: time.Minute,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -515,7 +515,7 @@ func TestSMTPContextEndsHungSend(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
 	}
-	if notifier.IsPermanentMailError(err) {
+	if mail.IsPermanent(err) {
 		t.Fatalf("a cancelled send is permanent: %v", err)
 	}
 }
@@ -526,7 +526,7 @@ func TestSMTPSendWithDoneContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := s.Send(ctx, testMessage("evt-cancel"))
-	if !errors.Is(err, context.Canceled) || notifier.IsPermanentMailError(err) {
+	if !errors.Is(err, context.Canceled) || mail.IsPermanent(err) {
 		t.Fatalf("err = %v, want a temporary context.Canceled", err)
 	}
 	if got := len(srv.Messages()); got != 0 {
@@ -536,7 +536,7 @@ func TestSMTPSendWithDoneContext(t *testing.T) {
 
 func TestSMTPClose(t *testing.T) {
 	srv := smtptest.Start(t)
-	s, err := notifier.NewSMTPSender(testConfig(srv), nil)
+	s, err := mail.NewSMTPSender(testConfig(srv), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +550,7 @@ func TestSMTPClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	err = s.Send(context.Background(), testMessage("evt-2"))
-	if !errors.Is(err, notifier.ErrSenderClosed) || notifier.IsPermanentMailError(err) {
+	if !errors.Is(err, mail.ErrSenderClosed) || mail.IsPermanent(err) {
 		t.Fatalf("Send after Close: %v, want a temporary ErrSenderClosed", err)
 	}
 	// Close said QUIT: the server closes its side.
@@ -565,27 +565,27 @@ func TestSMTPClose(t *testing.T) {
 
 func TestNewSenderChoosesBackend(t *testing.T) {
 	srv := smtptest.Start(t)
-	s, err := notifier.NewSender(testConfig(srv), t.TempDir(), nil)
+	s, err := mail.NewSender(testConfig(srv), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, ok := s.(*notifier.SMTPSender); !ok {
+	if _, ok := s.(*mail.SMTPSender); !ok {
 		t.Fatalf("NewSender with SMTP_HOST = %T, want *SMTPSender", s)
 	}
 
 	dir := t.TempDir()
-	o, err := notifier.NewSender(notifier.SMTPConfig{From: testFrom}, dir, nil)
+	o, err := mail.NewSender(mail.SMTPConfig{From: testFrom}, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer o.Close()
-	ob, ok := o.(*notifier.OutboxSender)
+	ob, ok := o.(*mail.OutboxSender)
 	if !ok || ob.Dir() != dir {
 		t.Fatalf("NewSender without SMTP_HOST = %T, want *OutboxSender in %s", o, dir)
 	}
 
-	if _, err := notifier.NewSender(notifier.SMTPConfig{Host: srv.Host(), TLS: "always"}, dir, nil); err == nil {
+	if _, err := mail.NewSender(mail.SMTPConfig{Host: srv.Host(), TLS: "always"}, dir, nil); err == nil {
 		t.Fatal("NewSender accepted an invalid config")
 	}
 }

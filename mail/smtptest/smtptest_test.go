@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/countersign/countersign/notifier/smtptest"
+	"github.com/countersign/countersign/mail/smtptest"
 )
 
 // The server is exercised with the standard library's SMTP client, so that

@@ -1,0 +1,98 @@
+package kafka
+
+import (
+	"errors"
+	"time"
+)
+
+// SubscriberConfig configures one consumer group member.
+type SubscriberConfig struct {
+	// GroupID is the consumer group. It is part of a subscriber's identity:
+	// a renamed group starts again from the oldest retained record.
+	GroupID string
+	// Topics to subscribe to.
+	Topics []string
+	// CommitEvery commits stored offsets after this many handled records
+	// (default 5). The commit runs in the background while the next records
+	// are handled, and the next commit waits for it, so a commit's round trip
+	// to the broker does not hold up the records behind it. A crash
+	// re-delivers what was handled since the last finished commit: fewer
+	// than 2×CommitEvery records per member.
+	CommitEvery int
+	// CommitInterval commits stored offsets this long after the last commit
+	// when fewer than CommitEvery records arrived, so an idle consumer does
+	// not sit on uncommitted work (default 5s).
+	CommitInterval time.Duration
+	// MaxAttempts is how many times a failing handler runs before the record
+	// is dead-lettered (default 5), or, for an error marked Unavailable,
+	// held back (see Unavailable).
+	MaxAttempts int
+	// InitialBackoff is the wait after the first failure; it doubles each
+	// attempt, with ±20% jitter, up to MaxBackoff (defaults 200ms and 30s).
+	// A record held back for an Unavailable dependency is tried again every
+	// MaxBackoff.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	// HandlerTimeout bounds one handler attempt (default 30s).
+	HandlerTimeout time.Duration
+	// SessionTimeout is how long the group waits for a silent member before
+	// handing its partitions to others (default 10s; librdkafka's 45s is slow
+	// to notice a crashed notifier).
+	SessionTimeout time.Duration
+	// OnResult, when set, is called after every record, from the consuming
+	// goroutine: keep it fast (metrics, not I/O).
+	OnResult func(Result)
+}
+
+func (c *SubscriberConfig) setDefaults() {
+	if c.CommitEvery == 0 {
+		c.CommitEvery = 5
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 5 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 5
+	}
+	if c.InitialBackoff == 0 {
+		c.InitialBackoff = 200 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = 30 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c SubscriberConfig) Validate() error {
+	switch {
+	case c.GroupID == "":
+		return errors.New("missing consumer group id")
+	case len(c.Topics) == 0:
+		return errors.New("missing topics")
+	case c.CommitEvery < 1:
+		return errors.New("commit every: want ≥ 1")
+	case c.MaxAttempts < 1:
+		return errors.New("max attempts: want ≥ 1")
+	case c.InitialBackoff < 0 || c.MaxBackoff < c.InitialBackoff:
+		return errors.New("backoff: want 0 ≤ initial ≤ max")
+	}
+	return nil
+}
+
+// retryBudget is the longest one record can keep the consuming goroutine
+// away from Poll.
+func (c SubscriberConfig) retryBudget() time.Duration {
+	total := time.Duration(c.MaxAttempts) * c.HandlerTimeout
+	b := c.InitialBackoff
+	for i := 1; i < c.MaxAttempts; i++ {
+		total += b * 12 / 10
+		b = min(2*b, c.MaxBackoff)
+	}
+	return total
+}

@@ -118,7 +118,7 @@ type Set struct {
 // file that no template uses (most likely a misspelt name that would otherwise
 // be ignored silently).
 func Load(dir string) (*Set, error) {
-	l := loader{dir: dir}
+	l := loader{dir: dir, skip: "pages/"}
 	if dir != "" {
 		info, err := os.Stat(dir)
 		if err != nil {
@@ -276,6 +276,10 @@ func loadTemplate(l *loader, name string, zero any) (*mailTemplate, error) {
 type loader struct {
 	dir  string
 	used map[string]bool
+	// skip is the top directory of the other loader's files in dir
+	// ("pages/" for mails, "email/" for pages), which checkUnknown leaves
+	// to that loader.
+	skip string
 }
 
 // read returns the source of file (a slash-separated path such as
@@ -319,6 +323,9 @@ func (l *loader) checkUnknown() error {
 		rel, err := filepath.Rel(l.dir, p)
 		if err != nil {
 			return fmt.Errorf("load templates: %w", err)
+		}
+		if l.skip != "" && strings.HasPrefix(filepath.ToSlash(rel), l.skip) {
+			return nil
 		}
 		if !l.used[filepath.ToSlash(rel)] {
 			return fmt.Errorf("load templates: unknown template file %s in TEMPLATES_DIR (expected names like email/verification/subject.gotmpl)", p)

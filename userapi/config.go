@@ -20,6 +20,8 @@ const (
 	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
 	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
 	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+	EnvPages             = "PAGES"
+	EnvPublicURL         = "PUBLIC_URL"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -89,6 +91,17 @@ type Config struct {
 	// one proxy that sets the header: otherwise any client can pick its own
 	// IP and escape the limit.
 	TrustProxyHeaders bool
+
+	// Pages serves the hosted pages (pages.go) besides the JSON API, and
+	// puts a verification link in every code's event (PAGES; off in a zero
+	// Config, on by default in the binary). PublicURL is then required.
+	Pages bool
+
+	// PublicURL is where people reach the pages, an absolute http(s) URL
+	// without query or fragment (PUBLIC_URL, e.g. https://accounts.example.com;
+	// the binary's dev defaults it to http:// + HTTP_ADDR). Links in mails
+	// are built on it, and cross-site form posts are judged against it.
+	PublicURL string
 }
 
 func (c *Config) setDefaults() {
@@ -147,7 +160,7 @@ func (c Config) Validate() error {
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
 		return fmt.Errorf("%s=%s: want a duration from 100ms to 5m", EnvPublishTimeout, c.PublishTimeout)
 	}
-	return nil
+	return c.validatePages()
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv, or a
@@ -207,6 +220,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvTrustProxyHeaders, v))
 		}
 		c.TrustProxyHeaders = b
+	}
+	if v, ok := get(EnvPages); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvPages, v))
+		}
+		c.Pages = b
+	}
+	if v, ok := get(EnvPublicURL); ok {
+		c.PublicURL = strings.TrimRight(v, "/")
 	}
 	return c, errors.Join(errs...)
 }

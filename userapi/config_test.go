@@ -41,11 +41,13 @@ func TestConfigFromEnv(t *testing.T) {
 		"RATE_LIMIT_BURST":    "5",
 		"PUBLISH_TIMEOUT":     "2s",
 		"TRUST_PROXY_HEADERS": "true",
+		"PAGES":               "true",
+		"PUBLIC_URL":          "https://accounts.example.com/",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true}
+	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true, true, "https://accounts.example.com"}
 	if c != want {
 		t.Errorf("got %+v, want %+v", c, want)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/templates"
 )
 
 // Deps are the server's collaborators.
@@ -47,6 +48,10 @@ type Deps struct {
 	// (error). Nil means slog.Default().
 	Logger *slog.Logger
 
+	// Pages renders the hosted pages when Config.Pages is on. Nil means
+	// the embedded pages (templates.LoadPages("", …)) with PublicURL.
+	Pages *templates.Pages
+
 	// Registry gets the server's metrics and is what /metrics serves. Nil
 	// means a new registry with the Go and process collectors, never the
 	// global default one, so several servers can share a process.
@@ -64,6 +69,7 @@ type Server struct {
 	logger    *slog.Logger
 	metrics   *metrics
 	limiter   RateLimiter
+	pages     *templates.Pages
 
 	router  *mux.Router
 	handler http.Handler
@@ -101,6 +107,13 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil {
 		deps.Registry = newDefaultRegistry()
 	}
+	if cfg.Pages && deps.Pages == nil {
+		p, err := templates.LoadPages("", templates.Brand{PublicURL: cfg.PublicURL})
+		if err != nil {
+			return nil, fmt.Errorf("userapi: %w", err)
+		}
+		deps.Pages = p
+	}
 	m, err := newMetrics(deps.Registry, deps.Store)
 	if err != nil {
 		return nil, fmt.Errorf("userapi: register metrics: %w", err)
@@ -113,6 +126,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		ready:     deps.Ready,
 		logger:    deps.Logger.With("component", "userapi"),
 		metrics:   m,
+		pages:     deps.Pages,
 	}
 	if cfg.RateLimitPerIP != RateLimitOff {
 		if deps.NewRateLimiter != nil {
@@ -131,6 +145,10 @@ func (s *Server) routes(reg Registry) {
 	// redirect instead of a problem document.
 	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.wantsPage(r) {
+			s.notFoundPage(w, r)
+			return
+		}
 		s.error(w, r, Errorf(CodeNotFound, "There is no resource at this path."))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -149,6 +167,8 @@ func (s *Server) routes(reg Registry) {
 	r.Handle("/api/register", api(s.handleRegister)).Methods(http.MethodPost)
 	r.Handle("/api/verify", api(s.handleVerify)).Methods(http.MethodPost)
 	r.Handle("/api/resend", api(s.handleResend)).Methods(http.MethodPost)
+
+	s.pageRoutes(r)
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)
@@ -258,7 +278,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r)
 		s.logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", safePath(r)),
 			slog.Int("status", sw.status()),
 			slog.Duration("duration", time.Since(start)))
 	})

@@ -1,0 +1,71 @@
+package templates
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Every catalogue has exactly the English keys, and the same fmt verbs in
+// each text, so no page or mail is half translated or misformatted.
+func TestCatalogsHaveTheSameKeys(t *testing.T) {
+	en := catalogs[English]
+	for _, l := range Locales {
+		c := catalogs[l]
+		if !slices.Equal(slices.Sorted(maps.Keys(c)), slices.Sorted(maps.Keys(en))) {
+			for k := range en {
+				if _, ok := c[k]; !ok {
+					t.Errorf("%s lacks %q", l, k)
+				}
+			}
+			for k := range c {
+				if _, ok := en[k]; !ok {
+					t.Errorf("%s has %q, which en lacks", l, k)
+				}
+			}
+		}
+		for k, v := range c {
+			if verbs(v) != verbs(en[k]) {
+				t.Errorf("%s %q: verbs %q, en has %q", l, k, verbs(v), verbs(en[k]))
+			}
+			if strings.TrimSpace(v) == "" {
+				t.Errorf("%s %q is empty", l, k)
+			}
+		}
+	}
+}
+
+func verbs(s string) string {
+	var out []string
+	for i := 0; i < len(s)-1; i++ {
+		if s[i] == '%' {
+			out = append(out, s[i:i+2])
+			i++
+		}
+	}
+	return strings.Join(out, "")
+}
+
+func TestMatchAcceptLanguage(t *testing.T) {
+	for header, want := range map[string]string{
+		"":                               English,
+		"fr-FR, de;q=0.8":                English,
+		"zh-CN,zh;q=0.9,en;q=0.8":        SimplifiedChinese,
+		"en-GB,en;q=0.9,zh-CN;q=0.8":     English,
+		"fr;q=0.9, zh-Hans;q=0.5":        SimplifiedChinese,
+		"en;q=0.1, zh;q=0.2":             SimplifiedChinese,
+		"zh;q=0, en":                     English,
+		"ZH-cn":                          SimplifiedChinese,
+		"en;q=bogus, zh-TW":              SimplifiedChinese,
+	} {
+		if got := MatchAcceptLanguage(header); got != want {
+			t.Errorf("MatchAcceptLanguage(%q) = %q, want %q", header, got, want)
+		}
+	}
+	for in, want := range map[string]string{"": English, "xx": English, "zh-CN": SimplifiedChinese, "en-US": English, "zh": SimplifiedChinese} {
+		if got := NormalizeLocale(in); got != want {
+			t.Errorf("NormalizeLocale(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -150,7 +150,7 @@ func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 		return events.Permanent(fmt.Errorf("getting started mail for event %s: %w", e.ID, err))
 	}
 	items := r.catalog.Pick(d.UserID, d.Email)
-	model := templates.GettingStarted{FirstName: d.FirstName, LastName: d.LastName, Email: d.Email}
+	model := templates.GettingStarted{FirstName: d.FirstName, LastName: d.LastName, Email: d.Email, Locale: d.Locale}
 	for _, it := range items {
 		model.Items = append(model.Items, templates.Recommendation{Title: it.Title, Description: it.Description, URL: it.URL})
 	}

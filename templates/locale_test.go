@@ -49,15 +49,15 @@ func verbs(s string) string {
 
 func TestMatchAcceptLanguage(t *testing.T) {
 	for header, want := range map[string]string{
-		"":                               English,
-		"fr-FR, de;q=0.8":                English,
-		"zh-CN,zh;q=0.9,en;q=0.8":        SimplifiedChinese,
-		"en-GB,en;q=0.9,zh-CN;q=0.8":     English,
-		"fr;q=0.9, zh-Hans;q=0.5":        SimplifiedChinese,
-		"en;q=0.1, zh;q=0.2":             SimplifiedChinese,
-		"zh;q=0, en":                     English,
-		"ZH-cn":                          SimplifiedChinese,
-		"en;q=bogus, zh-TW":              SimplifiedChinese,
+		"":                           English,
+		"fr-FR, de;q=0.8":            English,
+		"zh-CN,zh;q=0.9,en;q=0.8":    SimplifiedChinese,
+		"en-GB,en;q=0.9,zh-CN;q=0.8": English,
+		"fr;q=0.9, zh-Hans;q=0.5":    SimplifiedChinese,
+		"en;q=0.1, zh;q=0.2":         SimplifiedChinese,
+		"zh;q=0, en":                 English,
+		"ZH-cn":                      SimplifiedChinese,
+		"en;q=bogus, zh-TW":          SimplifiedChinese,
 	} {
 		if got := MatchAcceptLanguage(header); got != want {
 			t.Errorf("MatchAcceptLanguage(%q) = %q, want %q", header, got, want)

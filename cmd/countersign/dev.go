@@ -11,7 +11,6 @@ import (
 	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/recommender"
-	"github.com/countersign/countersign/userapi"
 )
 
 // runDev runs the whole platform in one process: an embedded broker (unless
@@ -19,7 +18,8 @@ import (
 // recommender. It is for a laptop: the embedded broker keeps everything in
 // memory and loses it at exit.
 func runDev(ctx context.Context, env *Env) error {
-	apiCfg, err := userapi.ConfigFromEnv(env.Getenv)
+	env = withDevDefaults(env)
+	apiCfg, err := userapiConfigFromEnv(env)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,19 @@ func runDev(ctx context.Context, env *Env) error {
 	}
 	defer closeDeps()
 	if err := api.Open(); err != nil {
-		return err
+		return fmt.Errorf("HTTP_ADDR=%q: %w (set HTTP_ADDR to a free address)", apiCfg.WithDefaults().HTTPAddr, err)
+	}
+	inboxLine := "off (DEV_INBOX_ADDR=off, or mail goes to SMTP_HOST)"
+	if env.Getenv("SMTP_HOST") == "" {
+		addr, stopInbox, err := serveInbox(env, outboxDir(env))
+		if err != nil {
+			_ = closeServer(api)
+			return err
+		}
+		defer stopInbox()
+		if addr != "" {
+			inboxLine = "http://" + addr + "/"
+		}
 	}
 
 	workers, stopWorkers := context.WithCancel(context.Background())
@@ -107,12 +119,17 @@ func runDev(ctx context.Context, env *Env) error {
 	fmt.Fprintf(env.Stdout, `
 Countersign dev is running. Ctrl-C stops it.
 
+  Pages        %s/   (register here; PUBLIC_URL %s)
+  Inbox        %s
+  User API     %s   (/api/register, /api/verify, /api/resend, /healthz, /readyz, /metrics)
   Kafka        %s
-  User API     %s   (/healthz, /readyz, /metrics)
   Notifier     consumer group %s, mail to %s
   Recommender  consumer group %s
 
-Try it:
+Try it in a browser: open %s/ and register, then open the inbox
+(%s), read the code or click the link, and confirm.
+
+Or with curl:
   curl -sS -X POST %s/api/register -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace"}'
   # the code is in the newest mail:
@@ -120,7 +137,8 @@ Try it:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, kafkaLine, base, cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine, cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), base, outboxDir(env), base)
+`, base, env.Getenv("PUBLIC_URL"), inboxLine, base, kafkaLine, cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine,
+		cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), base, inboxLine, base, outboxDir(env), base)
 
 	select {
 	case <-ctx.Done():

@@ -82,7 +82,7 @@ func workerConfigFromEnv(r *envReader, prefix string) kafka.WorkerConfig {
 
 func notifierConfigFromEnv(getenv func(string) string) (notifier.Config, error) {
 	r := envReader{Getenv: getenv}
-	c := notifier.Config{WorkerConfig: workerConfigFromEnv(&r, notifier.Prefix)}
+	c := notifier.Config{WorkerConfig: workerConfigFromEnv(&r, notifier.Prefix), PublicURL: strings.TrimRight(r.String("PUBLIC_URL"), "/")}
 	if err := r.Err(); err != nil {
 		return c, err
 	}

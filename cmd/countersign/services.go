@@ -78,7 +78,7 @@ func runKeygen(_ context.Context, env *Env) error {
 }
 
 func runUserAPI(ctx context.Context, env *Env) error {
-	cfg, err := userapi.ConfigFromEnv(env.Getenv)
+	cfg, err := userapiConfigFromEnv(env)
 	if err != nil {
 		return err
 	}
@@ -138,9 +138,16 @@ func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg kafka.Co
 		closeProducer(producer, env.Logger)
 		store.close()
 	}
+	var pages *templates.Pages
+	if cfg.Pages {
+		if pages, err = loadPages(env); err != nil {
+			closeDeps()
+			return nil, nil, nil, err
+		}
+	}
 	srv, err = userapi.NewServer(cfg, userapi.Deps{
 		Publisher: producer, Keyring: keys, Store: store.Store, NewRateLimiter: store.newRateLimiter,
-		Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
+		Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg, Pages: pages,
 	})
 	if err != nil {
 		closeDeps()
@@ -187,7 +194,11 @@ func ensureTopics(ctx context.Context, kcfg kafka.Config, topics ...string) erro
 
 // mailer builds the shared mail pieces: templates and a sender.
 func mailer(env *Env) (*templates.Set, mail.Sender, error) {
-	tpl, err := templates.Load(strings.TrimSpace(env.Getenv("TEMPLATES_DIR")))
+	brand, err := brandFromEnv(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	tpl, err := templates.Load(strings.TrimSpace(env.Getenv("TEMPLATES_DIR")), templates.WithBrand(brand))
 	if err != nil {
 		return nil, nil, err
 	}

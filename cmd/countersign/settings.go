@@ -36,6 +36,8 @@ var settingsTable = []Setting{
 	{"RATE_LIMIT_BURST", "20", "requests a client IP may make at once before the rate applies"},
 	{"PUBLISH_TIMEOUT", "10s", "wait for the broker's acknowledgement before answering 503"},
 	{"TRUST_PROXY_HEADERS", "false", "take the client IP from X-Forwarded-For (only behind one trusted proxy)"},
+	{"PAGES", "true", "serve the hosted pages (register, enter the code, confirm a link) and put a verification link in every code mail; needs PUBLIC_URL"},
+	{"PUBLIC_URL", "http:// + HTTP_ADDR in dev", "where people open the pages, e.g. https://accounts.example.com; links in mails are built on it; required by userapi when PAGES is on"},
 	{"PENDING_STORE", "memory", "where pending registrations live: memory (one replica only) or redis://[:password@]host:port/db (rediss:// for TLS), shared by every replica (password never logged)"},
 
 	// Notifier.
@@ -66,11 +68,16 @@ var settingsTable = []Setting{
 	{"MAIL_OUTBOX_DIR", "./outbox", "where mails are written when SMTP_HOST is empty"},
 	{"TEMPLATES_DIR", "", "directory whose email/<name>/*.gotmpl files replace the embedded templates"},
 
+	// Branding (pages and mails).
+	{"PRODUCT_NAME", "Countersign", "the product's name in every page and mail"},
+	{"SUPPORT_EMAIL", "", "contact address shown in pages and mails; empty shows none"},
+
 	// Operations endpoint of the workers.
 	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics, /healthz and /readyz; off disables it"},
 
 	// Dev mode.
 	{"EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "where dev's embedded broker listens when KAFKA_BROKERS is empty"},
+	{"DEV_INBOX_ADDR", "127.0.0.1:8025", "where dev serves the outbox as a web inbox (when SMTP_HOST is empty); off disables it"},
 }
 
 var settingsByName = func() map[string]Setting {
@@ -85,10 +92,11 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE", "PAGES", "PUBLIC_URL"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
+	brandSettings       = []string{"PRODUCT_NAME", "SUPPORT_EMAIL"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR"}
 	opsSettings         = []string{"METRICS_ADDR"}
-	devSettings         = []string{"EMBEDDED_KAFKA_ADDR"}
+	devSettings         = []string{"EMBEDDED_KAFKA_ADDR", "DEV_INBOX_ADDR"}
 )

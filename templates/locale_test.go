@@ -69,3 +69,22 @@ func TestMatchAcceptLanguage(t *testing.T) {
 		}
 	}
 }
+
+// Every page renders in every locale, empty and with errors.
+func TestPagesRender(t *testing.T) {
+	p, err := LoadPages("", Brand{SupportEmail: "help@example.com", PublicURL: "https://a.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range Locales {
+		for _, name := range pageNames {
+			b, err := p.Render(name, Page{Locale: l, Email: "a@example.com", Errors: map[string]string{"email": "error.email.invalid"}, ErrorOrder: []string{"email"}, Alert: "error.rate"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), "error.") || !strings.Contains(string(b), "help@example.com") {
+				t.Errorf("%s/%s: an untranslated key or no support address", l, name)
+			}
+		}
+	}
+}

@@ -2,7 +2,6 @@ package templates
 
 import (
 	"bytes"
-	"embed"
 	"fmt"
 	htmltemplate "html/template"
 	"io/fs"
@@ -81,13 +80,10 @@ var pageNames = []string{PageRegister, PageCheck, PageConfirm, PageVerified, Pag
 
 const filePagesLayout = "pages/layout.html.gotmpl"
 
-//go:embed pages
-var pagesFS embed.FS
-
 // Static is the pages' stylesheet and script, served under /static/.
 // They are not templates, and not overridable: the CSP allows nothing else.
 func Static() fs.FS {
-	sub, err := fs.Sub(pagesFS, "pages/static")
+	sub, err := fs.Sub(embedded, "pages/static")
 	if err != nil {
 		panic(err)
 	}

@@ -35,7 +35,7 @@ import (
 	"time"
 )
 
-//go:embed email
+//go:embed email pages
 var embedded embed.FS
 
 // Rendered is one mail ready to be sent: a single-line Subject and the two

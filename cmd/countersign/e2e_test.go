@@ -149,6 +149,7 @@ func waitHTTP(t testing.TB, p *proc, url string, timeout time.Duration) {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-p.done:
+			p.done <- err // for the cleanup, which waits on it
 			t.Fatalf("countersign exited early: %v\n%s", err, p.output())
 		default:
 		}

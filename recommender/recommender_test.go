@@ -84,6 +84,9 @@ func (h *harness) start(t *testing.T, cfg recommender.Config) running {
 	if cfg.InitialBackoff == 0 {
 		cfg.InitialBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = testPublicURL
+	}
 	sender, err := mail.NewSMTPSender(mail.SMTPConfig{Host: h.smtp.Host(), Port: h.smtp.Port(), TLS: mail.TLSNone,
 		From: "Countersign <no-reply@countersign.test>"}, eventstest.Logger(t))
 	if err != nil {
@@ -185,12 +188,12 @@ func (h *harness) checkItems(t *testing.T, m smtptest.Received, userID, email st
 		t.Fatalf("catalogue picked %d items, want 3", len(picked))
 	}
 	for _, it := range h.catalog.Items() {
-		inText := strings.Contains(text, it.URL) && strings.Contains(text, it.Title)
-		inHTML := strings.Contains(html, `href="`+it.URL+`"`)
+		inText := strings.Contains(text, it.Link(testPublicURL)) && strings.Contains(text, it.Title)
+		inHTML := strings.Contains(html, `href="`+it.Link(testPublicURL)+`"`)
 		if picked[it.ID] && (!inText || !inHTML) {
 			t.Errorf("item %s: in text part %v, in HTML part %v; want both", it.ID, inText, inHTML)
 		}
-		if !picked[it.ID] && (strings.Contains(text, it.URL) || strings.Contains(html, it.URL)) {
+		if !picked[it.ID] && (strings.Contains(text, it.Link(testPublicURL)) || strings.Contains(html, it.Link(testPublicURL))) {
 			t.Errorf("item %s is in the mail but was not picked", it.ID)
 		}
 	}
@@ -483,3 +486,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// testPublicURL is PUBLIC_URL in these tests: the embedded catalogue's
+// links are paths on it.
+const testPublicURL = "https://accounts.example.com"

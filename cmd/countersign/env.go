@@ -91,7 +91,7 @@ func notifierConfigFromEnv(getenv func(string) string) (notifier.Config, error) 
 
 func recommenderConfigFromEnv(getenv func(string) string) (recommender.Config, error) {
 	r := envReader{Getenv: getenv}
-	c := recommender.Config{WorkerConfig: workerConfigFromEnv(&r, recommender.Prefix), CatalogFile: r.String(recommender.EnvCatalog)}
+	c := recommender.Config{WorkerConfig: workerConfigFromEnv(&r, recommender.Prefix), CatalogFile: r.String(recommender.EnvCatalog), PublicURL: strings.TrimRight(r.String("PUBLIC_URL"), "/")}
 	if err := r.Err(); err != nil {
 		return c, err
 	}

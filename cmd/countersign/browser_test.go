@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -489,4 +490,24 @@ func TestBrowserPageWeight(t *testing.T) {
 	}
 	j, _ := json.Marshal(weights)
 	t.Logf("page weights in bytes, stylesheet and script (%d bytes) included: %s", assets, j)
+}
+
+// A busy HTTP_ADDR or DEV_INBOX_ADDR in dev names the variable, as a busy
+// EMBEDDED_KAFKA_ADDR does.
+func TestDevBusyAddressesNamed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, name := range []string{"HTTP_ADDR", "DEV_INBOX_ADDR"} {
+		env := []string{"HTTP_ADDR=" + freeAddr(t), "DEV_INBOX_ADDR=" + freeAddr(t), "EMBEDDED_KAFKA_ADDR=" + freeAddr(t), name + "=" + busy.Addr().String()}
+		out, code := run(t, env, "dev")
+		if code != 1 || !strings.Contains(out, name+"=") {
+			t.Errorf("dev with a busy %s: exit %d, output:\n%s", name, code, out)
+		}
+	}
 }

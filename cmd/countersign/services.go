@@ -113,10 +113,10 @@ func runUserAPI(ctx context.Context, env *Env) error {
 func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg kafka.Config, keys *events.Keyring, reg userapi.Registry) (srv *userapi.Server, store *pendingStore, closeDeps func(), err error) {
 	// A wrong setting is reported before anything waits for Kafka or Redis,
 	// not a minute later as "not reachable".
-	if err := cfg.WithDefaults().Validate(); err != nil {
+	if _, err := parsePendingStore(strings.TrimSpace(env.Getenv("PENDING_STORE"))); err != nil {
 		return nil, nil, nil, err
 	}
-	if _, err := parsePendingStore(strings.TrimSpace(env.Getenv("PENDING_STORE"))); err != nil {
+	if err := cfg.WithDefaults().Validate(); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := ensureTopics(ctx, kcfg); err != nil {

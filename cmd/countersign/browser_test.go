@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -264,6 +265,23 @@ func (tb *tab) screenshot(t *testing.T, name string) {
 	tb.run(t, chromedp.EmulateViewport(1280, 900))
 }
 
+// screenshotDark is screenshot with prefers-color-scheme: dark.
+func (tb *tab) screenshotDark(t *testing.T, name string) {
+	t.Helper()
+	if os.Getenv("COUNTERSIGN_SCREENSHOTS") == "" {
+		return
+	}
+	dark := func(v string) {
+		if _, err := chromedp.Call(tb.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dark("dark")
+	tb.screenshot(t, name)
+	dark("")
+}
+
 func TestBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binary and chromium")
@@ -280,6 +298,7 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("h1 = %q", got)
 		}
 		tb.screenshot(t, "register")
+		tb.screenshotDark(t, "register-dark")
 		// Submitting empty: errors in words, announced, focus on the first.
 		tb.run(t, chromedp.Click(chromedp.CSS(`button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#error-summary")))
 		focused := evalJS[string](t, tb, `document.activeElement.id`)
@@ -349,6 +368,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("aria-invalid|aria-live = %q", invalid)
 		}
 		tb.screenshot(t, "check-wrong-code")
+		tb.screenshotDark(t, "check-wrong-code-dark")
 		tb.run(t, chromedp.SendKeys(chromedp.CSS("#code"), code[1]), chromedp.Submit(chromedp.CSS("#code")),
 			chromedp.WaitVisible(chromedp.CSS(".done")))
 		if got := tb.h1(t); got != "Your address is verified" {

@@ -344,7 +344,7 @@ func TestWorkerAndMailSettings(t *testing.T) {
 		t.Errorf("mail %+v %q, want %+v", c.SMTP, c.OutboxDir, wantM)
 	}
 	for env, want := range map[string]string{
-		"NOTIFIER_COMMIT_EVERY=0":   `NOTIFIER_COMMIT_EVERY="0": want a whole number ≥ 1`,
+		"NOTIFIER_COMMIT_EVERY=0":    `NOTIFIER_COMMIT_EVERY="0": want a whole number ≥ 1`,
 		"RECOMMENDER_MAX_ATTEMPTS=x": `RECOMMENDER_MAX_ATTEMPTS="x": want a whole number ≥ 1`,
 		"NOTIFIER_RETRY_BACKOFF=-1s": `NOTIFIER_RETRY_BACKOFF="-1s": want a duration such as 500ms`,
 		"NOTIFIER_GROUP_ID=a b":      `NOTIFIER_GROUP_ID="a b": want 1 to 245 letters`,

@@ -50,7 +50,6 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-
 type running struct {
 	stop     func() error
 	registry *prometheus.Registry

@@ -31,6 +31,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	texttemplate "text/template"
 	"time"
 )
@@ -124,6 +125,24 @@ type options struct{ brand Brand }
 // WithBrand puts the product name, support address and public URL into
 // every mail ({{product}}, {{support}}, {{publicURL}}).
 func WithBrand(b Brand) Option { return func(o *options) { o.brand = b } }
+
+// Embedded returns the embedded templates, parsed and checked once. It
+// panics if they are broken, which the package's tests rule out (like
+// template.Must for templates compiled into the binary).
+func Embedded() *Set {
+	embeddedOnce.Do(func() {
+		var err error
+		if embeddedSet, err = Load(""); err != nil {
+			panic(err)
+		}
+	})
+	return embeddedSet
+}
+
+var (
+	embeddedOnce sync.Once
+	embeddedSet  *Set
+)
 
 // Load parses every template, taking each file from dir when it exists there
 // and from the embedded defaults otherwise; dir is the TEMPLATES_DIR override

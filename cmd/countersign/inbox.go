@@ -182,11 +182,10 @@ func (in inbox) page(w http.ResponseWriter, name string, data any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// serveInbox serves the outbox dir on DEV_INBOX_ADDR (default
-// DefaultDevInboxAddr; "off" disables it). A busy address names the
+// serveInbox serves the outbox dir on addr (DEV_INBOX_ADDR; "" is
+// DefaultDevInboxAddr, "off" disables it). A busy address names the
 // variable.
-func serveInbox(env *Env, dir string) (addr string, stop func(), err error) {
-	addr = strings.TrimSpace(env.Getenv(EnvDevInboxAddr))
+func serveInbox(addr, dir string) (bound string, stop func(), err error) {
 	if addr == "" {
 		addr = DefaultDevInboxAddr
 	}
@@ -195,7 +194,7 @@ func serveInbox(env *Env, dir string) (addr string, stop func(), err error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("%s=%q: %w (set %s to a free address, or off)", EnvDevInboxAddr, addr, err, EnvDevInboxAddr)
+		return "", nil, fmt.Errorf("DEV_INBOX_ADDR=%q: %w (set DEV_INBOX_ADDR to a free address, or off)", addr, err)
 	}
 	srv := &http.Server{Handler: inbox{dir: dir}.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()

@@ -1,66 +1,40 @@
 package main
 
 import (
-	"fmt"
 	"net"
-	netmail "net/mail"
 	"strconv"
-	"strings"
 
-	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
 )
 
-// Settings of the pages and the branding (issue 15).
-const (
-	EnvProductName  = "PRODUCT_NAME"
-	EnvSupportEmail = "SUPPORT_EMAIL"
-	EnvDevInboxAddr = "DEV_INBOX_ADDR"
-)
-
-// userapiConfigFromEnv reads the user API's settings; PAGES defaults to on
-// in the binary.
-func userapiConfigFromEnv(env *Env) (userapi.Config, error) {
-	cfg, err := userapi.ConfigFromEnv(env.Getenv)
-	if err != nil {
-		return cfg, err
-	}
-	if strings.TrimSpace(env.Getenv(userapi.EnvPages)) == "" {
-		cfg.Pages = true
-	}
-	return cfg, nil
+// setPublicURL gives PUBLIC_URL to every part that builds on it: the user
+// API (cross-origin checks, the link's validation), the mails' links and
+// the recommender's catalogue paths.
+func (c *config) setPublicURL(u string) {
+	c.UserAPI.PublicURL = u
+	c.Notifier.PublicURL = u
+	c.Recommender.PublicURL = u
+	c.Brand.PublicURL = u
 }
 
-// brandFromEnv reads PRODUCT_NAME, SUPPORT_EMAIL and PUBLIC_URL, checked.
-func brandFromEnv(env *Env) (templates.Brand, error) {
-	b := templates.Brand{
-		ProductName:  strings.TrimSpace(env.Getenv(EnvProductName)),
-		SupportEmail: strings.TrimSpace(env.Getenv(EnvSupportEmail)),
-		PublicURL:    strings.TrimRight(strings.TrimSpace(env.Getenv(userapi.EnvPublicURL)), "/"),
-	}
-	if strings.ContainsFunc(b.ProductName, func(r rune) bool { return r < ' ' }) || len(b.ProductName) > 100 {
-		return b, fmt.Errorf("%s: want one line of at most 100 characters", EnvProductName)
-	}
-	if b.SupportEmail != "" {
-		if a, err := netmail.ParseAddress(b.SupportEmail); err != nil || a.Name != "" || a.Address != b.SupportEmail {
-			return b, fmt.Errorf("%s=%q: want a bare address such as help@example.com", EnvSupportEmail, b.SupportEmail)
+// pageDefaults applies what the binary defaults differently from the
+// packages' zero Config: the pages are on unless PAGES=false, and dev's
+// PUBLIC_URL is http:// + HTTP_ADDR.
+func (c *config) pageDefaults(names []string) {
+	uses := func(n string) bool {
+		for _, x := range names {
+			if x == n {
+				return true
+			}
 		}
+		return false
 	}
-	if b.PublicURL != "" {
-		if err := userapi.ValidatePublicURL(b.PublicURL); err != nil {
-			return b, err
-		}
+	if uses("PAGES") {
+		c.UserAPI.Pages = !c.PagesOff
 	}
-	return b, nil
-}
-
-// loadPages loads the hosted pages with the brand and TEMPLATES_DIR.
-func loadPages(env *Env) (*templates.Pages, error) {
-	b, err := brandFromEnv(env)
-	if err != nil {
-		return nil, err
+	if uses("EMBEDDED_KAFKA_ADDR") && c.Brand.PublicURL == "" {
+		c.setPublicURL(devPublicURL(c.UserAPI.HTTPAddr))
 	}
-	return templates.LoadPages(strings.TrimSpace(env.Getenv("TEMPLATES_DIR")), b)
 }
 
 // devPublicURL is dev's PUBLIC_URL when unset: http:// + HTTP_ADDR, with
@@ -80,18 +54,4 @@ func devPublicURL(httpAddr string) string {
 		return "http://" + httpAddr
 	}
 	return "http://" + net.JoinHostPort(host, port)
-}
-
-// withDevDefaults returns env with dev's defaults filled in: PUBLIC_URL.
-func withDevDefaults(env *Env) *Env {
-	e := *env
-	get := env.Getenv
-	e.Getenv = func(name string) string {
-		v := get(name)
-		if name == userapi.EnvPublicURL && strings.TrimSpace(v) == "" {
-			return devPublicURL(strings.TrimSpace(get(userapi.EnvHTTPAddr)))
-		}
-		return v
-	}
-	return &e
 }

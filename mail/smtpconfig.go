@@ -62,6 +62,12 @@ type SMTPConfig struct {
 	// stops answering fails a Send with a temporary error after about this
 	// long per command, rather than blocking the consumer.
 	Timeout time.Duration
+	// WarnWithoutSMTPUTF8 makes the SMTP sender log a warning, once per
+	// connection, when the server does not announce SMTPUTF8. cmd sets it
+	// from ALLOW_UTF8_LOCAL_PART (default true): while the user API accepts
+	// addresses with non-ASCII characters before the @, such a server means
+	// their mail is dead-lettered. The zero value logs nothing.
+	WarnWithoutSMTPUTF8 bool
 	// TLSConfig replaces the TLS client configuration; it has no environment
 	// variable. Nil verifies the server against the system roots with Host as
 	// the server name; set it for a private CA (tests use it to trust

@@ -12,14 +12,15 @@ import (
 // Environment variables read by ConfigFromEnv. The names are a contract with
 // operators and never change.
 const (
-	EnvHTTPAddr          = "HTTP_ADDR"
-	EnvCodeTTL           = "CODE_TTL"
-	EnvCodeMaxAttempts   = "CODE_MAX_ATTEMPTS"
-	EnvResendInterval    = "RESEND_INTERVAL"
-	EnvRateLimitPerIP    = "RATE_LIMIT_PER_IP"
-	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
-	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
-	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+	EnvHTTPAddr           = "HTTP_ADDR"
+	EnvCodeTTL            = "CODE_TTL"
+	EnvCodeMaxAttempts    = "CODE_MAX_ATTEMPTS"
+	EnvResendInterval     = "RESEND_INTERVAL"
+	EnvRateLimitPerIP     = "RATE_LIMIT_PER_IP"
+	EnvRateLimitBurst     = "RATE_LIMIT_BURST"
+	EnvPublishTimeout     = "PUBLISH_TIMEOUT"
+	EnvTrustProxyHeaders  = "TRUST_PROXY_HEADERS"
+	EnvAllowUTF8LocalPart = "ALLOW_UTF8_LOCAL_PART"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -89,6 +90,16 @@ type Config struct {
 	// one proxy that sets the header: otherwise any client can pick its own
 	// IP and escape the limit.
 	TrustProxyHeaders bool
+
+	// ASCIILocalPartOnly refuses, with 400 at register, addresses with a
+	// non-ASCII character before the "@" (ALLOW_UTF8_LOCAL_PART=false; the
+	// default, true, leaves this false). Such an address can receive mail
+	// only through a relay that announces SMTPUTF8; through one that does
+	// not, the notifier dead-letters its mail. Set it when the relay lacks
+	// SMTPUTF8, so that people learn at once instead of waiting for a mail
+	// that never comes. Domains are not concerned: a non-ASCII domain goes
+	// through any relay in its A-label form.
+	ASCIILocalPartOnly bool
 }
 
 func (c *Config) setDefaults() {
@@ -207,6 +218,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvTrustProxyHeaders, v))
 		}
 		c.TrustProxyHeaders = b
+	}
+	if v, ok := get(EnvAllowUTF8LocalPart); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvAllowUTF8LocalPart, v))
+		}
+		c.ASCIILocalPartOnly = err == nil && !b
 	}
 	return c, errors.Join(errs...)
 }

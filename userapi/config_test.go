@@ -33,19 +33,20 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigFromEnv(t *testing.T) {
 	c, err := ConfigFromEnv(env(map[string]string{
-		"HTTP_ADDR":           ":9090",
-		"CODE_TTL":            " 10m ",
-		"CODE_MAX_ATTEMPTS":   "3",
-		"RESEND_INTERVAL":     "30s",
-		"RATE_LIMIT_PER_IP":   "120",
-		"RATE_LIMIT_BURST":    "5",
-		"PUBLISH_TIMEOUT":     "2s",
-		"TRUST_PROXY_HEADERS": "true",
+		"HTTP_ADDR":             ":9090",
+		"CODE_TTL":              " 10m ",
+		"CODE_MAX_ATTEMPTS":     "3",
+		"RESEND_INTERVAL":       "30s",
+		"RATE_LIMIT_PER_IP":     "120",
+		"RATE_LIMIT_BURST":      "5",
+		"PUBLISH_TIMEOUT":       "2s",
+		"TRUST_PROXY_HEADERS":   "true",
+		"ALLOW_UTF8_LOCAL_PART": "false",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true}
+	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true, true}
 	if c != want {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
@@ -62,13 +63,14 @@ func TestConfigFromEnv(t *testing.T) {
 
 func TestConfigFromEnvErrors(t *testing.T) {
 	for k, v := range map[string]string{
-		"CODE_TTL":            `CODE_TTL="abc": want a duration such as 15m`,
-		"CODE_MAX_ATTEMPTS":   `CODE_MAX_ATTEMPTS="abc": want a whole number ≥ 1`,
-		"RESEND_INTERVAL":     `RESEND_INTERVAL="abc": want a duration such as 60s`,
-		"RATE_LIMIT_PER_IP":   `RATE_LIMIT_PER_IP="abc": want requests per minute`,
-		"RATE_LIMIT_BURST":    `RATE_LIMIT_BURST="abc": want a whole number ≥ 1`,
-		"PUBLISH_TIMEOUT":     `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
-		"TRUST_PROXY_HEADERS": `TRUST_PROXY_HEADERS="abc": want true or false`,
+		"CODE_TTL":              `CODE_TTL="abc": want a duration such as 15m`,
+		"CODE_MAX_ATTEMPTS":     `CODE_MAX_ATTEMPTS="abc": want a whole number ≥ 1`,
+		"RESEND_INTERVAL":       `RESEND_INTERVAL="abc": want a duration such as 60s`,
+		"RATE_LIMIT_PER_IP":     `RATE_LIMIT_PER_IP="abc": want requests per minute`,
+		"RATE_LIMIT_BURST":      `RATE_LIMIT_BURST="abc": want a whole number ≥ 1`,
+		"PUBLISH_TIMEOUT":       `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
+		"ALLOW_UTF8_LOCAL_PART": `ALLOW_UTF8_LOCAL_PART="abc": want true or false`,
+		"TRUST_PROXY_HEADERS":   `TRUST_PROXY_HEADERS="abc": want true or false`,
 	} {
 		_, err := ConfigFromEnv(env(map[string]string{k: "abc"}))
 		if err == nil || !strings.Contains(err.Error(), v) {

@@ -3,11 +3,15 @@ package userapi
 import (
 	"bytes"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"net/mail"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/countersign/countersign/events"
 )
@@ -62,6 +66,31 @@ func checkEmail(t *testing.T, s string) {
 	if err != nil || a.Name != "" {
 		t.Fatalf("accepted address %q is not one bare address: %v", s, err)
 	}
+	// The strict rules (issue 14): NFC, nothing invisible, no width
+	// variants before the @, a routable domain of valid host name labels.
+	if !norm.NFC.IsNormalString(s) {
+		t.Fatalf("accepted address %q is not NFC", s)
+	}
+	if strings.ContainsFunc(s, isInvisibleRune) {
+		t.Fatalf("accepted address %q has an invisible character", s)
+	}
+	at := strings.LastIndexByte(s, '@')
+	if strings.ContainsFunc(s[:at], isWidthVariant) {
+		t.Fatalf("accepted address %q has a fullwidth or halfwidth local part", s)
+	}
+	ascii, err := idna.Lookup.ToASCII(s[at+1:])
+	if err != nil || strings.HasPrefix(s[at+1:], "[") || !strings.Contains(ascii, ".") || net.ParseIP(ascii) != nil {
+		t.Fatalf("accepted address %q has a domain mail cannot be routed to (%q, %v)", s, ascii, err)
+	}
+	for _, label := range strings.Split(ascii, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+			t.Fatalf("accepted address %q has a label %q that is not a host name label", s, label)
+		}
+	}
+	if len(s[:at])+1+len(ascii) > MaxEmailLength {
+		t.Fatalf("accepted address %q is too long in its A-label form", s)
+	}
 }
 
 func checkName(t *testing.T, s string) {
@@ -81,6 +110,14 @@ func FuzzDecodeRegister(f *testing.F) {
 		`{"email":"Ada <ada@example.com>","first_name":"A","last_name":"B"}`,
 		`{"email":"\"a b\"@example.com","first_name":"A","last_name":"B"}`,
 		`{"email":"a@[127.0.0.1]","first_name":"A","last_name":"B"}`,
+		`{"email":"root@localhost","first_name":"A","last_name":"B"}`,
+		`{"email":"user@127.0.0.1","first_name":"A","last_name":"B"}`,
+		`{"email":"user@-bad-.com","first_name":"A","last_name":"B"}`,
+		`{"email":"us\u200ber@example.com","first_name":"A","last_name":"B"}`,
+		`{"email":"ja\u0301@example.com","first_name":"A","last_name":"B"}`,
+		`{"email":"ｖｉｃｔｉｍ@ｇｍａｉｌ.com","first_name":"A","last_name":"B"}`,
+		`{"email":"li@例子。测试","first_name":"李","last_name":"B"}`,
+		`{"email":"josé@xn--fsqu00a.xn--0zwm56d","first_name":"A","last_name":"B"}`,
 		`{"email":"ada@example.com","first_name":"A\r\nBcc: x@y.z","last_name":"B"}`,
 		`{"email":"ada@example.com","first_name":"A\u2028","last_name":"B"}`,
 		`{"email":"ada@example.com","first_name":"A","last_name":"B","x":1}`,
@@ -120,7 +157,7 @@ func FuzzDecodeVerify(f *testing.F) {
 }
 
 func FuzzDecodeResend(f *testing.F) {
-	seedBodies(f, `{"email":"ada@example.com"}`, `{"email":""}`, `{"email":null}`, `{"Email":"ada@example.com"}`)
+	seedBodies(f, `{"email":"ada@example.com"}`, `{"email":"li@例子.测试"}`, `{"email":"a@b"}`, `{"email":""}`, `{"email":null}`, `{"Email":"ada@example.com"}`)
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		var q ResendRequest
 		if decodeFuzz(t, contentType, body, &q) {

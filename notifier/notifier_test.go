@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -33,9 +34,9 @@ type harness struct {
 	producer *kafka.Producer
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, smtpOpts ...smtptest.Option) *harness {
 	t.Helper()
-	h := &harness{brokers: eventstest.Brokers(t), smtp: smtptest.Start(t)}
+	h := &harness{brokers: eventstest.Brokers(t), smtp: smtptest.Start(t, smtpOpts...)}
 	h.kafka = eventstest.Config(t, h.brokers)
 	entry, err := events.GenerateKeyEntry()
 	if err != nil {
@@ -73,13 +74,19 @@ type running struct {
 
 func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 	t.Helper()
+	return h.startWith(t, cfg, h.smtpConfig(), eventstest.Logger(t))
+}
+
+// startWith starts a notifier with this sender configuration and logger.
+func (h *harness) startWith(t *testing.T, cfg notifier.Config, scfg mail.SMTPConfig, logger *slog.Logger) running {
+	t.Helper()
 	if cfg.GroupID == "" {
 		cfg.GroupID = eventstest.UniqueGroup(t)
 	}
 	if cfg.InitialBackoff == 0 {
 		cfg.InitialBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
-	sender, err := mail.NewSMTPSender(h.smtpConfig(), eventstest.Logger(t))
+	sender, err := mail.NewSMTPSender(scfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +96,7 @@ func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 	}
 	reg := prometheus.NewRegistry()
 	n, err := notifier.New(cfg, notifier.Deps{
-		Kafka: h.kafka, Keyring: h.keyring, Templates: tpl, Sender: sender, Logger: eventstest.Logger(t), Registerer: reg,
+		Kafka: h.kafka, Keyring: h.keyring, Templates: tpl, Sender: sender, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)

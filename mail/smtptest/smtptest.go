@@ -13,6 +13,9 @@
 // non-ASCII character in MAIL or RCPT is refused (553 5.6.7) unless the
 // server announced SMTPUTF8 and MAIL carried the SMTPUTF8 parameter.
 //
+// StartAiosmtpd runs Python's aiosmtpd instead, a server written by others,
+// and reads the mail it accepted as the same Received values.
+//
 // All methods are safe for concurrent use.
 package smtptest
 

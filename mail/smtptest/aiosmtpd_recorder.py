@@ -1,9 +1,9 @@
 """An aiosmtpd handler that records every accepted mail as a JSON file.
 
-Used by mail/aiosmtpd_test.go as an SMTP server not written in this
-project:
+smtptest.StartAiosmtpd (aiosmtpd.go) writes it to DIR and runs aiosmtpd
+with it, as an SMTP server not written in this project:
 
-    PYTHONPATH=mail/testdata python3 -m aiosmtpd -n -l 127.0.0.1:PORT \
+    PYTHONPATH=DIR python3 -m aiosmtpd -n -l 127.0.0.1:PORT \
         [--smtputf8] -c aiosmtpd_recorder.Recorder OUTDIR
 
 Each mail becomes OUTDIR/NNNNNN.json (written under a temporary name, then

@@ -11,6 +11,7 @@ import (
 	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/recommender"
+	"github.com/countersign/countersign/userapi"
 )
 
 // Environment variables of the mail layer, shared by every service that
@@ -115,6 +116,16 @@ func smtpConfigFromEnv(getenv func(string) string) (mail.SMTPConfig, string, err
 		r.Fail(fmt.Errorf("%s=%d: want a port from 1 to 65535", EnvSMTPPort, c.Port))
 	}
 	r.Duration(EnvSMTPTimeout, &c.Timeout, "15s")
+	// The user API's setting: while it accepts non-ASCII local parts, a
+	// relay without SMTPUTF8 is worth a warning.
+	c.WarnWithoutSMTPUTF8 = true
+	if v := r.String(userapi.EnvAllowUTF8LocalPart); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			r.Fail(fmt.Errorf("%s=%q: want true or false", userapi.EnvAllowUTF8LocalPart, v))
+		}
+		c.WarnWithoutSMTPUTF8 = err != nil || b
+	}
 	outbox := r.String(EnvOutboxDir)
 	if outbox == "" {
 		outbox = mail.DefaultOutboxDir

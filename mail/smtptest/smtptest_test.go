@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/smtp"
 	"net/textproto"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -293,5 +294,16 @@ func TestSMTPUTF8Switch(t *testing.T) {
 		if msgs[0].SMTPUTF8 != on {
 			t.Errorf("recorded SMTPUTF8 %v, want %v", msgs[0].SMTPUTF8, on)
 		}
+	}
+}
+
+// .ci/run installs the aiosmtpd version the tests name in their hint.
+func TestCIInstallsThePinnedAiosmtpd(t *testing.T) {
+	b, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "AIOSMTPD="+smtptest.AiosmtpdVersion+"\n") {
+		t.Errorf(".ci/run does not install aiosmtpd %s", smtptest.AiosmtpdVersion)
 	}
 }

@@ -94,7 +94,8 @@ type UserAccountVerified struct {
 // refuses such an address, so it never becomes a key.
 //
 // The result is a fixed point: NormalizeEmail(NormalizeEmail(s)) equals
-// NormalizeEmail(s) for every address the user API accepts.
+// NormalizeEmail(s) (FuzzNormalizeEmail), so a key normalized again by a
+// subscriber or the Keyring stays the key.
 func NormalizeEmail(s string) string {
 	s = strings.TrimSpace(s)
 	// NFC before and after lower-casing: lower-casing can leave a base letter

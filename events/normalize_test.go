@@ -58,3 +58,17 @@ func mustKeyEntry(t *testing.T) string {
 	}
 	return e
 }
+
+// FuzzNormalizeEmail: the key is a fixed point, for any input, so that a
+// key normalized again (by a subscriber, by the keyring) stays the key.
+func FuzzNormalizeEmail(f *testing.F) {
+	for _, s := range []string{"Ada@Example.COM", "JA\u0301@例子。测试", "li@XN--FSQU00A.xn--0zwm56d", "ｖ@ＥＸＡＭＰＬＥ.com", "İ@x.y", "a@-b-.c", "@", "a@b@c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k := events.NormalizeEmail(s)
+		if again := events.NormalizeEmail(k); again != k {
+			t.Fatalf("NormalizeEmail(%q) = %q, then %q", s, k, again)
+		}
+	})
+}

@@ -100,3 +100,17 @@ func TestNonASCIILocalPart(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkValidEmail: the cost of the address rules per request.
+func BenchmarkValidEmail(b *testing.B) {
+	for _, in := range []string{"Ada.Lovelace+news@Example.COM", "li@例子.测试", "josé@xn--fsqu00a.xn--0zwm56d"} {
+		b.Run(in, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := validEmail(in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -114,7 +114,7 @@ func toHeader(t *testing.T, r smtptest.Received) string {
 // without SMTPUTF8 logs one warning that names ALLOW_UTF8_LOCAL_PART.
 func testInternationalAddresses(t *testing.T, r relay) {
 	var logs logBuffer
-	cfg := mail.SMTPConfig{Host: r.host, Port: r.port, From: testFrom, Timeout: 10 * time.Second, WarnWithoutSMTPUTF8: true}
+	cfg := mail.SMTPConfig{Host: r.host, Port: r.port, From: testFrom, Timeout: 10 * time.Second}
 	s, err := mail.NewSMTPSender(cfg, logs.logger())
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func TestInternationalAddressesSMTPTest(t *testing.T) {
 }
 
 // The warning comes once per connection: again after a reconnect, never
-// when the relay has SMTPUTF8 or when WarnWithoutSMTPUTF8 is off.
+// when the relay has SMTPUTF8 or when ASCIILocalPartOnly is set.
 func TestSMTPUTF8WarningPerConnection(t *testing.T) {
 	for _, c := range []struct {
 		name           string
@@ -231,7 +231,7 @@ func TestSMTPUTF8WarningPerConnection(t *testing.T) {
 			srv := smtptest.Start(t, opts...)
 			var logs logBuffer
 			cfg := testConfig(srv)
-			cfg.WarnWithoutSMTPUTF8 = c.warn
+			cfg.ASCIILocalPartOnly = !c.warn
 			s, err := mail.NewSMTPSender(cfg, logs.logger())
 			if err != nil {
 				t.Fatal(err)

@@ -38,8 +38,8 @@ import (
 // SMTPUTF8 parameter and addresses in Unicode. If not, each domain goes in
 // its A-label form (IDNA's lookup profile), in the envelope and in the From
 // and To headers, and a mail to a local part with non-ASCII characters
-// fails at once with a permanent error, without a word to the server. When
-// SMTPConfig.WarnWithoutSMTPUTF8 is set, a connection to such a server logs
+// fails at once with a permanent error, without a word to the server. Unless
+// SMTPConfig.ASCIILocalPartOnly is set, a connection to such a server logs
 // a warning, once per connection.
 //
 // The sender holds the go-mail *smtp.Client itself (DialToSMTPClientWithContext
@@ -76,7 +76,7 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 	if cfg.Host == "" {
 		return nil, errors.New("smtp sender: SMTP_HOST is empty")
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -269,7 +269,7 @@ func (s *SMTPSender) dial(ctx context.Context, id string) error {
 	// go-mail issued EHLO (again after STARTTLS); Extension reads its reply.
 	s.smtputf8, _ = conn.Extension("SMTPUTF8")
 	s.logger.Debug("smtp connection opened", slog.Bool("smtputf8", s.smtputf8))
-	if !s.smtputf8 && s.cfg.WarnWithoutSMTPUTF8 {
+	if !s.smtputf8 && !s.cfg.ASCIILocalPartOnly {
 		s.logger.Warn("the SMTP server does not announce SMTPUTF8: mail to addresses with non-ASCII characters before the @ cannot be delivered and is dead-lettered; " +
 			"set ALLOW_UTF8_LOCAL_PART=false so that the user API refuses such addresses at registration, or use a relay that supports SMTPUTF8")
 	}
@@ -278,7 +278,7 @@ func (s *SMTPSender) dial(ctx context.Context, id string) error {
 
 // Connect opens the connection now, if none is open, rather than at the
 // next Send, so that the server's extensions are read (and the warning of
-// SMTPConfig.WarnWithoutSMTPUTF8 logged) when a service starts. Its error is
+// SMTPConfig.ASCIILocalPartOnly logged) when a service starts. Its error is
 // a temporary *Error, as Send's; the next Send dials again.
 func (s *SMTPSender) Connect(ctx context.Context) error {
 	select {

@@ -8,11 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/internal/promtest"
 	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/mail/smtptest"
 	"github.com/countersign/countersign/notifier"
+	"github.com/countersign/countersign/templates"
 )
 
 type logBuffer struct {
@@ -38,6 +42,26 @@ func (l *logBuffer) connectionWarnings() int {
 	return strings.Count(l.String(), "the SMTP server does not announce SMTPUTF8")
 }
 
+// startLogging runs a notifier whose SMTP sender (on scfg) and notifier log
+// to logger.
+func (h *harness) startLogging(t *testing.T, scfg mail.SMTPConfig, logger *slog.Logger) running {
+	t.Helper()
+	sender, err := mail.NewSMTPSender(scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := notifier.Config{WorkerConfig: eventstest.TestWorker(t, kafka.WorkerConfig{})}
+	reg := prometheus.NewRegistry()
+	n, err := notifier.New(cfg, notifier.Deps{
+		Kafka: h.kafka, Keyring: h.keyring, Templates: templates.Embedded(), Sender: sender, Logger: logger, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := eventstest.Run(t, n, func() { _ = sender.Close() })
+	return running{stop: stop, registry: reg, group: cfg.GroupID}
+}
+
 // Issue 20 through a relay without SMTPUTF8: an IDN domain gets its code
 // (A-label envelope), a non-ASCII local part is dead-lettered at once with
 // dlq-error naming SMTPUTF8, counted, and a warning naming
@@ -45,12 +69,11 @@ func (l *logBuffer) connectionWarnings() int {
 func TestInternationalAddressesWithoutSMTPUTF8(t *testing.T) {
 	h := newHarness(t)
 	var logs logBuffer
-	scfg := h.smtpConfig()
-	scfg.WarnWithoutSMTPUTF8 = true
-	r := h.startWith(t, notifier.Config{}, scfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	scfg := h.smtp.SenderConfig()
+	r := h.startLogging(t, scfg, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	// At start, before any mail.
-	waitFor(t, 30*time.Second, func() bool { return logs.connectionWarnings() == 1 })
+	eventstest.Eventually(t, 30*time.Second, func() bool { return logs.connectionWarnings() == 1 })
 	if !strings.Contains(logs.String(), "ALLOW_UTF8_LOCAL_PART") {
 		t.Errorf("the warning does not name ALLOW_UTF8_LOCAL_PART:\n%s", logs.String())
 	}
@@ -62,7 +85,7 @@ func TestInternationalAddressesWithoutSMTPUTF8(t *testing.T) {
 
 	bad := h.publishCreated(t, jose, "515151")
 	h.publishCreated(t, li, "616161")
-	got := h.mailsTo(t, liASCII, 1, 30*time.Second)[0]
+	got := h.smtp.WaitFor(t, liASCII, 1, 30*time.Second)[0]
 	if text, _ := got.TextPart(); !strings.Contains(text, "616161") {
 		t.Errorf("the IDN address's mail lacks its code:\n%s", text)
 	}
@@ -78,8 +101,8 @@ func TestInternationalAddressesWithoutSMTPUTF8(t *testing.T) {
 	if a, _ := eventstest.Header(dl, kafka.HeaderDLQAttempts); a != "1" {
 		t.Errorf("tried %s times, want 1", a)
 	}
-	waitFor(t, 30*time.Second, func() bool {
-		return counterValue(t, r.registry, "countersign_notifier_undeliverable_total", mail.ReasonSMTPUTF8) == 1
+	eventstest.Eventually(t, 30*time.Second, func() bool {
+		return promtest.Counter(t, r.registry, "countersign_notifier_undeliverable_total", mail.ReasonSMTPUTF8) == 1
 	})
 	if n := len(h.smtp.Messages()); n != 1 {
 		t.Errorf("%d mails reached the relay, want 1", n)
@@ -97,9 +120,8 @@ func TestInternationalAddressesWithoutSMTPUTF8(t *testing.T) {
 func TestInternationalAddressesWithSMTPUTF8(t *testing.T) {
 	h := newHarness(t, smtptest.WithSMTPUTF8())
 	var logs logBuffer
-	scfg := h.smtpConfig()
-	scfg.WarnWithoutSMTPUTF8 = true
-	r := h.startWith(t, notifier.Config{}, scfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	scfg := h.smtp.SenderConfig()
+	r := h.startLogging(t, scfg, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	local := strings.Split(eventstest.UniqueEmail(t), "@")[0]
 	jose := "josé-" + local + "@example.com"
@@ -107,7 +129,7 @@ func TestInternationalAddressesWithSMTPUTF8(t *testing.T) {
 	h.publishCreated(t, jose, "717171")
 	h.publishCreated(t, li, "818181")
 	for addr, code := range map[string]string{jose: "717171", li: "818181"} {
-		got := h.mailsTo(t, addr, 1, 30*time.Second)[0]
+		got := h.smtp.WaitFor(t, addr, 1, 30*time.Second)[0]
 		if !got.SMTPUTF8 {
 			t.Errorf("mail to %s sent without SMTPUTF8", addr)
 		}
@@ -115,7 +137,7 @@ func TestInternationalAddressesWithSMTPUTF8(t *testing.T) {
 			t.Errorf("mail to %s lacks its code", addr)
 		}
 	}
-	if v := counterValue(t, r.registry, "countersign_notifier_undeliverable_total", mail.ReasonSMTPUTF8); v != 0 {
+	if v := promtest.Counter(t, r.registry, "countersign_notifier_undeliverable_total", mail.ReasonSMTPUTF8); v != 0 {
 		t.Errorf("undeliverable %v, want 0", v)
 	}
 	if n := logs.connectionWarnings(); n != 0 {

@@ -5,30 +5,21 @@ import (
 	"testing"
 )
 
-// ALLOW_UTF8_LOCAL_PART is read for the mail senders too: while it is true
-// (the default), a relay without SMTPUTF8 is warned about.
-func TestAllowUTF8LocalPartForTheMailSenders(t *testing.T) {
-	for v, want := range map[string]bool{"": true, "true": true, "false": false, "0": false} {
-		c, _, err := smtpConfigFromEnv(func(k string) string {
-			if k == "ALLOW_UTF8_LOCAL_PART" {
-				return v
-			}
-			return ""
-		})
+// ALLOW_UTF8_LOCAL_PART reaches both the user API (which refuses such
+// addresses when false) and the mail senders (which, while it is true, warn
+// about a relay without SMTPUTF8).
+func TestAllowUTF8LocalPart(t *testing.T) {
+	for v, asciiOnly := range map[string]bool{"": false, "true": false, "false": true, "0": true} {
+		c, err := parseSettings(concat(userapiSettings, mailSettings), map[string]string{"ALLOW_UTF8_LOCAL_PART": v})
 		if err != nil {
 			t.Fatalf("%q: %v", v, err)
 		}
-		if c.WarnWithoutSMTPUTF8 != want {
-			t.Errorf("ALLOW_UTF8_LOCAL_PART=%q: WarnWithoutSMTPUTF8 %v, want %v", v, c.WarnWithoutSMTPUTF8, want)
+		if c.UserAPI.ASCIILocalPartOnly != asciiOnly || c.SMTP.ASCIILocalPartOnly != asciiOnly {
+			t.Errorf("ALLOW_UTF8_LOCAL_PART=%q: user API %v, mail %v, want both %v", v, c.UserAPI.ASCIILocalPartOnly, c.SMTP.ASCIILocalPartOnly, asciiOnly)
 		}
 	}
-	_, _, err := smtpConfigFromEnv(func(k string) string {
-		if k == "ALLOW_UTF8_LOCAL_PART" {
-			return "maybe"
-		}
-		return ""
-	})
-	if err == nil || !strings.Contains(err.Error(), "ALLOW_UTF8_LOCAL_PART") {
+	_, err := parseSettings(userapiSettings, map[string]string{"ALLOW_UTF8_LOCAL_PART": "maybe"})
+	if err == nil || !strings.Contains(err.Error(), `ALLOW_UTF8_LOCAL_PART="maybe": want true or false`) {
 		t.Errorf("error %v does not name ALLOW_UTF8_LOCAL_PART", err)
 	}
 }

@@ -16,6 +16,8 @@ func TestValidEmailRefuses(t *testing.T) {
 		{"bracketed name", "user@[example.com]", "IP address literal"},
 		{"dotted IPv4 without brackets", "user@127.0.0.1", "is an IP address"},
 		{"numeric top-level domain", "user@example.123", "is an IP address"},
+		{"hexadecimal IPv4 form", "user@0x7f.0x1", "top-level domain"},
+		{"top-level domain starting with a digit", "user@example.1com", "top-level domain"},
 		{"single label localhost", "root@localhost", "no dot"},
 		{"single label internal", "postmaster@internal", "no dot"},
 		{"single label a@b", "a@b", "no dot"},

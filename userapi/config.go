@@ -9,15 +9,14 @@ import (
 // Environment variables of the settings, named in errors (cmd/countersign
 // reads them). The names are a contract with operators and never change.
 const (
-	EnvHTTPAddr           = "HTTP_ADDR"
-	EnvCodeTTL            = "CODE_TTL"
-	EnvCodeMaxAttempts    = "CODE_MAX_ATTEMPTS"
-	EnvResendInterval     = "RESEND_INTERVAL"
-	EnvRateLimitPerIP     = "RATE_LIMIT_PER_IP"
-	EnvRateLimitBurst     = "RATE_LIMIT_BURST"
-	EnvPublishTimeout     = "PUBLISH_TIMEOUT"
-	EnvTrustProxyHeaders  = "TRUST_PROXY_HEADERS"
-	EnvAllowUTF8LocalPart = "ALLOW_UTF8_LOCAL_PART"
+	EnvHTTPAddr          = "HTTP_ADDR"
+	EnvCodeTTL           = "CODE_TTL"
+	EnvCodeMaxAttempts   = "CODE_MAX_ATTEMPTS"
+	EnvResendInterval    = "RESEND_INTERVAL"
+	EnvRateLimitPerIP    = "RATE_LIMIT_PER_IP"
+	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
+	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
+	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.

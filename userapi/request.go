@@ -125,10 +125,14 @@ func validEmail(s string) (string, error) {
 	if !strings.Contains(ascii, ".") {
 		return "", Errorf(CodeInvalidRequest, "email's domain has no dot; a full domain name, such as example.com, is required.")
 	}
-	if tld := ascii[strings.LastIndexByte(ascii, '.')+1:]; strings.Trim(tld, "0123456789") == "" {
-		// Catches 127.0.0.1 and every other dotted IPv4 form: no top-level
-		// domain is all digits.
-		return "", Errorf(CodeInvalidRequest, "email's domain is an IP address; an address with a domain name, such as example.com, is required.")
+	// Every top-level domain starts with a letter (IANA's are letters or
+	// A-labels): this refuses 127.0.0.1 and the other forms of an IPv4
+	// address some resolvers accept, such as 0x7f.1.
+	if tld := ascii[strings.LastIndexByte(ascii, '.')+1:]; tld == "" || tld[0] < 'a' || tld[0] > 'z' {
+		if strings.Trim(tld, "0123456789") == "" {
+			return "", Errorf(CodeInvalidRequest, "email's domain is an IP address; an address with a domain name, such as example.com, is required.")
+		}
+		return "", Errorf(CodeInvalidRequest, "email's domain does not end in a top-level domain such as .com (one that starts with a letter).")
 	}
 	// The envelope carries the A-label form when the relay lacks SMTPUTF8.
 	if len(local)+1+len(ascii) > MaxEmailLength {

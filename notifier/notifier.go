@@ -268,9 +268,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"kind"}),
 	}
-	// Present from the start, at 0, so that an alert on it works before
+	// Present from the start, at 0, so that an alert or a rate works before
 	// the first such mail.
 	m.undeliverable.WithLabelValues(mail.ReasonSMTPUTF8)
+	for _, kind := range []string{KindVerification, KindVerified} {
+		m.sent.WithLabelValues(kind)
+	}
 	if reg != nil {
 		reg.MustRegister(m.sent, m.failed, m.deadLettered, m.undeliverable, m.duplicates, m.expired, m.latency)
 	}

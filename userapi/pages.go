@@ -231,6 +231,9 @@ func (s *Server) handleRegisterForm(w http.ResponseWriter, r *http.Request) {
 		FirstName: pageName(&f, "first_name", r.PostFormValue("first_name")),
 		LastName:  pageName(&f, "last_name", r.PostFormValue("last_name")),
 	}
+	if f.byField["email"] == "" && s.cfg.ASCIILocalPartOnly && nonASCIILocalPart(req.Email) {
+		f.add("email", "error.email.utf8")
+	}
 	p := templates.Page{Locale: lang, Path: "/", Email: req.Email, FirstName: req.FirstName, LastName: req.LastName}
 	if f.order != nil {
 		f.put(&p)

@@ -88,3 +88,43 @@ func TestPagesRender(t *testing.T) {
 		}
 	}
 }
+
+// The verification mail carries the link when there is one, in both parts,
+// in the locale asked for, with the brand.
+func TestVerificationMailLinkLocaleBrand(t *testing.T) {
+	s, err := Load("", WithBrand(Brand{ProductName: "Acme ID", SupportEmail: "help@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := "https://id.acme.example/confirm/Xq3v8mRk2n9Lp4sT7wYb1A"
+	for _, tc := range []struct{ locale, subject, hello string }{
+		{"", "Verify your account", "Hi Ada,"},
+		{"zh-CN", "验证您的账户", "Ada，您好："},
+		{"fr", "Verify your account", "Hi Ada,"},
+	} {
+		r, err := s.Verification(Verification{FirstName: "Ada", Code: "123456", Link: link, Locale: tc.locale})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Subject != tc.subject {
+			t.Errorf("%q: subject %q, want %q", tc.locale, r.Subject, tc.subject)
+		}
+		for part, body := range map[string]string{"html": r.HTML, "text": r.Text} {
+			for _, want := range []string{link, "123456", tc.hello, "Acme ID", "help@acme.example"} {
+				if !strings.Contains(body, want) {
+					t.Errorf("%q %s part lacks %q", tc.locale, part, want)
+				}
+			}
+			if strings.Contains(body, "Countersign") {
+				t.Errorf("%q %s part names Countersign under another brand", tc.locale, part)
+			}
+		}
+	}
+	r, err := s.Verification(Verification{FirstName: "Ada", Code: "123456"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(r.Text, "/confirm/") || strings.Contains(r.HTML, "Confirm my address") {
+		t.Error("a mail without a link shows one")
+	}
+}

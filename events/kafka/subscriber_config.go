@@ -3,6 +3,8 @@ package kafka
 import (
 	"errors"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SubscriberConfig configures one consumer group member.
@@ -42,6 +44,14 @@ type SubscriberConfig struct {
 	// OnResult, when set, is called after every record, from the consuming
 	// goroutine: keep it fast (metrics, not I/O).
 	OnResult func(Result)
+	// Registerer, when set, receives the kit's metrics for this group:
+	// countersign_consumer_lag_records per assigned partition and the
+	// held-back gauge and counter (see lag.go). Nil registers nowhere.
+	Registerer prometheus.Registerer
+	// LagInterval is how often the lag is measured (default 5s), on a
+	// goroutine of its own: one committed-offsets request and one
+	// watermark request per assigned partition each time, never per record.
+	LagInterval time.Duration
 }
 
 func (c *SubscriberConfig) setDefaults() {
@@ -63,6 +73,9 @@ func (c *SubscriberConfig) setDefaults() {
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 30 * time.Second
 	}
+	if c.LagInterval == 0 {
+		c.LagInterval = DefaultLagInterval
+	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
@@ -81,6 +94,8 @@ func (c SubscriberConfig) Validate() error {
 		return errors.New("max attempts: want ≥ 1")
 	case c.InitialBackoff < 0 || c.MaxBackoff < c.InitialBackoff:
 		return errors.New("backoff: want 0 ≤ initial ≤ max")
+	case c.LagInterval < 0:
+		return errors.New("lag interval: want ≥ 0")
 	}
 	return nil
 }

@@ -142,6 +142,9 @@ func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg kafka.Co
 		Publisher: producer, Keyring: keys, Store: store.Store, NewRateLimiter: store.newRateLimiter,
 		Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
 	})
+	if err == nil {
+		err = registerReady(reg, store.ready(producer.Ping))
+	}
 	if err != nil {
 		closeDeps()
 		return nil, nil, nil, err
@@ -282,6 +285,9 @@ func serveOps(env *Env, defaultAddr string, reg *prometheus.Registry, ready func
 	}
 	if addr == "off" {
 		return func() {}, nil
+	}
+	if err := registerReady(reg, ready); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

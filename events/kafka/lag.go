@@ -18,6 +18,7 @@ const (
 	MetricConsumerLag          = "countersign_consumer_lag_records"
 	MetricConsumerHeldBack     = "countersign_consumer_held_back"
 	MetricConsumerHeldBackRecs = "countersign_consumer_held_back_records_total"
+	MetricConsumerDeadLettered = "countersign_consumer_dead_lettered_total"
 )
 
 // DefaultLagInterval is how often the lag is measured when
@@ -39,6 +40,7 @@ type kitMetrics struct {
 	lag          *prometheus.GaugeVec
 	heldBack     *prometheus.GaugeVec
 	heldBackRecs *prometheus.CounterVec
+	deadLettered *prometheus.CounterVec
 }
 
 // newKitMetrics registers the kit's collectors on reg, or takes the ones a
@@ -58,6 +60,10 @@ func newKitMetrics(reg prometheus.Registerer) (*kitMetrics, error) {
 			Name: MetricConsumerHeldBackRecs,
 			Help: "Records held back (rewound and paused, to be tried again) because the handler reported a dependency unavailable, by topic.",
 		}, []string{"group", "topic"}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricConsumerDeadLettered,
+			Help: "Records written to the group's dead-letter topic, by the topic they came from.",
+		}, []string{"group", "topic"}),
 	}
 	var err error
 	if m.lag, err = register(reg, m.lag); err != nil {
@@ -67,6 +73,9 @@ func newKitMetrics(reg prometheus.Registerer) (*kitMetrics, error) {
 		return nil, err
 	}
 	if m.heldBackRecs, err = register(reg, m.heldBackRecs); err != nil {
+		return nil, err
+	}
+	if m.deadLettered, err = register(reg, m.deadLettered); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -222,7 +231,20 @@ func lag(committed, low, high int64) int64 {
 	return max(high-from, 0)
 }
 
-// heldBack reports, for the gauge, whether records are held back now.
+// start makes every series of the group exist from the start, at 0, so
+// that increase() in an alert rule sees the first dead letter.
+func (m *kitMetrics) start(group string, topics []string) {
+	if m == nil {
+		return
+	}
+	m.setHeldBack(group, false)
+	for _, t := range topics {
+		m.heldBackRecs.WithLabelValues(group, t)
+		m.deadLettered.WithLabelValues(group, t)
+	}
+}
+
+// setHeldBack reports, for the gauge, whether records are held back now.
 func (m *kitMetrics) setHeldBack(group string, on bool) {
 	if m == nil {
 		return
@@ -239,4 +261,11 @@ func (m *kitMetrics) countHeldBack(group, topic string) {
 		return
 	}
 	m.heldBackRecs.WithLabelValues(group, topic).Inc()
+}
+
+func (m *kitMetrics) countDeadLettered(group, topic string) {
+	if m == nil {
+		return
+	}
+	m.deadLettered.WithLabelValues(group, topic).Inc()
 }

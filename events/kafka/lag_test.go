@@ -230,3 +230,23 @@ func TestKitMetricsShareARegistry(t *testing.T) {
 		}
 	}
 }
+
+// Dead letters are counted by the kit, for every subscriber, from a series
+// that exists at 0 before the first one (so increase() sees it).
+func TestDeadLettersCounted(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	group := eventstest.UniqueGroup(t)
+	reg := prometheus.NewRegistry()
+	startSubscriber(t, cfg, kafka.SubscriberConfig{GroupID: group, Topics: []string{topic}, CommitEvery: 1, Registerer: reg},
+		func(context.Context, events.Event) error { return nil })
+	waitSeries(t, reg, kafka.MetricConsumerDeadLettered, group, 60*time.Second, "dead-letter series at 0 from the start", func(s map[string]float64) bool {
+		v, ok := s[topic+"/"]
+		return ok && v == 0
+	})
+	produceRaw(t, brokers, topic, [2][]byte{[]byte("k"), []byte("not an event")})
+	waitSeries(t, reg, kafka.MetricConsumerDeadLettered, group, 60*time.Second, "the poison record counted", func(s map[string]float64) bool {
+		return s[topic+"/"] == 1
+	})
+}

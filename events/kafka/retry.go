@@ -40,6 +40,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if !s.deadLetter(ctx, m, res) {
 			return false
 		}
+		s.kit.countDeadLettered(s.sc.GroupID, res.Topic)
 	} else {
 		res.Outcome = OutcomeHandled
 	}

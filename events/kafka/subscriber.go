@@ -167,7 +167,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 
 	if s.kit != nil {
 		s.lag = newLagReporter(s.sc.GroupID, s.kit, s.sc.LagInterval)
-		s.kit.setHeldBack(s.sc.GroupID, false)
+		s.kit.start(s.sc.GroupID, s.sc.Topics)
 	}
 	if err := c.SubscribeTopics(s.sc.Topics, s.rebalance); err != nil {
 		return fmt.Errorf("subscriber %s: subscribe: %w", s.sc.GroupID, err)

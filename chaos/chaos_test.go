@@ -1,0 +1,347 @@
+package chaos
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/events/eventstest"
+)
+
+// profile is how long and how hard one run pushes.
+type profile struct {
+	rate       float64       // registrations per second offered
+	clients    int           // requests in flight at most
+	before     time.Duration // load before the fault
+	after      time.Duration // load after the dependency's return
+	brokerDown time.Duration // broker dead before the restart command
+	smtpDown   time.Duration // SMTP refusing connections
+	settle     time.Duration // longest wait for the last mails
+	env        []string      // extra notifier settings
+}
+
+var profiles = map[string]profile{
+	// The figures of docs/reliability.md.
+	"full": {rate: 40, clients: 16, before: 15 * time.Second, after: 30 * time.Second,
+		brokerDown: 8 * time.Second, smtpDown: 60 * time.Second, settle: 5 * time.Minute},
+	// CI: every scenario, briefly.
+	"short": {rate: 15, clients: 8, before: 4 * time.Second, after: 6 * time.Second,
+		brokerDown: 3 * time.Second, smtpDown: 10 * time.Second, settle: 2 * time.Minute},
+}
+
+// commitEvery is the notifier's NOTIFIER_COMMIT_EVERY in the suite (the
+// default): a notifier crash re-sends fewer than 2× this many mails.
+const commitEvery = 5
+
+// result is one line of the table.
+type result struct {
+	name                                string
+	acked, refused, events, mails       int
+	lost, lostEvents, duplicates, dupOK int
+	down, recover                       time.Duration
+	recoverOf                           string
+}
+
+func (r result) line() string {
+	rec := "never"
+	if r.recover >= 0 {
+		rec = fmt.Sprintf("%.1f", r.recover.Seconds())
+	}
+	return fmt.Sprintf("| %-16s | %6d | %6d | %6d | %4d | %10d (≤ %d) | %7s (%s) | %5.0f | %7d |",
+		r.name, r.acked, r.events, r.mails, r.lost, r.duplicates, r.dupOK, rec, r.recoverOf, r.down.Seconds(), r.refused)
+}
+
+const tableHeader = "| scenario         | acked  | events | mails  | lost | duplicates | recover s (of) | down s | not 202 |\n" +
+	"|------------------|--------|--------|--------|------|------------|----------------|--------|---------|"
+
+// suite is the platform one run drives: one broker for every scenario,
+// the notifier's group carried from one scenario to the next.
+type suite struct {
+	t       *testing.T
+	prof    profile
+	dir     string
+	bin     string
+	broker  *broker
+	key     string
+	sink    *sink
+	results []result
+}
+
+func TestChaos(t *testing.T) {
+	mode := os.Getenv("CHAOS")
+	if mode == "" {
+		t.Skip("the chaos suite runs real processes for minutes: run scripts/chaos (CHAOS=full) or scripts/chaos --short (CHAOS=short)")
+	}
+	prof, ok := profiles[mode]
+	if !ok {
+		t.Fatalf("CHAOS=%q: want short or full", mode)
+	}
+	s := &suite{t: t, prof: prof, dir: t.TempDir()}
+	var err error
+	if s.bin, err = buildBinary(s.dir); err != nil {
+		t.Fatal(err)
+	}
+	if s.key, err = events.GenerateKeyEntry(); err != nil {
+		t.Fatal(err)
+	}
+	s.broker = startBroker(t)
+	if s.sink, err = startSink("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.sink.stop)
+
+	for _, sc := range []struct {
+		name string
+		run  func(t *testing.T, prefix string) result
+	}{
+		{"smtp-refusing", s.smtpRefusing},
+		{"notifier-sigkill", s.notifierKilled},
+		{"redis-restart", s.redisRestarted},
+		{"broker-sigkill", s.brokerKilled},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			r := sc.run(t, sc.name+"-"+eventstest.Suffix())
+			r.name = sc.name
+			s.results = append(s.results, r)
+			fmt.Println(r.line())
+			if r.lost > 0 {
+				t.Errorf("%s: %d acknowledged registrations lost (%d without an event on the topic)", sc.name, r.lost, r.lostEvents)
+			}
+			if r.duplicates > r.dupOK {
+				t.Errorf("%s: %d duplicate mails, above the bound of %d", sc.name, r.duplicates, r.dupOK)
+			}
+		})
+	}
+	table := tableHeader + "\n"
+	for _, r := range s.results {
+		table += r.line() + "\n"
+	}
+	fmt.Printf("\nchaos suite, CHAOS=%s, %s load at %.0f registrations/s from %d clients:\n%s", mode, time.Now().UTC().Format(time.DateTime), prof.rate, prof.clients, table)
+	if out := os.Getenv("CHAOS_REPORT"); out != "" {
+		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// userAPI starts one user API on store ("memory" or a redis:// URL).
+func (s *suite) userAPI(t *testing.T, name, store string) (*proc, string) {
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t, 1))
+	p := startProc(t, s.dir, name, []string{
+		"KAFKA_BROKERS=" + s.broker.addr(), "CODE_ENCRYPTION_KEYS=" + s.key, "HTTP_ADDR=" + addr,
+		"PENDING_STORE=" + store, "RATE_LIMIT_PER_IP=0", "LOG_LEVEL=warn",
+	}, s.bin, "userapi")
+	waitHTTP(t, p, "http://"+addr+"/readyz", 120*time.Second)
+	return p, "http://" + addr
+}
+
+// notifier starts the notifier, sending to the sink. Every scenario's
+// notifier is the same consumer group, so it starts where the last one
+// committed.
+func (s *suite) notifier(t *testing.T, name string) *proc {
+	metrics := "127.0.0.1:" + strconv.Itoa(freePort(t, 1))
+	p := startProc(t, s.dir, name, append([]string{
+		"KAFKA_BROKERS=" + s.broker.addr(), "CODE_ENCRYPTION_KEYS=" + s.key,
+		"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + s.sink.port(), "SMTP_TLS=none", "SMTP_TIMEOUT=5s",
+		"NOTIFIER_COMMIT_EVERY=" + strconv.Itoa(commitEvery), "METRICS_ADDR=" + metrics, "LOG_LEVEL=warn",
+	}, s.prof.env...), s.bin, "notifier")
+	waitHTTP(t, p, "http://"+metrics+"/readyz", 120*time.Second)
+	return p
+}
+
+// measure stops the load, waits for the mails of every acknowledged
+// registration (or the settle time), and counts.
+func (s *suite) measure(t *testing.T, g *loadGen, stopLoad func(), returned time.Time, recoverOf string) result {
+	stopLoad()
+	outs := g.outcomes()
+	var r result
+	acked := map[string]bool{}
+	for _, o := range outs {
+		if o.status == http.StatusAccepted {
+			acked[o.email] = true
+		} else {
+			r.refused++
+		}
+	}
+	r.acked = len(acked)
+	deadline := time.Now().Add(s.prof.settle)
+	var mails []received
+	for {
+		mails = s.sink.received(g.prefix)
+		got := map[string]bool{}
+		for _, m := range mails {
+			got[m.to] = true
+		}
+		missing := 0
+		for e := range acked {
+			if !got[e] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// A few seconds more for duplicates still on their way.
+	time.Sleep(3 * time.Second)
+	mails = s.sink.received(g.prefix)
+
+	onTopic := map[string]bool{}
+	for _, m := range eventstest.CountTopic(t, s.broker.addr(), events.TopicUserAccountCreated, 5*time.Second, func(m *ckafka.Message) bool {
+		e, err := events.Decode(m.Value)
+		if err != nil {
+			return false
+		}
+		d, err := e.UserAccountCreated()
+		return err == nil && strings.HasPrefix(d.Email, g.prefix)
+	}) {
+		e, _ := events.Decode(m.Value)
+		d, _ := e.UserAccountCreated()
+		onTopic[d.Email] = true
+		r.events++
+	}
+	mailed := map[string]bool{}
+	ids := map[string]int{}
+	for _, m := range mails {
+		mailed[m.to] = true
+		ids[m.messageID]++
+	}
+	r.mails = len(mails)
+	r.duplicates = len(mails) - len(ids)
+	for e := range acked {
+		if !onTopic[e] {
+			r.lostEvents++
+		}
+		if !onTopic[e] || !mailed[e] {
+			r.lost++
+		}
+	}
+
+	r.recover, r.recoverOf = -1, recoverOf
+	var firstAck, firstMail time.Duration = -1, -1
+	for _, o := range outs {
+		if o.status == http.StatusAccepted && o.end.After(returned) {
+			if d := o.end.Sub(returned); firstAck < 0 || d < firstAck {
+				firstAck = d
+			}
+		}
+	}
+	for _, m := range mails {
+		if m.at.After(returned) {
+			if d := m.at.Sub(returned); firstMail < 0 || d < firstMail {
+				firstMail = d
+			}
+		}
+	}
+	switch recoverOf {
+	case "api":
+		r.recover = firstAck
+	case "mail":
+		r.recover = firstMail
+	default: // both
+		if firstAck >= 0 && firstMail >= 0 {
+			r.recover = max(firstAck, firstMail)
+		}
+	}
+	return r
+}
+
+// smtpRefusing: the SMTP server refuses connections for smtpDown under
+// load. Records are held back, never dead-lettered; they go out when it
+// returns.
+func (s *suite) smtpRefusing(t *testing.T, prefix string) result {
+	api, url := s.userAPI(t, "userapi-smtp", "memory")
+	defer api.stop(30 * time.Second)
+	n := s.notifier(t, "notifier-smtp")
+	defer n.stop(30 * time.Second)
+	g := newLoad(prefix, []string{url})
+	stop := g.run(s.prof.rate, s.prof.clients)
+	time.Sleep(s.prof.before)
+	s.sink.stop()
+	down := time.Now()
+	time.Sleep(s.prof.smtpDown)
+	if err := s.sink.start(); err != nil {
+		t.Fatalf("SMTP sink back on %s: %v", s.sink.addr, err)
+	}
+	returned := time.Now()
+	time.Sleep(s.prof.after)
+	r := s.measure(t, g, stop, returned, "mail")
+	r.down = returned.Sub(down)
+	// A connection cut in the middle of a send may deliver a mail whose
+	// success the notifier never heard of: it is sent again, with the same
+	// Message-ID.
+	r.dupOK = 1
+	return r
+}
+
+// notifierKilled: the notifier is SIGKILLed under load and started again.
+func (s *suite) notifierKilled(t *testing.T, prefix string) result {
+	api, url := s.userAPI(t, "userapi-notifier", "memory")
+	defer api.stop(30 * time.Second)
+	n := s.notifier(t, "notifier-killed")
+	g := newLoad(prefix, []string{url})
+	stop := g.run(s.prof.rate, s.prof.clients)
+	time.Sleep(s.prof.before)
+	n.kill()
+	down := time.Now()
+	returned := time.Now()
+	n2 := s.notifier(t, "notifier-restarted")
+	defer n2.stop(30 * time.Second)
+	time.Sleep(s.prof.after)
+	r := s.measure(t, g, stop, returned, "mail")
+	r.down = returned.Sub(down)
+	r.dupOK = 2*commitEvery - 1
+	return r
+}
+
+// redisRestarted: two user API replicas share Redis, which is restarted
+// (SIGTERM, start again on its append-only file) under load.
+func (s *suite) redisRestarted(t *testing.T, prefix string) result {
+	rds := startRedis(t, s.dir)
+	a, urlA := s.userAPI(t, "userapi-redis-a", rds.url())
+	defer a.stop(30 * time.Second)
+	b, urlB := s.userAPI(t, "userapi-redis-b", rds.url())
+	defer b.stop(30 * time.Second)
+	n := s.notifier(t, "notifier-redis")
+	defer n.stop(30 * time.Second)
+	g := newLoad(prefix, []string{urlA, urlB})
+	stop := g.run(s.prof.rate, s.prof.clients)
+	time.Sleep(s.prof.before)
+	rds.p.stop(30 * time.Second)
+	down := time.Now()
+	rds.start(t)
+	returned := time.Now()
+	time.Sleep(s.prof.after)
+	r := s.measure(t, g, stop, returned, "api")
+	r.down = returned.Sub(down)
+	return r
+}
+
+// brokerKilled: Apache Kafka is SIGKILLed under load and, brokerDown
+// later, started again on the same data.
+func (s *suite) brokerKilled(t *testing.T, prefix string) result {
+	api, url := s.userAPI(t, "userapi-broker", "memory")
+	defer api.stop(30 * time.Second)
+	n := s.notifier(t, "notifier-broker")
+	defer n.stop(30 * time.Second)
+	g := newLoad(prefix, []string{url})
+	stop := g.run(s.prof.rate, s.prof.clients)
+	time.Sleep(s.prof.before)
+	s.broker.sigkill(t)
+	down := time.Now()
+	time.Sleep(s.prof.brokerDown)
+	s.broker.restart(t) // returns when the broker says it has started
+	returned := time.Now()
+	time.Sleep(s.prof.after)
+	r := s.measure(t, g, stop, returned, "api+mail")
+	r.down = returned.Sub(down)
+	return r
+}

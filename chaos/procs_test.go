@@ -60,7 +60,12 @@ func startProc(t testing.TB, dir, name string, env []string, bin string, args ..
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s's last output:\n%s", name, p.tail())
+		}
+	})
 	return p
 }
 

@@ -47,19 +47,24 @@ type result struct {
 	lost, lostEvents, duplicates, dupOK int
 	down, recover                       time.Duration
 	recoverOf                           string
+	firstAck, firstMail                 time.Duration // after the return; -1: none
+}
+
+func secs(d time.Duration) string {
+	if d < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.1f", d.Seconds())
 }
 
 func (r result) line() string {
-	rec := "never"
-	if r.recover >= 0 {
-		rec = fmt.Sprintf("%.1f", r.recover.Seconds())
-	}
-	return fmt.Sprintf("| %-16s | %6d | %6d | %6d | %4d | %10d (≤ %d) | %7s (%s) | %5.0f | %7d |",
-		r.name, r.acked, r.events, r.mails, r.lost, r.duplicates, r.dupOK, rec, r.recoverOf, r.down.Seconds(), r.refused)
+	return fmt.Sprintf("| %-16s | %5d | %6d | %5d | %4d | %4d (≤ %d) | %9s | %7s | %8s | %6.1f | %7d |",
+		r.name, r.acked, r.events, r.mails, r.lost, r.duplicates, r.dupOK, secs(r.recover),
+		secs(r.firstAck), secs(r.firstMail), r.down.Seconds(), r.refused)
 }
 
-const tableHeader = "| scenario         | acked  | events | mails  | lost | duplicates | recover s (of) | down s | not 202 |\n" +
-	"|------------------|--------|--------|--------|------|------------|----------------|--------|---------|"
+const tableHeader = "| scenario         | acked | events | mails | lost | duplicates | recover s | 1st 202 | 1st mail | down s | not 202 |\n" +
+	"|------------------|-------|--------|-------|------|------------|-----------|---------|----------|--------|---------|"
 
 // suite is the platform one run drives: one broker for every scenario,
 // the notifier's group carried from one scenario to the next.
@@ -241,6 +246,7 @@ func (s *suite) measure(t *testing.T, g *loadGen, stopLoad func(), returned time
 			}
 		}
 	}
+	r.firstAck, r.firstMail = firstAck, firstMail
 	switch recoverOf {
 	case "api":
 		r.recover = firstAck
@@ -265,8 +271,8 @@ func (s *suite) smtpRefusing(t *testing.T, prefix string) result {
 	g := newLoad(prefix, []string{url})
 	stop := g.run(s.prof.rate, s.prof.clients)
 	time.Sleep(s.prof.before)
-	s.sink.stop()
 	down := time.Now()
+	s.sink.stop()
 	time.Sleep(s.prof.smtpDown)
 	if err := s.sink.start(); err != nil {
 		t.Fatalf("SMTP sink back on %s: %v", s.sink.addr, err)
@@ -290,8 +296,8 @@ func (s *suite) notifierKilled(t *testing.T, prefix string) result {
 	g := newLoad(prefix, []string{url})
 	stop := g.run(s.prof.rate, s.prof.clients)
 	time.Sleep(s.prof.before)
-	n.kill()
 	down := time.Now()
+	n.kill()
 	returned := time.Now()
 	n2 := s.notifier(t, "notifier-restarted")
 	defer n2.stop(30 * time.Second)
@@ -315,8 +321,8 @@ func (s *suite) redisRestarted(t *testing.T, prefix string) result {
 	g := newLoad(prefix, []string{urlA, urlB})
 	stop := g.run(s.prof.rate, s.prof.clients)
 	time.Sleep(s.prof.before)
-	rds.p.stop(30 * time.Second)
 	down := time.Now()
+	rds.p.stop(30 * time.Second)
 	rds.start(t)
 	returned := time.Now()
 	time.Sleep(s.prof.after)
@@ -335,8 +341,8 @@ func (s *suite) brokerKilled(t *testing.T, prefix string) result {
 	g := newLoad(prefix, []string{url})
 	stop := g.run(s.prof.rate, s.prof.clients)
 	time.Sleep(s.prof.before)
-	s.broker.sigkill(t)
 	down := time.Now()
+	s.broker.sigkill(t)
 	time.Sleep(s.prof.brokerDown)
 	s.broker.restart(t) // returns when the broker says it has started
 	returned := time.Now()

@@ -24,7 +24,6 @@ type profile struct {
 	brokerDown time.Duration // broker dead before the restart command
 	smtpDown   time.Duration // SMTP refusing connections
 	settle     time.Duration // longest wait for the last mails
-	env        []string      // extra notifier settings
 }
 
 var profiles = map[string]profile{
@@ -102,15 +101,29 @@ func TestChaos(t *testing.T) {
 	}
 	t.Cleanup(s.sink.stop)
 
+	only := map[string]bool{}
+	for _, name := range strings.Split(os.Getenv("CHAOS_ONLY"), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			only[name] = true
+		}
+	}
 	for _, sc := range []struct {
-		name string
-		run  func(t *testing.T, prefix string) result
+		name     string
+		run      func(t *testing.T, prefix string) result
+		fullOnly bool
 	}{
-		{"smtp-refusing", s.smtpRefusing},
-		{"notifier-sigkill", s.notifierKilled},
-		{"redis-restart", s.redisRestarted},
-		{"broker-sigkill", s.brokerKilled},
+		{"smtp-refusing", s.smtpRefusing(nil), false},
+		// The same outage with the notifier probing the SMTP server every
+		// 5s instead of every 30s (the default NOTIFIER_RETRY_MAX_BACKOFF),
+		// which is what bounds the recovery.
+		{"smtp-refusing-5s", s.smtpRefusing([]string{"NOTIFIER_RETRY_MAX_BACKOFF=5s"}), true},
+		{"notifier-sigkill", s.notifierKilled, false},
+		{"redis-restart", s.redisRestarted, false},
+		{"broker-sigkill", s.brokerKilled, false},
 	} {
+		if (len(only) > 0 && !only[sc.name]) || (len(only) == 0 && sc.fullOnly && mode != "full") {
+			continue
+		}
 		t.Run(sc.name, func(t *testing.T) {
 			r := sc.run(t, sc.name+"-"+eventstest.Suffix())
 			r.name = sc.name
@@ -150,13 +163,13 @@ func (s *suite) userAPI(t *testing.T, name, store string) (*proc, string) {
 // notifier starts the notifier, sending to the sink. Every scenario's
 // notifier is the same consumer group, so it starts where the last one
 // committed.
-func (s *suite) notifier(t *testing.T, name string) *proc {
+func (s *suite) notifier(t *testing.T, name string, env ...string) *proc {
 	metrics := "127.0.0.1:" + strconv.Itoa(freePort(t, 1))
 	p := startProc(t, s.dir, name, append([]string{
 		"KAFKA_BROKERS=" + s.broker.addr(), "CODE_ENCRYPTION_KEYS=" + s.key,
 		"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + s.sink.port(), "SMTP_TLS=none", "SMTP_TIMEOUT=5s",
 		"NOTIFIER_COMMIT_EVERY=" + strconv.Itoa(commitEvery), "METRICS_ADDR=" + metrics, "LOG_LEVEL=warn",
-	}, s.prof.env...), s.bin, "notifier")
+	}, env...), s.bin, "notifier")
 	waitHTTP(t, p, "http://"+metrics+"/readyz", 120*time.Second)
 	return p
 }
@@ -263,10 +276,14 @@ func (s *suite) measure(t *testing.T, g *loadGen, stopLoad func(), returned time
 // smtpRefusing: the SMTP server refuses connections for smtpDown under
 // load. Records are held back, never dead-lettered; they go out when it
 // returns.
-func (s *suite) smtpRefusing(t *testing.T, prefix string) result {
+func (s *suite) smtpRefusing(env []string) func(t *testing.T, prefix string) result {
+	return func(t *testing.T, prefix string) result { return s.smtpRefusingWith(t, prefix, env) }
+}
+
+func (s *suite) smtpRefusingWith(t *testing.T, prefix string, env []string) result {
 	api, url := s.userAPI(t, "userapi-smtp", "memory")
 	defer api.stop(30 * time.Second)
-	n := s.notifier(t, "notifier-smtp")
+	n := s.notifier(t, "notifier-smtp", env...)
 	defer n.stop(30 * time.Second)
 	g := newLoad(prefix, []string{url})
 	stop := g.run(s.prof.rate, s.prof.clients)

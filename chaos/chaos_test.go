@@ -22,6 +22,7 @@ type profile struct {
 	before     time.Duration // load before the fault
 	after      time.Duration // load after the dependency's return
 	brokerDown time.Duration // broker dead before the restart command
+	redisDown  time.Duration // Redis stopped before it starts again
 	smtpDown   time.Duration // SMTP refusing connections
 	settle     time.Duration // longest wait for the last mails
 }
@@ -29,10 +30,10 @@ type profile struct {
 var profiles = map[string]profile{
 	// The figures of docs/reliability.md.
 	"full": {rate: 40, clients: 16, before: 15 * time.Second, after: 30 * time.Second,
-		brokerDown: 8 * time.Second, smtpDown: 60 * time.Second, settle: 5 * time.Minute},
+		brokerDown: 8 * time.Second, redisDown: 5 * time.Second, smtpDown: 60 * time.Second, settle: 5 * time.Minute},
 	// CI: every scenario, briefly.
 	"short": {rate: 15, clients: 8, before: 4 * time.Second, after: 6 * time.Second,
-		brokerDown: 3 * time.Second, smtpDown: 10 * time.Second, settle: 2 * time.Minute},
+		brokerDown: 3 * time.Second, redisDown: 2 * time.Second, smtpDown: 10 * time.Second, settle: 2 * time.Minute},
 }
 
 // commitEvery is the notifier's NOTIFIER_COMMIT_EVERY in the suite (the
@@ -326,7 +327,8 @@ func (s *suite) notifierKilled(t *testing.T, prefix string) result {
 }
 
 // redisRestarted: two user API replicas share Redis, which is restarted
-// (SIGTERM, start again on its append-only file) under load.
+// under load: SIGTERM, redisDown later started again on its append-only
+// file.
 func (s *suite) redisRestarted(t *testing.T, prefix string) result {
 	rds := startRedis(t, s.dir)
 	a, urlA := s.userAPI(t, "userapi-redis-a", rds.url())
@@ -340,6 +342,7 @@ func (s *suite) redisRestarted(t *testing.T, prefix string) result {
 	time.Sleep(s.prof.before)
 	down := time.Now()
 	rds.p.stop(30 * time.Second)
+	time.Sleep(s.prof.redisDown)
 	rds.start(t)
 	returned := time.Now()
 	time.Sleep(s.prof.after)

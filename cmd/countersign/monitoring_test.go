@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/countersign/countersign/cmd/internal/platform"
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/mail"
@@ -108,7 +109,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	if _, err := recommender.New(recommender.Config{}, recommender.Deps{Kafka: kcfg, Templates: tpl, Sender: nopSender{}, Logger: logger, Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
-	if err := registerReady(reg, nil); err != nil {
+	if err := platform.RegisterReady(reg, nil); err != nil {
 		t.Fatal(err)
 	}
 	return reg.names
@@ -144,7 +145,7 @@ func known(exported map[string]bool, name string) bool {
 // exports: a renamed metric breaks this test, not the alert.
 func TestMonitoringNamesOnlyExportedMetrics(t *testing.T) {
 	exported := exportedMetrics(t)
-	for _, want := range []string{kafka.MetricConsumerLag, kafka.MetricConsumerHeldBack, kafka.MetricConsumerDeadLettered, metricReady} {
+	for _, want := range []string{kafka.MetricConsumerLag, kafka.MetricConsumerHeldBack, kafka.MetricConsumerDeadLettered, platform.MetricReady} {
 		if !exported[want] {
 			t.Errorf("%s is not registered by the components", want)
 		}

@@ -46,12 +46,17 @@ type SubscriberConfig struct {
 	OnResult func(Result)
 	// Registerer, when set, receives the kit's metrics for this group:
 	// countersign_consumer_lag_records per assigned partition and the
-	// held-back gauge and counter (see lag.go). Nil registers nowhere.
+	// held-back and dead-letter metrics (see lag.go). Nil registers nowhere.
 	Registerer prometheus.Registerer
 	// LagInterval is how often the lag is measured (default 5s), on a
 	// goroutine of its own: one committed-offsets request and one
 	// watermark request per assigned partition each time, never per record.
 	LagInterval time.Duration
+	// TopicsReady says the caller has created Topics and the dead-letter
+	// topic already (cmd does, once per start, for every service it runs):
+	// Run then does not ask the brokers again. Default false: Run creates
+	// what is missing.
+	TopicsReady bool
 }
 
 func (c *SubscriberConfig) setDefaults() {

@@ -1,4 +1,4 @@
-package main
+package platform
 
 import (
 	"context"
@@ -7,17 +7,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metricReady is the readiness /readyz reports, as a metric: an alert rule
+// MetricReady is the readiness /readyz reports, as a metric: an alert rule
 // (deploy/prometheus/alerts.yml) fires when it stays 0. Prometheus scrapes
 // /metrics only, so /readyz failing is seen through it.
-const metricReady = "countersign_ready"
+const MetricReady = "countersign_ready"
 
-// registerReady registers countersign_ready on reg: 1 when ready answers
+// RegisterReady registers countersign_ready on reg: 1 when ready answers
 // nil within 2s at scrape time, 0 otherwise. It asks the same question as
 // /readyz (a metadata request, a Redis ping), once per scrape.
-func registerReady(reg prometheus.Registerer, ready func(context.Context) error) error {
+func RegisterReady(reg prometheus.Registerer, ready func(context.Context) error) error {
 	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: metricReady,
+		Name: MetricReady,
 		Help: "1 when the process is ready (what GET /readyz answers 200 for: the broker and the pending store reachable, the consumer running), 0 when not.",
 	}, func() float64 {
 		if ready == nil {

@@ -47,16 +47,16 @@ func TestLagGrowsWhileSMTPIsDownAndReturnsToZero(t *testing.T) {
 		addrs = append(addrs, a)
 		h.publishCreated(t, a, "121212")
 	}
-	waitFor(t, 90*time.Second, func() bool {
+	eventstest.Eventually(t, 90*time.Second, func() bool {
 		lag, _ := gaugeSum(t, r.registry, kafka.MetricConsumerLag, r.group)
 		held, _ := gaugeSum(t, r.registry, kafka.MetricConsumerHeldBack, r.group)
 		return lag >= 5 && held == 1
 	})
 	h.smtp.ClearFailing()
 	for _, a := range addrs {
-		h.mailsTo(t, a, 1, 60*time.Second)
+		h.smtp.WaitFor(t, a, 1, 60*time.Second)
 	}
-	waitFor(t, 60*time.Second, func() bool {
+	eventstest.Eventually(t, 60*time.Second, func() bool {
 		held, _ := gaugeSum(t, r.registry, kafka.MetricConsumerHeldBack, r.group)
 		return held == 0
 	})
@@ -66,7 +66,7 @@ func TestLagGrowsWhileSMTPIsDownAndReturnsToZero(t *testing.T) {
 		// the kit's own test (events/kafka) checks that on a topic of its own.
 		return
 	}
-	waitFor(t, 60*time.Second, func() bool {
+	eventstest.Eventually(t, 60*time.Second, func() bool {
 		lag, series := gaugeSum(t, r.registry, kafka.MetricConsumerLag, r.group)
 		return lag == 0 && series == 2*h.kafka.Partitions // both topics' partitions
 	})

@@ -150,13 +150,25 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// extraEnv is CHAOS_EXTRA_ENV ("NAME=value,NAME=value"), given to every
+// countersign process: for trying a setting under the same faults.
+func extraEnv() []string {
+	var out []string
+	for _, kv := range strings.Split(os.Getenv("CHAOS_EXTRA_ENV"), ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // userAPI starts one user API on store ("memory" or a redis:// URL).
 func (s *suite) userAPI(t *testing.T, name, store string) (*proc, string) {
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t, 1))
-	p := startProc(t, s.dir, name, []string{
+	p := startProc(t, s.dir, name, append([]string{
 		"KAFKA_BROKERS=" + s.broker.addr(), "CODE_ENCRYPTION_KEYS=" + s.key, "HTTP_ADDR=" + addr,
 		"PENDING_STORE=" + store, "RATE_LIMIT_PER_IP=0", "LOG_LEVEL=warn",
-	}, s.bin, "userapi")
+	}, extraEnv()...), s.bin, "userapi")
 	waitHTTP(t, p, "http://"+addr+"/readyz", 120*time.Second)
 	return p, "http://" + addr
 }
@@ -170,7 +182,7 @@ func (s *suite) notifier(t *testing.T, name string, env ...string) *proc {
 		"KAFKA_BROKERS=" + s.broker.addr(), "CODE_ENCRYPTION_KEYS=" + s.key,
 		"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + s.sink.port(), "SMTP_TLS=none", "SMTP_TIMEOUT=5s",
 		"NOTIFIER_COMMIT_EVERY=" + strconv.Itoa(commitEvery), "METRICS_ADDR=" + metrics, "LOG_LEVEL=warn",
-	}, env...), s.bin, "notifier")
+	}, append(env, extraEnv()...)...), s.bin, "notifier")
 	waitHTTP(t, p, "http://"+metrics+"/readyz", 120*time.Second)
 	return p
 }

@@ -194,13 +194,16 @@ func (s *suite) measure(t *testing.T, g *loadGen, stopLoad func(), returned time
 	outs := g.outcomes()
 	var r result
 	acked := map[string]bool{}
+	statuses := map[int]int{}
 	for _, o := range outs {
+		statuses[o.status]++
 		if o.status == http.StatusAccepted {
 			acked[o.email] = true
 		} else {
 			r.refused++
 		}
 	}
+	t.Logf("answers by status (0: none): %v", statuses)
 	r.acked = len(acked)
 	deadline := time.Now().Add(s.prof.settle)
 	var mails []received

@@ -206,7 +206,9 @@ func (l *lagReporter) measure(c *ckafka.Consumer) {
 		}
 		low, high, err := c.QueryWatermarkOffsets(*tp.Topic, tp.Partition, timeoutMs)
 		if err != nil {
-			continue
+			// The broker is not answering: the rest would each wait the
+			// timeout too. They keep their last values until next time.
+			break
 		}
 		lags[partitionKey{*tp.Topic, tp.Partition}] = lag(int64(tp.Offset), low, high)
 	}

@@ -25,15 +25,19 @@ type profile struct {
 	redisDown  time.Duration // Redis stopped before it starts again
 	smtpDown   time.Duration // SMTP refusing connections
 	settle     time.Duration // longest wait for the last mails
+	straggle   time.Duration // wait for late duplicates once every mail is in
+	read       time.Duration // how long the topic is read back
 }
 
 var profiles = map[string]profile{
 	// The figures of docs/reliability.md.
 	"full": {rate: 40, clients: 16, before: 15 * time.Second, after: 30 * time.Second,
-		brokerDown: 8 * time.Second, redisDown: 5 * time.Second, smtpDown: 60 * time.Second, settle: 5 * time.Minute},
+		brokerDown: 8 * time.Second, redisDown: 5 * time.Second, smtpDown: 60 * time.Second, settle: 5 * time.Minute,
+		straggle: 3 * time.Second, read: 5 * time.Second},
 	// CI: every scenario, briefly.
 	"short": {rate: 15, clients: 8, before: 4 * time.Second, after: 6 * time.Second,
-		brokerDown: 3 * time.Second, redisDown: 2 * time.Second, smtpDown: 10 * time.Second, settle: 2 * time.Minute},
+		brokerDown: 3 * time.Second, redisDown: 2 * time.Second, smtpDown: 10 * time.Second, settle: 2 * time.Minute,
+		straggle: time.Second, read: 3 * time.Second},
 }
 
 // commitEvery is the notifier's NOTIFIER_COMMIT_EVERY in the suite (the
@@ -224,12 +228,12 @@ func (s *suite) measure(t *testing.T, g *loadGen, stopLoad func(), returned time
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	// A few seconds more for duplicates still on their way.
-	time.Sleep(3 * time.Second)
+	// A little more for duplicates still on their way.
+	time.Sleep(s.prof.straggle)
 	mails = s.sink.received(g.prefix)
 
 	onTopic := map[string]bool{}
-	for _, m := range eventstest.CountTopic(t, s.broker.addr(), events.TopicUserAccountCreated, 5*time.Second, func(m *ckafka.Message) bool {
+	for _, m := range eventstest.CountTopic(t, s.broker.addr(), events.TopicUserAccountCreated, s.prof.read, func(m *ckafka.Message) bool {
 		e, err := events.Decode(m.Value)
 		if err != nil {
 			return false

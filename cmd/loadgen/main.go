@@ -79,6 +79,9 @@ type options struct {
 	cpuProfile  string
 	logLevel    string
 	kafkaProps  props
+	serve       string
+	generator   string
+	apis        variants
 }
 
 // props collects -kafka name=value flags.
@@ -143,6 +146,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phases (generator and in-process platform together) to this file")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of the in-process platform (info logs a line per request)")
 	o.kafkaProps = props{}
+	fs.StringVar(&o.generator, "generator", "auto", "cost mode: wrk (an independent client), go (loadgen's own closed loop) or auto (wrk when on PATH)")
+	fs.Var(&o.apis, "api", "cost mode: a user API to measure, 'label=PATH [KEY=value …]' (repeatable; PATH empty builds ./cmd/countersign); default one, built from this module")
+	fs.StringVar(&o.serve, "serve", "", "internal (cost mode's child processes): serve bare or broker until stdin ends")
 	fs.Var(o.kafkaProps, "kafka", "librdkafka property for the in-process platform's clients, name=value (repeatable), as KAFKA_* variables set them: -kafka linger.ms=1")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -154,13 +160,33 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if o.serve != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := serveChild(ctx, o.serve, os.Stdin, stdout); err != nil {
+			fmt.Fprintf(stderr, "loadgen -serve: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	for _, m := range strings.Split(o.mode, ",") {
 		switch m {
 		case "register", "mail", "verify", "ceiling", "all":
+		case "cost":
+			if o.mode != "cost" {
+				fmt.Fprintln(stderr, "loadgen: -mode cost runs alone")
+				return 2
+			}
 		default:
-			fmt.Fprintf(stderr, "loadgen: -mode %q: want register, mail, verify, ceiling or all, or a comma-separated list\n", o.mode)
+			fmt.Fprintf(stderr, "loadgen: -mode %q: want register, mail, verify, ceiling, all or cost, or a comma-separated list\n", o.mode)
 			return 2
 		}
+	}
+	switch o.generator {
+	case "auto", "wrk", "go":
+	default:
+		fmt.Fprintf(stderr, "loadgen: -generator %q: want auto, wrk or go\n", o.generator)
+		return 2
 	}
 	if o.noBroker && o.target != "" {
 		fmt.Fprintln(stderr, "loadgen: -diagnose-no-broker applies to the in-process platform only, not -target")
@@ -172,6 +198,25 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.mode == "cost" {
+		rep, err := runCost(ctx, o, &syncWriter{w: stderr})
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 1
+		}
+		if o.jsonOut {
+			costJSON(stdout, rep)
+		} else {
+			printCost(stdout, rep)
+		}
+		for _, p := range rep.Phases {
+			if p.Requests-p.Failed <= 0 {
+				fmt.Fprintf(stderr, "loadgen: round %d %s had no successful request\n", p.Round, p.Target)
+				return 1
+			}
+		}
+		return 0
+	}
 	rep, err := run(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)

@@ -129,6 +129,10 @@ type CostVariant struct {
 	BrokerCPU CostSummary `json:"broker_cpu_us_per_request"`
 	RPS       CostSummary `json:"requests_per_s"`
 	P99       CostSummary `json:"p99_ms"`
+	// VsFirst is the variant's server CPU per request over the first
+	// variant's, per round (variants after the first only): the A/B figure
+	// for a build or a setting.
+	VsFirst *CostSummary `json:"cpu_ratio_to_first,omitempty"`
 }
 
 // CostReport is what -mode cost prints with -json.
@@ -618,8 +622,20 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 		return v
 	}
 	rep.Bare = sum("bare", nil)
-	for _, s := range servers[1:] {
-		rep.Variants = append(rep.Variants, sum(s.label, byLabel["bare"]))
+	for i, s := range servers[1:] {
+		v := sum(s.label, byLabel["bare"])
+		if i > 0 {
+			first := byLabel[servers[1].label]
+			var r []float64
+			for j, p := range byLabel[s.label] {
+				if j < len(first) && first[j].ServerCPU > 0 {
+					r = append(r, p.ServerCPU/first[j].ServerCPU)
+				}
+			}
+			vs := summary(r)
+			v.VsFirst = &vs
+		}
+		rep.Variants = append(rep.Variants, v)
 	}
 	return rep, ctx.Err()
 }
@@ -643,6 +659,9 @@ func printCost(w io.Writer, rep CostReport) {
 			s(v.RPS, "%.0f"), s(v.ServerCPU, "%.1f"), s(v.BrokerCPU, "%.1f"), s(v.P99, "%.1f"))
 		fmt.Fprintf(w, "  %s/bare CPU per request: %s (goal ≤ 2.00); requests/s: %s (goal ≥ 0.50)\n", v.Label,
 			s(v.CPURatio, "%.2f"), s(v.RPSRatio, "%.2f"))
+		if v.VsFirst != nil {
+			fmt.Fprintf(w, "  %s/%s CPU per request, round by round: %s\n", v.Label, rep.Variants[0].Label, s(*v.VsFirst, "%.3f"))
+		}
 	}
 }
 

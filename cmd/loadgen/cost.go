@@ -133,6 +133,10 @@ type CostVariant struct {
 	// variant's, per round (variants after the first only): the A/B figure
 	// for a build or a setting.
 	VsFirst *CostSummary `json:"cpu_ratio_to_first,omitempty"`
+	// PeakRSS is the server process's peak resident memory (VmHWM) at the
+	// end of the run, in MiB: a setting that trades memory for CPU shows
+	// here.
+	PeakRSS float64 `json:"peak_rss_mib,omitempty"`
 }
 
 // CostReport is what -mode cost prints with -json.
@@ -169,6 +173,21 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(ut+st) * (time.Second / 100), nil
+}
+
+// peakRSS is a process's peak resident set (VmHWM) in MiB, 0 when unknown.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }
 
 // child is a server process started by the cost mode.
@@ -622,8 +641,10 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 		return v
 	}
 	rep.Bare = sum("bare", nil)
+	rep.Bare.PeakRSS = peakRSS(bare.pid())
 	for i, s := range servers[1:] {
 		v := sum(s.label, byLabel["bare"])
+		v.PeakRSS = peakRSS(s.c.pid())
 		if i > 0 {
 			first := byLabel[servers[1].label]
 			var r []float64
@@ -653,10 +674,10 @@ func printCost(w io.Writer, rep CostReport) {
 	s := func(c CostSummary, f string) string {
 		return fmt.Sprintf("median "+f+" (min "+f+", max "+f+")", c.Median, c.Min, c.Max)
 	}
-	fmt.Fprintf(w, "\nbare: req/s %s; µs CPU/request %s; p99 ms %s\n", s(rep.Bare.RPS, "%.0f"), s(rep.Bare.ServerCPU, "%.1f"), s(rep.Bare.P99, "%.1f"))
+	fmt.Fprintf(w, "\nbare: req/s %s; µs CPU/request %s; p99 ms %s; peak RSS %.0f MiB\n", s(rep.Bare.RPS, "%.0f"), s(rep.Bare.ServerCPU, "%.1f"), s(rep.Bare.P99, "%.1f"), rep.Bare.PeakRSS)
 	for _, v := range rep.Variants {
-		fmt.Fprintf(w, "%s: req/s %s; µs CPU/request %s, broker %s; p99 ms %s\n", v.Label,
-			s(v.RPS, "%.0f"), s(v.ServerCPU, "%.1f"), s(v.BrokerCPU, "%.1f"), s(v.P99, "%.1f"))
+		fmt.Fprintf(w, "%s: req/s %s; µs CPU/request %s, broker %s; p99 ms %s; peak RSS %.0f MiB\n", v.Label,
+			s(v.RPS, "%.0f"), s(v.ServerCPU, "%.1f"), s(v.BrokerCPU, "%.1f"), s(v.P99, "%.1f"), v.PeakRSS)
 		fmt.Fprintf(w, "  %s/bare CPU per request: %s (goal ≤ 2.00); requests/s: %s (goal ≥ 0.50)\n", v.Label,
 			s(v.CPURatio, "%.2f"), s(v.RPSRatio, "%.2f"))
 		if v.VsFirst != nil {

@@ -2,6 +2,7 @@
 //
 //	go run ./cmd/loadgen -mode all            # everything in-process
 //	go run ./cmd/loadgen -mode register -target http://127.0.0.1:8080
+//	go run ./cmd/loadgen -mode cost -rounds 5 -d 5s  # CPU per request, process by process
 //
 // Modes:
 //
@@ -16,6 +17,13 @@
 //	          mails, then POST /api/verify with the right codes, -c clients
 //	all       ceiling, register, mail, verify, in one process, back to
 //	          back; register and verify with their ratio to the ceiling
+//	cost      the register goal of issue 18 (runs alone): `countersign
+//	          userapi`, the bare handler and the embedded broker each in a
+//	          process of its own, driven by wrk (or -generator go) in
+//	          -rounds alternating rounds; CPU per request of each process
+//	          from /proc/<pid>/stat, and userapi's against bare's, round by
+//	          round, as medians with min and max. -api compares builds or
+//	          settings side by side (see cost.go)
 //
 // Without -target, loadgen runs the platform in this process as `countersign
 // dev` does: an embedded Kafka-protocol broker (or -brokers), the user API

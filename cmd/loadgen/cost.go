@@ -190,6 +190,13 @@ func peakRSS(pid int) float64 {
 	return 0
 }
 
+// costServer is one server process of the cost mode and its base URL.
+type costServer struct {
+	label string
+	base  string
+	c     *child
+}
+
 // child is a server process started by the cost mode.
 type child struct {
 	name  string
@@ -392,6 +399,10 @@ function request()
   local body = '{"email":"' .. prefix .. '-' .. tid .. '-' .. n .. '@example.com","first_name":"Ada","last_name":"Lovelace"}'
   return wrk.format("POST", "/api/register", {["Content-Type"] = "application/json"}, body)
 end
+` + wrkDone
+
+// wrkDone prints wrk's summary on one line loadgen parses.
+const wrkDone = `
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("LOADGEN %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n",
@@ -442,7 +453,10 @@ func wrkGenerator(wrk, script string) generator {
 	}
 }
 
-func goGenerator(timeout time.Duration) generator {
+func goGenerator(timeout time.Duration, workload string) generator {
+	if workload == "verify" {
+		return goVerifyGenerator(timeout)
+	}
 	return func(ctx context.Context, base, tag string, c int, d time.Duration) (load, error) {
 		client := newClient(c, timeout)
 		defer client.CloseIdleConnections()
@@ -458,7 +472,7 @@ func goGenerator(timeout time.Duration) generator {
 // runCost is -mode cost.
 func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, error) {
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "loadgen: "+format+"\n", args...) }
-	rep := CostReport{Workload: "register", Machine: Machine{
+	rep := CostReport{Workload: o.workload, Machine: Machine{
 		CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), CPUModel: cpuModel(), GoVersion: runtime.Version(),
 	}}
 	self, err := os.Executable()
@@ -481,18 +495,22 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 				return rep, errors.New("-generator wrk: wrk is not on PATH (Debian: apt-get install wrk)")
 			}
 			rep.Generator = "go"
-			gen = goGenerator(o.timeout)
+			gen = goGenerator(o.timeout, o.workload)
 			break
 		}
-		script := filepath.Join(dir, "register.lua")
-		if err := os.WriteFile(script, []byte(wrkScript), 0o600); err != nil {
+		script := filepath.Join(dir, o.workload+".lua")
+		text := wrkScript
+		if o.workload == "verify" {
+			text = wrkVerifyScript
+		}
+		if err := os.WriteFile(script, []byte(text), 0o600); err != nil {
 			return rep, err
 		}
 		rep.Generator = "wrk (" + wrk + ", 2 threads)"
 		gen = wrkGenerator(wrk, script)
 	default:
 		rep.Generator = "go (loadgen's closed loop, in the loadgen process)"
-		gen = goGenerator(o.timeout)
+		gen = goGenerator(o.timeout, o.workload)
 	}
 
 	apis := o.apis
@@ -536,12 +554,11 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 	if err != nil {
 		return rep, err
 	}
-	type server struct {
-		label string
-		base  string
-		c     *child
+	keyring, err := events.ParseKeyring(keys)
+	if err != nil {
+		return rep, err
 	}
-	servers := []server{{label: "bare", base: "http://" + bare.addr, c: bare}}
+	servers := []costServer{{label: "bare", base: "http://" + bare.addr, c: bare}}
 	for _, v := range apis {
 		addr, err := freeAddr()
 		if err != nil {
@@ -564,7 +581,19 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 		if err := waitReady(ctx, c, "http://"+addr+"/readyz"); err != nil {
 			return rep, err
 		}
-		servers = append(servers, server{label: v.label, base: "http://" + addr, c: c})
+		servers = append(servers, costServer{label: v.label, base: "http://" + addr, c: c})
+	}
+	// tag names a phase's addresses (register) or its file of bodies
+	// (verify; batch 0 is the warm-up's).
+	tag := func(s costServer, batch int) string {
+		return fmt.Sprintf("r%s-%d-%s", runID(), batch, s.label)
+	}
+	if o.workload == "verify" {
+		batches, err := verifyBatches(ctx, o, dir, keyring, servers, say)
+		if err != nil {
+			return rep, err
+		}
+		tag = func(s costServer, batch int) string { return batches[s.label][batch] }
 	}
 	rep.Machine.Target = fmt.Sprintf("%d server processes; generator %s", len(servers), rep.Generator)
 
@@ -573,7 +602,7 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 	if o.warmup > 0 {
 		for _, s := range servers {
 			say("warm-up %s for %v", s.label, o.warmup)
-			if _, err := gen(ctx, s.base, "w"+runID()+"-"+s.label, o.clients, o.warmup); err != nil {
+			if _, err := gen(ctx, s.base, tag(s, 0), o.clients, o.warmup); err != nil {
 				return rep, fmt.Errorf("warm-up %s: %w", s.label, err)
 			}
 		}
@@ -596,7 +625,7 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 			if broker != nil {
 				b0, _ = procCPU(broker.pid())
 			}
-			l, err := gen(ctx, s.base, fmt.Sprintf("r%s-%d-%s", runID(), round, s.label), o.clients, o.duration)
+			l, err := gen(ctx, s.base, tag(s, round), o.clients, o.duration)
 			if err != nil {
 				return rep, fmt.Errorf("round %d %s: %w", round, s.label, err)
 			}
@@ -605,7 +634,7 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 				return rep, err
 			}
 			m1 := readUsage()
-			p := CostPhase{Round: round, Target: s.label, Workload: "register", Seconds: l.seconds,
+			p := CostPhase{Round: round, Target: s.label, Workload: o.workload, Seconds: l.seconds,
 				Requests: l.requests, Failed: l.failed, P50: l.p50, P99: l.p99, Max: l.max}
 			if l.seconds > 0 {
 				p.RPS = float64(l.requests) / l.seconds
@@ -631,8 +660,10 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 			srv, brk = append(srv, p.ServerCPU), append(brk, p.BrokerCPU)
 			rps, p99 = append(rps, p.RPS), append(p99, p.P99)
 			// Ratios pair each round's phase with bare's of the same round.
-			if i < len(bare) && bare[i].ServerCPU > 0 && bare[i].RPS > 0 {
+			if i < len(bare) && bare[i].ServerCPU > 0 {
 				cpu = append(cpu, p.ServerCPU/bare[i].ServerCPU)
+			}
+			if i < len(bare) && bare[i].RPS > 0 {
 				rr = append(rr, p.RPS/bare[i].RPS)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -16,7 +17,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if built.path != "" {
+		_ = os.RemoveAll(filepath.Dir(built.path))
+	}
+	os.Exit(code)
 }
 
 // TestCostModeSmoke runs -mode cost briefly: `countersign userapi` (built
@@ -25,13 +30,39 @@ func TestMain(m *testing.M) {
 // every request was answered 202, and that the report pairs the rounds;
 // never how fast.
 func TestCostModeSmoke(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "countersign")
-	build := exec.Command("go", "build", "-o", bin, "github.com/countersign/countersign/cmd/countersign")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build countersign: %v\n%s", err, out)
+	for _, workload := range []string{"register", "verify"} {
+		t.Run(workload, func(t *testing.T) { testCostMode(t, workload) })
 	}
-	args := []string{"-mode", "cost", "-json", "-generator", "go", "-api", "userapi=" + bin,
-		"-rounds", "2", "-c", "4", "-d", "300ms", "-warmup", "200ms"}
+}
+
+var built struct {
+	once sync.Once
+	path string
+	err  error
+	out  []byte
+}
+
+// countersignBinary builds cmd/countersign once per test run.
+func countersignBinary(t *testing.T) string {
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "loadgen-test-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.path = filepath.Join(dir, "countersign")
+		built.out, built.err = exec.Command("go", "build", "-o", built.path, "github.com/countersign/countersign/cmd/countersign").CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("go build countersign: %v\n%s", built.err, built.out)
+	}
+	return built.path
+}
+
+func testCostMode(t *testing.T, workload string) {
+	bin := countersignBinary(t)
+	args := []string{"-mode", "cost", "-json", "-generator", "go", "-api", "userapi=" + bin, "-workload", workload,
+		"-rounds", "2", "-c", "4", "-d", "300ms", "-warmup", "200ms", "-verify-n", "50"}
 	if b := os.Getenv("KAFKA_TEST_BROKERS"); b != "" {
 		args = append(args, "-brokers", b)
 	}
@@ -46,7 +77,7 @@ func TestCostModeSmoke(t *testing.T) {
 	seen := map[string]int{}
 	for _, p := range rep.Phases {
 		seen[p.Target]++
-		if p.Requests == 0 || p.Failed != 0 || p.P99 < p.P50 {
+		if p.Workload != workload || p.Requests == 0 || p.Failed != 0 || p.P99 < p.P50 {
 			t.Errorf("round %d %s: %d requests, %d failed, p50 %v p99 %v", p.Round, p.Target, p.Requests, p.Failed, p.P50, p.P99)
 		}
 		if p.ServerCPU < 0 || p.BrokerCPU < 0 {

@@ -90,6 +90,7 @@ type options struct {
 	serve       string
 	generator   string
 	apis        variants
+	workload    string
 }
 
 // props collects -kafka name=value flags.
@@ -145,7 +146,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.maxInFlight, "max-inflight", 4096, "most outstanding requests in the open loop; beyond it requests wait, and their wait counts as latency")
 	fs.DurationVar(&o.mailTimeout, "mail-timeout", 30*time.Second, "how long after the last registration to wait for mails; those not arrived by then are lost")
 	fs.StringVar(&o.smtpAddr, "smtp-addr", "", "listen address of the SMTP sink (default a free loopback port; 127.0.0.1:2525 with -target)")
-	fs.IntVar(&o.verifyN, "verify-n", 10000, "addresses to pre-register for the verify mode; it ends when their codes are used up")
+	fs.IntVar(&o.verifyN, "verify-n", 10000, "addresses to pre-register for the verify mode; it ends when their codes are used up (cost mode: per user API and per round)")
 	fs.IntVar(&o.commitEvery, "notifier-commit-every", 0, "the in-process notifier's NOTIFIER_COMMIT_EVERY; 0 keeps its default")
 	fs.BoolVar(&o.noBroker, "diagnose-no-broker", false, "diagnostic only: the in-process user API acknowledges events without the producer or the broker, to tell their share of a register request's cost (not the goal's acks=all)")
 	fs.IntVar(&o.rounds, "rounds", 1, "how many times to alternate the ceiling and register phases")
@@ -156,6 +157,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	o.kafkaProps = props{}
 	fs.StringVar(&o.generator, "generator", "auto", "cost mode: wrk (an independent client), go (loadgen's own closed loop) or auto (wrk when on PATH)")
 	fs.Var(&o.apis, "api", "cost mode: a user API to measure, 'label=PATH [KEY=value …]' (repeatable; PATH empty builds ./cmd/countersign); default one, built from this module")
+	fs.StringVar(&o.workload, "workload", "register", "cost mode: register, or verify (right codes for -verify-n addresses per user API per round, registered beforehand)")
 	fs.StringVar(&o.serve, "serve", "", "internal (cost mode's child processes): serve bare or broker until stdin ends")
 	fs.Var(o.kafkaProps, "kafka", "librdkafka property for the in-process platform's clients, name=value (repeatable), as KAFKA_* variables set them: -kafka linger.ms=1")
 	if err := fs.Parse(args); err != nil {
@@ -189,6 +191,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "loadgen: -mode %q: want register, mail, verify, ceiling, all or cost, or a comma-separated list\n", o.mode)
 			return 2
 		}
+	}
+	if o.workload != "register" && o.workload != "verify" {
+		fmt.Fprintf(stderr, "loadgen: -workload %q: want register or verify\n", o.workload)
+		return 2
 	}
 	switch o.generator {
 	case "auto", "wrk", "go":

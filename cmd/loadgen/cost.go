@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -304,9 +305,13 @@ func (c *child) exited() bool {
 	}
 }
 
-// serveChild is `loadgen -serve bare|broker`: it prints "listening ADDR"
-// and serves until its stdin ends (loadgen closed it or died) or a signal.
-func serveChild(ctx context.Context, what string, stdin io.Reader, stdout io.Writer) error {
+// serveChild is `loadgen -serve bare|broker|userapi-no-broker`: it prints
+// "listening ADDR" and serves until its stdin ends (loadgen closed it or
+// died) or a signal. userapi-no-broker is the user API as `countersign
+// userapi` wires it (package platform), whose publisher encodes each event
+// and acknowledges it at once: the cost mode's -diagnose-no-broker, to
+// tell what the user API costs without the producer and the broker.
+func serveChild(ctx context.Context, what, brokers string, stdin io.Reader, stdout io.Writer) error {
 	var addr string
 	var stop func()
 	switch what {
@@ -322,8 +327,15 @@ func serveChild(ctx context.Context, what string, stdin io.Reader, stdout io.Wri
 			return err
 		}
 		addr, stop = b.Addr(), b.Close
+	case "userapi-no-broker":
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		st, err := startStack(ctx, brokers, nil, true, quiet)
+		if err != nil {
+			return err
+		}
+		addr, stop = strings.TrimPrefix(st.url, "http://"), st.close
 	default:
-		return fmt.Errorf("-serve %q: want bare or broker", what)
+		return fmt.Errorf("-serve %q: want bare, broker or userapi-no-broker", what)
 	}
 	defer stop()
 	fmt.Fprintf(stdout, "listening %s\n", addr)
@@ -582,6 +594,18 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 			return rep, err
 		}
 		servers = append(servers, costServer{label: v.label, base: "http://" + addr, c: c})
+	}
+	if o.noBroker && o.workload == "verify" {
+		return rep, errors.New("-diagnose-no-broker: register only (a verify workload needs the codes its events carry)")
+	}
+	if o.noBroker {
+		say("starting no-broker: the user API in a loadgen process, events acknowledged without a producer")
+		c, err := startChild("no-broker", self, []string{"-serve", "userapi-no-broker", "-brokers", o.brokers}, []string{childEnv + "=1"}, true)
+		if err != nil {
+			return rep, err
+		}
+		children = append(children, c)
+		servers = append(servers, costServer{label: "no-broker", base: "http://" + c.addr, c: c})
 	}
 	// tag names a phase's addresses (register) or its file of bodies
 	// (verify; batch 0 is the warm-up's).

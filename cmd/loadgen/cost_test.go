@@ -66,6 +66,12 @@ func testCostMode(t *testing.T, workload string) {
 	if b := os.Getenv("KAFKA_TEST_BROKERS"); b != "" {
 		args = append(args, "-brokers", b)
 	}
+	apis := []string{"userapi"}
+	if workload == "register" {
+		// And the user API acknowledging events without a producer.
+		args = append(args, "-diagnose-no-broker")
+		apis = append(apis, "no-broker")
+	}
 	var stdout, stderr bytes.Buffer
 	if code := Main(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("loadgen exited %d\nstderr:\n%s", code, stderr.String())
@@ -84,11 +90,18 @@ func testCostMode(t *testing.T, workload string) {
 			t.Errorf("round %d %s: negative CPU %v, %v", p.Round, p.Target, p.ServerCPU, p.BrokerCPU)
 		}
 	}
-	if seen["bare"] != 2 || seen["userapi"] != 2 {
-		t.Errorf("phases per server = %v, want 2 rounds of bare and userapi", seen)
+	for _, s := range append([]string{"bare"}, apis...) {
+		if seen[s] != 2 {
+			t.Errorf("phases per server = %v, want 2 rounds of bare and %v", seen, apis)
+		}
 	}
-	if len(rep.Variants) != 1 || rep.Variants[0].RPSRatio.Median <= 0 {
-		t.Errorf("variants = %+v, want userapi with its ratio to bare", rep.Variants)
+	if len(rep.Variants) != len(apis) {
+		t.Fatalf("variants = %+v, want %v", rep.Variants, apis)
+	}
+	for i, v := range rep.Variants {
+		if v.Label != apis[i] || v.RPSRatio.Median <= 0 || (i > 0) != (v.VsFirst != nil) {
+			t.Errorf("variant %+v, want %s with its ratio to bare (and to the first after it)", v, apis[i])
+		}
 	}
 }
 

@@ -148,7 +148,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.smtpAddr, "smtp-addr", "", "listen address of the SMTP sink (default a free loopback port; 127.0.0.1:2525 with -target)")
 	fs.IntVar(&o.verifyN, "verify-n", 10000, "addresses to pre-register for the verify mode; it ends when their codes are used up (cost mode: per user API and per round)")
 	fs.IntVar(&o.commitEvery, "notifier-commit-every", 0, "the in-process notifier's NOTIFIER_COMMIT_EVERY; 0 keeps its default")
-	fs.BoolVar(&o.noBroker, "diagnose-no-broker", false, "diagnostic only: the in-process user API acknowledges events without the producer or the broker, to tell their share of a register request's cost (not the goal's acks=all)")
+	fs.BoolVar(&o.noBroker, "diagnose-no-broker", false, "diagnostic only: the in-process user API acknowledges events without the producer or the broker, to tell their share of a register request's cost (not the goal's acks=all); in the cost mode, an extra user API process that does so")
 	fs.IntVar(&o.rounds, "rounds", 1, "how many times to alternate the ceiling and register phases")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "HTTP request timeout")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as JSON")
@@ -173,7 +173,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if o.serve != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := serveChild(ctx, o.serve, os.Stdin, stdout); err != nil {
+		if err := serveChild(ctx, o.serve, o.brokers, os.Stdin, stdout); err != nil {
 			fmt.Fprintf(stderr, "loadgen -serve: %v\n", err)
 			return 1
 		}

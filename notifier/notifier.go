@@ -104,7 +104,7 @@ func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Notifier, error) {
 	}
 	w, err := kafka.NewWorker(deps.Kafka, cfg.WorkerConfig,
 		[]string{events.TopicUserAccountCreated, events.TopicUserAccountVerified}, n.Handle,
-		append([]kafka.WorkerOption{kafka.OnResult(n.onResult), kafka.OnDuplicate(n.onDuplicate)}, opts...)...)
+		append([]kafka.WorkerOption{kafka.OnResult(n.onResult), kafka.OnDuplicate(n.onDuplicate), kafka.WithRegisterer(deps.Registerer)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}

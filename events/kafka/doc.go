@@ -22,4 +22,11 @@
 //     dead-lettered: once its retries are spent the record is held back, the
 //     partitions paused, and it is tried again every MaxBackoff until it
 //     succeeds.
+//
+// Given a Registerer (SubscriberConfig.Registerer, or WithRegisterer for a
+// Worker), a subscriber exports its consumer lag per assigned partition
+// (countersign_consumer_lag_records, measured every few seconds on a
+// goroutine of its own, so it keeps moving while a handler is stuck), the
+// records held back for an unavailable dependency and its dead letters; see
+// lag.go.
 package kafka

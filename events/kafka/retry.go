@@ -32,6 +32,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if err == nil && !s.outageSince.IsZero() {
 			s.logger.Info("dependency available again: resuming", "unavailable_for", time.Since(s.outageSince).Round(time.Millisecond))
 			s.outageSince = time.Time{}
+			s.kit.setHeldBack(s.sc.GroupID, false)
 		}
 	}
 	if err != nil {
@@ -39,6 +40,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if !s.deadLetter(ctx, m, res) {
 			return false
 		}
+		s.kit.countDeadLettered(s.sc.GroupID, res.Topic)
 	} else {
 		res.Outcome = OutcomeHandled
 	}
@@ -98,8 +100,10 @@ func (s *Subscriber) holdBack(m *ckafka.Message, e events.Event, err error) {
 		// Not assigned any more: its next owner reads it again.
 		s.logger.Warn("rewind to held-back record", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "err", serr)
 	}
+	s.kit.countHeldBack(s.sc.GroupID, *tp.Topic)
 	now := time.Now()
 	if s.outageSince.IsZero() {
+		s.kit.setHeldBack(s.sc.GroupID, true)
 		s.outageSince = now
 		s.logger.Error("dependency unavailable: holding records back until it answers",
 			"topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "event_id", e.ID, "retry_every", s.sc.MaxBackoff, "err", err)

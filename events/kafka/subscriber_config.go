@@ -3,6 +3,8 @@ package kafka
 import (
 	"errors"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SubscriberConfig configures one consumer group member.
@@ -42,6 +44,14 @@ type SubscriberConfig struct {
 	// OnResult, when set, is called after every record, from the consuming
 	// goroutine: keep it fast (metrics, not I/O).
 	OnResult func(Result)
+	// Registerer, when set, receives the kit's metrics for this group:
+	// countersign_consumer_lag_records per assigned partition and the
+	// held-back and dead-letter metrics (see lag.go). Nil registers nowhere.
+	Registerer prometheus.Registerer
+	// LagInterval is how often the lag is measured (default 5s), on a
+	// goroutine of its own: one committed-offsets request and one
+	// watermark request per assigned partition each time, never per record.
+	LagInterval time.Duration
 	// TopicsReady says the caller has created Topics and the dead-letter
 	// topic already (cmd does, once per start, for every service it runs):
 	// Run then does not ask the brokers again. Default false: Run creates
@@ -68,6 +78,9 @@ func (c *SubscriberConfig) setDefaults() {
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 30 * time.Second
 	}
+	if c.LagInterval == 0 {
+		c.LagInterval = DefaultLagInterval
+	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
 	}
@@ -86,6 +99,8 @@ func (c SubscriberConfig) Validate() error {
 		return errors.New("max attempts: want ≥ 1")
 	case c.InitialBackoff < 0 || c.MaxBackoff < c.InitialBackoff:
 		return errors.New("backoff: want 0 ≤ initial ≤ max")
+	case c.LagInterval < 0:
+		return errors.New("lag interval: want ≥ 0")
 	}
 	return nil
 }

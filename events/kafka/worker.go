@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/countersign/countersign/events"
 )
 
@@ -127,6 +129,7 @@ type workerOptions struct {
 	onResult    func(Result)
 	onDuplicate func(events.Event)
 	subscriber  func(*SubscriberConfig)
+	registerer  prometheus.Registerer
 }
 
 // OnResult sees every finished record (handled or dead-lettered), from the
@@ -197,6 +200,9 @@ func (w *Worker) subscriber(group string, topics []string, onResult func(Result)
 		w.opts.subscriber(&sc)
 	}
 	sc.GroupID, sc.Topics, sc.OnResult = group, topics, onResult
+	if w.opts.registerer != nil {
+		sc.Registerer = w.opts.registerer
+	}
 	return NewSubscriber(w.kafka, sc, w.handler)
 }
 

@@ -31,7 +31,7 @@ const Prefix = "NOTIFIER_"
 // the group defaults to "notification-service"). Zero values mean the
 // defaults. When the SMTP server itself is down (mail.Error's
 // ServiceUnavailable) a mail is not dead-lettered once MaxAttempts are
-// spent: it is held back and tried every MaxBackoff until the server
+// spent: it is held back and tried every 5 s (kafka.DefaultProbeInterval) until the server
 // answers.
 type Config struct {
 	kafka.WorkerConfig

@@ -20,7 +20,7 @@
 //     undecodable record go to the dead-letter topic, and the partition moves on.
 //     An error wrapped with Unavailable (a dependency is down) is never
 //     dead-lettered: once its retries are spent the record is held back, the
-//     partitions paused, and it is tried again every MaxBackoff until it
+//     partitions paused, and it is tried again every ProbeInterval (5s) until it
 //     succeeds.
 //
 // Given a Registerer (SubscriberConfig.Registerer, or WithRegisterer for a

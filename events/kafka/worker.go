@@ -39,7 +39,7 @@ type WorkerConfig struct {
 	// it is dead-lettered (<Prefix>MAX_ATTEMPTS, default 12; with the default
 	// backoff, 500ms doubling to 30s, the waits add up to about three
 	// minutes). An error marked events.Unavailable is held back past them,
-	// tried every MaxBackoff, never dead-lettered. The partition waits
+	// tried every SubscriberConfig.ProbeInterval (5s), never dead-lettered. The partition waits
 	// meanwhile.
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff shape the retry waits

@@ -49,7 +49,7 @@ func (u unavailableError) Unwrap() error { return u.err }
 // Every record would fail the same way, so dead-lettering them would only
 // move the outage into the dead-letter topic. The subscriber retries such a
 // record within its retry budget as usual; once that is spent it keeps the
-// record, pauses its partitions, and tries it again every MaxBackoff, for as
+// record, pauses its partitions, and tries it again every few seconds, for as
 // long as the outage lasts, polling meanwhile so that it stays in the group
 // and takes part in rebalances. Unavailable(nil) is nil.
 func Unavailable(err error) error {

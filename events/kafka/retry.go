@@ -32,6 +32,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if err == nil && !s.outageSince.IsZero() {
 			s.logger.Info("dependency available again: resuming", "unavailable_for", time.Since(s.outageSince).Round(time.Millisecond))
 			s.outageSince = time.Time{}
+			s.kit.setHeldBack(s.sc.GroupID, false)
 		}
 	}
 	if err != nil {
@@ -39,6 +40,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if !s.deadLetter(ctx, m, res) {
 			return false
 		}
+		s.kit.countDeadLettered(s.sc.GroupID, res.Topic)
 	} else {
 		res.Outcome = OutcomeHandled
 	}
@@ -74,6 +76,11 @@ func (s *Subscriber) handle(ctx context.Context, m *ckafka.Message, e events.Eve
 			return attempt, err
 		}
 		wait := jitter(backoff)
+		if events.IsUnavailable(err) {
+			// The dependency is down, not the record: probe it at least
+			// every ProbeInterval, so its return is noticed soon.
+			wait = jitter(min(backoff, s.sc.ProbeInterval))
+		}
 		s.logger.Warn("handler failed; retrying", "topic", d.Topic, "partition", d.Partition, "offset", d.Offset,
 			"event_id", e.ID, "attempt", attempt, "retry_in", wait, "err", err)
 		select {
@@ -87,7 +94,7 @@ func (s *Subscriber) handle(ctx context.Context, m *ckafka.Message, e events.Eve
 
 // holdBack keeps a record whose handler reported a dependency Unavailable:
 // it rewinds the record's partition to it, so it is read again, and pauses
-// every assigned partition until MaxBackoff from now. The loop goes on
+// every assigned partition until ProbeInterval from now. The loop goes on
 // polling meanwhile, which keeps the member in the group and runs
 // rebalances; a record fetched before the pause, or from a partition
 // assigned since, gets one attempt and is held back the same way. The
@@ -98,16 +105,18 @@ func (s *Subscriber) holdBack(m *ckafka.Message, e events.Event, err error) {
 		// Not assigned any more: its next owner reads it again.
 		s.logger.Warn("rewind to held-back record", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "err", serr)
 	}
+	s.kit.countHeldBack(s.sc.GroupID, *tp.Topic)
 	now := time.Now()
 	if s.outageSince.IsZero() {
+		s.kit.setHeldBack(s.sc.GroupID, true)
 		s.outageSince = now
 		s.logger.Error("dependency unavailable: holding records back until it answers",
-			"topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "event_id", e.ID, "retry_every", s.sc.MaxBackoff, "err", err)
+			"topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "event_id", e.ID, "retry_every", s.sc.ProbeInterval, "err", err)
 	} else {
 		s.logger.Warn("dependency still unavailable", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset),
 			"event_id", e.ID, "unavailable_for", now.Sub(s.outageSince).Round(time.Millisecond), "err", err)
 	}
-	s.resumeAt = now.Add(jitter(s.sc.MaxBackoff))
+	s.resumeAt = now.Add(jitter(s.sc.ProbeInterval))
 	if tps, aerr := s.consumer.Assignment(); aerr == nil && len(tps) > 0 {
 		if perr := s.consumer.Pause(tps); perr != nil {
 			s.logger.Warn("pause partitions", "err", perr)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config is how every Countersign process reaches Kafka.
@@ -39,6 +40,11 @@ type Config struct {
 	// Logger receives librdkafka's own log lines and client errors.
 	// Default slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider makes the spans of publishing ("send <topic>") and of
+	// handling records ("process <topic>"). Nil means OpenTelemetry's global
+	// provider, which does nothing unless the process installed one.
+	TracerProvider trace.TracerProvider
 }
 
 // Environment variables read by ConfigFromEnv that are Countersign's own and

@@ -34,8 +34,9 @@ const storeTimeout = 5 * time.Second
 
 // handleRegister creates or replaces the pending registration of an
 // address and publishes user_account_created with the sealed code. 202 is
-// sent only after the broker acknowledged the event; if it was not, the
-// store is put back as it was and the answer is 503.
+// sent only after the broker acknowledged the event; otherwise the answer
+// is 503 and the store is put back as it was when the event was certainly
+// not written, or kept when it may still arrive (see undoSend).
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
 	if err := decodeRequest(w, r, &req); err != nil {
@@ -64,7 +65,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.sendCode(r.Context(), stored, code); err != nil {
-		s.rollback(r.Context(), stored, replaced)
+		s.undoSend(r.Context(), err, stored, replaced)
 		s.error(w, r, err)
 		return
 	}
@@ -162,7 +163,7 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		if err := s.sendCode(r.Context(), stored, code); err != nil {
-			s.rollback(r.Context(), stored, replaced)
+			s.undoSend(r.Context(), err, stored, replaced)
 			s.error(w, r, err)
 			return
 		}
@@ -241,12 +242,37 @@ func (s *Server) publish(ctx context.Context, e events.Event, userID string) err
 	s.metrics.observePublish(e.Type, start, err)
 	if err != nil {
 		return &Error{
-			Code:   CodeUnavailable,
-			Detail: "The request could not be completed; retry later.",
-			Err:    fmt.Errorf("user %s: %w", userID, err),
+			Code:       CodeUnavailable,
+			Detail:     "The request could not be completed; retry later.",
+			RetryAfter: publishRetryAfter,
+			Err:        fmt.Errorf("user %s: %w", userID, err),
 		}
 	}
 	return nil
+}
+
+// publishRetryAfter is the Retry-After of a 503 for want of the broker.
+// While no broker is reachable the answer comes at once (the producer
+// knows, see kafka.ErrBrokersDown), so clients are told to wait rather
+// than retry in a tight loop; a returning broker is noticed within about
+// two seconds.
+const publishRetryAfter = 5 * time.Second
+
+// undoSend handles a code whose user_account_created was not acknowledged.
+// When the publisher knows the event was not written (events.ErrNotPublished:
+// no broker reachable, or refused) the store change is rolled back, so a
+// retry starts afresh. Otherwise the outcome is unknown (a timeout): the
+// event may still reach the notifier and mail the code, so the pending
+// registration with that code is kept and the code verifies if it arrives.
+// A retry within RESEND_INTERVAL is then answered 429, as after any code
+// sent.
+func (s *Server) undoSend(ctx context.Context, err error, written Pending, replaced *Pending) {
+	if errors.Is(err, events.ErrNotPublished) {
+		s.rollback(ctx, written, replaced)
+		return
+	}
+	s.logger.WarnContext(ctx, "publish outcome unknown: keeping the pending registration, whose code verifies if the event arrives late",
+		"user_id", written.UserID)
 }
 
 func (s *Server) rollback(ctx context.Context, written Pending, replaced *Pending) {

@@ -3,66 +3,15 @@ package kafka_test
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
 )
-
-// restartableBroker is a one-broker kfake cluster that can be stopped and
-// started again on the same port, which a librdkafka client then reconnects
-// to. Its data does not survive a restart.
-type restartableBroker struct {
-	tb   testing.TB
-	port int
-	c    *kfake.Cluster
-}
-
-func newRestartableBroker(tb testing.TB) *restartableBroker {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	b := &restartableBroker{tb: tb, port: port}
-	b.start()
-	tb.Cleanup(b.stop)
-	return b
-}
-
-func (b *restartableBroker) addr() string { return b.c.ListenAddrs()[0] }
-
-func (b *restartableBroker) start() {
-	b.tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(b.port), kfake.DefaultNumPartitions(3),
-			kfake.AllowAutoTopicCreation())
-		if err == nil {
-			b.c = c
-			return
-		}
-		if time.Now().After(deadline) {
-			b.tb.Fatalf("restart broker on port %d: %v", b.port, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func (b *restartableBroker) stop() {
-	if b.c != nil {
-		b.c.Close()
-		b.c = nil
-	}
-}
 
 // waitFor polls cond every 50ms until it is true or timeout passes, and
 // returns how long that took.
@@ -83,8 +32,8 @@ func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool
 // events.ErrNotPublished) instead of waiting for the context; when the
 // broker returns, both work again without a new producer.
 func TestPublishFailsFastWhileBrokersDown(t *testing.T) {
-	b := newRestartableBroker(t)
-	cfg := kafka.Config{Brokers: b.addr(), Logger: eventstest.Logger(t)}
+	b := eventstest.StartRestartable(t)
+	cfg := kafka.Config{Brokers: b.Addr(), Logger: eventstest.Logger(t)}
 	k := mustKeyring(t)
 	p := mustProducer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -93,7 +42,7 @@ func TestPublishFailsFastWhileBrokersDown(t *testing.T) {
 		t.Fatalf("publish with the broker up: %v", err)
 	}
 
-	b.stop()
+	b.Stop()
 	lostAfter := waitFor(t, "Ping reports the broker gone", 30*time.Second, func() bool {
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -117,7 +66,7 @@ func TestPublishFailsFastWhileBrokersDown(t *testing.T) {
 	}
 	t.Logf("publish refused after %v", took)
 
-	b.start()
+	b.Start()
 	backAfter := waitFor(t, "Ping reports the broker back", 30*time.Second, func() bool {
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -133,8 +82,8 @@ func TestPublishFailsFastWhileBrokersDown(t *testing.T) {
 // for its acknowledgement when the broker goes away returns before its
 // context ends, and its error does not claim the event was not written.
 func TestPublishWaitingWhenBrokersGoDownIsUnknown(t *testing.T) {
-	b := newRestartableBroker(t)
-	cfg := kafka.Config{Brokers: b.addr(), Logger: eventstest.Logger(t)}
+	b := eventstest.StartRestartable(t)
+	cfg := kafka.Config{Brokers: b.Addr(), Logger: eventstest.Logger(t)}
 	k := mustKeyring(t)
 	p := mustProducer(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -145,7 +94,7 @@ func TestPublishWaitingWhenBrokersGoDownIsUnknown(t *testing.T) {
 	// The broker holds every produce request without answering, then is
 	// stopped with them unanswered.
 	held := make(chan struct{})
-	c := b.c
+	c := b.Cluster()
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		select {
 		case held <- struct{}{}:
@@ -165,7 +114,7 @@ func TestPublishWaitingWhenBrokersGoDownIsUnknown(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the produce request never reached the broker")
 	}
-	b.stop()
+	b.Stop()
 	err := <-errc
 	took := time.Since(start)
 	if err == nil || errors.Is(err, events.ErrNotPublished) {

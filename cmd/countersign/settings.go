@@ -69,6 +69,12 @@ var settingsTable = []Setting{
 	// Operations endpoint of the workers.
 	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics, /healthz and /readyz; off disables it"},
 
+	// Tracing (OpenTelemetry's standard variables; off when no endpoint is set).
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP collector base URL, e.g. http://localhost:4318 (spans go to /v1/traces); empty, with OTEL_EXPORTER_OTLP_TRACES_ENDPOINT empty too, switches tracing off at no cost"},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "full OTLP/HTTP traces URL, e.g. http://localhost:4318/v1/traces; wins over OTEL_EXPORTER_OTLP_ENDPOINT"},
+	{"OTEL_SERVICE_NAME", "countersign-<command>", "service.name of the spans"},
+	{"OTEL_SDK_DISABLED", "false", "true switches tracing off whatever the endpoint (other OTEL_* variables, such as OTEL_EXPORTER_OTLP_HEADERS and OTEL_TRACES_SAMPLER, are read by the SDK as usual)"},
+
 	// Dev mode.
 	{"EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "where dev's embedded broker listens when KAFKA_BROKERS is empty"},
 }

@@ -25,9 +25,12 @@ type Producer struct {
 	health *reachability
 	done   chan struct{}
 	wg     sync.WaitGroup
-	// probing is the prober goroutine, which calls into the client and so
-	// must have returned before the client is closed.
+	// probing counts the goroutines that call into the client (the prober,
+	// Ping's metadata requests): they must have returned before the client
+	// is closed. closed, under closeMu, stops new ones.
 	probing sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
 
 	closeOnce sync.Once
 }
@@ -225,7 +228,8 @@ func notWritten(err error) bool {
 // While the producer knows every broker is down it returns ErrBrokersDown
 // at once.
 func (pr *Producer) Ping(ctx context.Context) error {
-	if pr.health.load().down {
+	ep := pr.health.load()
+	if ep.down {
 		return ErrBrokersDown
 	}
 	timeout := 5 * time.Second
@@ -235,10 +239,31 @@ func (pr *Producer) Ping(ctx context.Context) error {
 	if timeout <= 0 {
 		return context.DeadlineExceeded
 	}
-	if _, err := pr.p.GetMetadata(nil, false, int(timeout.Milliseconds())); err != nil {
-		return fmt.Errorf("kafka metadata: %w", err)
+	// The request runs on its own goroutine so that Ping answers as soon as
+	// the brokers are known lost, rather than at its timeout; Close waits
+	// for it before closing the client.
+	pr.closeMu.Lock()
+	if pr.closed {
+		pr.closeMu.Unlock()
+		return ErrClosed
 	}
-	return nil
+	pr.probing.Add(1)
+	pr.closeMu.Unlock()
+	res := make(chan error, 1)
+	go func() {
+		defer pr.probing.Done()
+		_, err := pr.p.GetMetadata(nil, false, int(timeout.Milliseconds()))
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		if err != nil {
+			return fmt.Errorf("kafka metadata: %w", err)
+		}
+		return nil
+	case <-ep.lost:
+		return ErrBrokersDown
+	}
 }
 
 // Close waits for in-flight records until ctx ends, then closes the client.
@@ -253,6 +278,9 @@ func (pr *Producer) Close(ctx context.Context) error {
 			err = fmt.Errorf("close producer: %d records not delivered", n)
 		}
 		close(pr.done)
+		pr.closeMu.Lock()
+		pr.closed = true
+		pr.closeMu.Unlock()
 		pr.probing.Wait()
 		closeWithTimeout(pr.p.Close, 10*time.Second, pr.logger)
 		pr.wg.Wait()

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +14,14 @@ import (
 // broker connections down (ALL_BROKERS_DOWN) and no metadata request has
 // succeeded since. The event was not handed to librdkafka, so it matches
 // events.ErrNotPublished: the caller may undo what it announces.
-var ErrBrokersDown = fmt.Errorf("no Kafka broker reachable: %w", events.ErrNotPublished)
+var ErrBrokersDown error = brokersDownError{}
+
+type brokersDownError struct{}
+
+func (brokersDownError) Error() string { return "no Kafka broker reachable" }
+
+// Is makes errors.Is(ErrBrokersDown, events.ErrNotPublished) true.
+func (brokersDownError) Is(target error) bool { return target == events.ErrNotPublished }
 
 // ErrBrokersLost is what Publish returns for an event it was waiting on when
 // every broker connection went down. Unlike ErrBrokersDown the outcome is

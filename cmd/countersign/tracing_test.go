@@ -174,10 +174,10 @@ func TestTracingSettingsAreChecked(t *testing.T) {
 			t.Errorf("%v: exit %d, output %q; want a failure naming %s", tc.env, code, out, tc.want)
 		}
 	}
-	// Disabled wins over an endpoint; the start then fails for want of
-	// Kafka, not for tracing.
-	out, code := run(t, []string{"OTEL_SDK_DISABLED=true", "OTEL_EXPORTER_OTLP_ENDPOINT=not a url"}, "userapi")
-	if code == 0 || strings.Contains(out, "OTEL_") {
-		t.Errorf("OTEL_SDK_DISABLED=true with a bad endpoint: exit %d, %q; want the endpoint ignored", code, out)
+	// Disabled wins over an endpoint: the start then fails for want of
+	// Kafka, and never says tracing is on.
+	out, code := run(t, []string{"OTEL_SDK_DISABLED=true", "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1"}, "userapi")
+	if code == 0 || strings.Contains(out, "tracing on") || !strings.Contains(out, "KAFKA_BROKERS") {
+		t.Errorf("OTEL_SDK_DISABLED=true with an endpoint: exit %d, %q; want tracing off and a failure for want of KAFKA_BROKERS", code, out)
 	}
 }

@@ -11,8 +11,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/userapi"
 )
+
+var _ userapi.DownReporter = (*kafka.Producer)(nil)
 
 // A long PUBLISH_TIMEOUT: a 503 that comes well before it was not waiting
 // for it. The goals of issue 17 (a 503 within 1 s, /readyz within 5 s) are
@@ -80,6 +83,9 @@ func TestBrokerOutageAnswers503AtOnce(t *testing.T) {
 		{"register", func() response { return h.register(fresh) }},
 		{"resend", func() response { return h.resend(pending) }},
 		{"verify", func() response { return h.verify(pending, code) }},
+		// Answered like the others: an outage must not tell which
+		// addresses are pending.
+		{"resend (not pending)", func() response { return h.resend(h.email()) }},
 	} {
 		r, took := timed(req.do)
 		wantProblem(t, r, http.StatusServiceUnavailable, userapi.CodeUnavailable)

@@ -43,6 +43,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
+	if err := s.publisherDown(); err != nil {
+		s.error(w, r, err)
+		return
+	}
 	code, err := newCode()
 	if err != nil {
 		s.error(w, r, err)
@@ -81,6 +85,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	var req VerifyRequest
 	if err := decodeRequest(w, r, &req); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if err := s.publisherDown(); err != nil {
 		s.error(w, r, err)
 		return
 	}
@@ -139,6 +147,10 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if err := s.publisherDown(); err != nil {
 		s.error(w, r, err)
 		return
 	}
@@ -249,30 +261,6 @@ func (s *Server) publish(ctx context.Context, e events.Event, userID string) err
 		}
 	}
 	return nil
-}
-
-// publishRetryAfter is the Retry-After of a 503 for want of the broker.
-// While no broker is reachable the answer comes at once (the producer
-// knows, see kafka.ErrBrokersDown), so clients are told to wait rather
-// than retry in a tight loop; a returning broker is noticed within about
-// two seconds.
-const publishRetryAfter = 5 * time.Second
-
-// undoSend handles a code whose user_account_created was not acknowledged.
-// When the publisher knows the event was not written (events.ErrNotPublished:
-// no broker reachable, or refused) the store change is rolled back, so a
-// retry starts afresh. Otherwise the outcome is unknown (a timeout): the
-// event may still reach the notifier and mail the code, so the pending
-// registration with that code is kept and the code verifies if it arrives.
-// A retry within RESEND_INTERVAL is then answered 429, as after any code
-// sent.
-func (s *Server) undoSend(ctx context.Context, err error, written Pending, replaced *Pending) {
-	if errors.Is(err, events.ErrNotPublished) {
-		s.rollback(ctx, written, replaced)
-		return
-	}
-	s.logger.WarnContext(ctx, "publish outcome unknown: keeping the pending registration, whose code verifies if the event arrives late",
-		"user_id", written.UserID)
 }
 
 func (s *Server) rollback(ctx context.Context, written Pending, replaced *Pending) {

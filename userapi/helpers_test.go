@@ -272,6 +272,15 @@ const (
 // kafka.ErrBrokersDown is); a blocked publish ends with an unknown outcome.
 var errBrokerDown = fmt.Errorf("broker down (injected): %w", events.ErrNotPublished)
 
+// Down forwards the real producer's: tests that stop the broker see the
+// user API refuse requests up front, as in production.
+func (p *switchPublisher) Down() error {
+	if d, ok := p.real.(userapi.DownReporter); ok {
+		return d.Down()
+	}
+	return nil
+}
+
 func (p *switchPublisher) Publish(ctx context.Context, e events.Event) error {
 	p.calls.Add(1)
 	switch p.mode.Load() {

@@ -124,3 +124,13 @@ func (pr *Producer) probe() {
 		}
 	}
 }
+
+// Down returns ErrBrokersDown while the producer knows that no broker is
+// reachable, and nil otherwise: the check Publish makes first, for callers
+// that want to refuse work before doing any (userapi.DownReporter).
+func (pr *Producer) Down() error {
+	if pr.health.load().down {
+		return ErrBrokersDown
+	}
+	return nil
+}

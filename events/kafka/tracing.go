@@ -57,10 +57,33 @@ func extractTrace(ctx context.Context, e events.Event) context.Context {
 	return traceContext.Extract(ctx, c)
 }
 
+// Made once: with tracing off a span should cost as little as possible.
+var (
+	producerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	spanNames    = func() map[[2]string]string {
+		m := map[[2]string]string{}
+		for _, op := range []string{"send ", "process "} {
+			for _, t := range events.Topics {
+				m[[2]string{op, t}] = op + t
+			}
+		}
+		return m
+	}()
+)
+
+// spanName is op + topic, without an allocation for the platform's topics.
+func spanName(op, topic string) string {
+	if n, ok := spanNames[[2]string{op, topic}]; ok {
+		return n
+	}
+	return op + topic
+}
+
 // startPublishSpan starts the producer span of one event (OpenTelemetry's
 // messaging conventions: "send <topic>", kind producer).
 func startPublishSpan(ctx context.Context, t trace.Tracer, e events.Event) (context.Context, trace.Span) {
-	ctx, span := t.Start(ctx, "send "+e.Type, trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := t.Start(ctx, spanName("send ", e.Type), producerSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String("messaging.system", "kafka"),
@@ -75,7 +98,7 @@ func startPublishSpan(ctx context.Context, t trace.Tracer, e events.Event) (cont
 // startProcessSpan starts the consumer span of one record ("process
 // <topic>", kind consumer), a child of the trace context its event carries.
 func startProcessSpan(ctx context.Context, t trace.Tracer, group string, m *ckafka.Message, e events.Event) (context.Context, trace.Span) {
-	ctx, span := t.Start(extractTrace(ctx, e), "process "+*m.TopicPartition.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := t.Start(extractTrace(ctx, e), spanName("process ", *m.TopicPartition.Topic), consumerSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String("messaging.system", "kafka"),

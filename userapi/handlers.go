@@ -146,8 +146,9 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 // handleResend issues a new code for a pending address. It answers 202
 // whether or not the address is pending, and takes about as long either
 // way (see maskLatency), so neither the status nor the timing tells. It
-// does tell in two cases the issue asks for: 429 within RESEND_INTERVAL of
-// the last code, and 503 when the broker is down.
+// does tell in one case the contract asks for: 429 within RESEND_INTERVAL
+// of the last code. While the brokers are down it answers 503 for every
+// address, pending or not (failFast), so that tells nothing either.
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {

@@ -34,8 +34,9 @@ const storeTimeout = 5 * time.Second
 
 // handleRegister creates or replaces the pending registration of an
 // address and publishes user_account_created with the sealed code. 202 is
-// sent only after the broker acknowledged the event; if it was not, the
-// store is put back as it was and the answer is 503.
+// sent only after the broker acknowledged the event; otherwise the answer
+// is 503 and the store is put back as it was when the event was certainly
+// not written, or kept when it may still arrive (see undoSend).
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
 	if err := decodeRequest(w, r, &req); err != nil {
@@ -57,6 +58,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 // register is what POST /api/register and the registration page share:
 // req is valid; locale ("" for the API) travels in the event.
 func (s *Server) register(ctx context.Context, req RegisterRequest, locale string) (Pending, error) {
+	if err := s.publisherDown(); err != nil {
+		return Pending{}, err
+	}
 	code, err := newCode()
 	if err != nil {
 		return Pending{}, err
@@ -77,7 +81,7 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, locale strin
 		return Pending{}, storeError(err)
 	}
 	if err := s.sendCode(ctx, stored, code, locale); err != nil {
-		s.rollback(ctx, stored, replaced)
+		s.undoSend(ctx, err, stored, replaced)
 		return Pending{}, err
 	}
 	s.logger.InfoContext(ctx, "code sent", "user_id", stored.UserID, "replaced", replaced != nil)
@@ -104,6 +108,9 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 
 // verify is what POST /api/verify and the code page share.
 func (s *Server) verify(ctx context.Context, req VerifyRequest, locale string) error {
+	if err := s.publisherDown(); err != nil {
+		return err
+	}
 	p, err := s.store.Attempt(ctx, req.Email, s.cfg.CodeMaxAttempts)
 	if errors.Is(err, ErrNotFound) {
 		// The MAC a known address would cost, so the two cases take the
@@ -158,8 +165,9 @@ func (s *Server) publishVerified(ctx context.Context, consumed Pending, locale s
 // handleResend issues a new code for a pending address. It answers 202
 // whether or not the address is pending, and takes about as long either
 // way (see maskLatency), so neither the status nor the timing tells. It
-// does tell in two cases the issue asks for: 429 within RESEND_INTERVAL of
-// the last code, and 503 when the broker is down.
+// does tell in one case the contract asks for: 429 within RESEND_INTERVAL
+// of the last code. While the brokers are down it answers 503 for every
+// address, pending or not (failFast), so that tells nothing either.
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {
@@ -176,6 +184,9 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 // resend is what POST /api/resend and the code page's resend button share.
 // It returns nil whether or not the address is pending.
 func (s *Server) resend(ctx context.Context, req ResendRequest, locale string) error {
+	if err := s.publisherDown(); err != nil {
+		return err
+	}
 	code, err := newCode()
 	if err != nil {
 		return err
@@ -195,7 +206,7 @@ func (s *Server) resend(ctx context.Context, req ResendRequest, locale string) e
 		return storeError(err)
 	default:
 		if err := s.sendCode(ctx, stored, code, locale); err != nil {
-			s.rollback(ctx, stored, replaced)
+			s.undoSend(ctx, err, stored, replaced)
 			return err
 		}
 		s.logger.InfoContext(ctx, "code sent", "user_id", stored.UserID, "resend", true)
@@ -280,9 +291,10 @@ func (s *Server) publish(ctx context.Context, e events.Event, userID string) err
 	s.metrics.observePublish(e.Type, start, err)
 	if err != nil {
 		return &Error{
-			Code:   CodeUnavailable,
-			Detail: "The request could not be completed; retry later.",
-			Err:    fmt.Errorf("user %s: %w", userID, err),
+			Code:       CodeUnavailable,
+			Detail:     "The request could not be completed; retry later.",
+			RetryAfter: publishRetryAfter,
+			Err:        fmt.Errorf("user %s: %w", userID, err),
 		}
 	}
 	return nil

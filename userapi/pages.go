@@ -486,7 +486,10 @@ func (s *Server) newLink(ctx context.Context, p Pending) (*events.SealedCode, er
 	}
 	token := base64.RawURLEncoding.EncodeToString(b)
 	if err := s.store.PutLink(ctx, s.keyring.LinkMACs(token)[0], p.Email, p.Version, p.ExpiresAt); err != nil {
-		return nil, storeError(err)
+		// Nothing was published yet: the caller may undo the store change
+		// (undoSend rolls back on ErrNotPublished).
+		return nil, &Error{Code: CodeUnavailable, Detail: "The request could not be completed; retry later.",
+			Err: errors.Join(events.ErrNotPublished, fmt.Errorf("store link: %w", err))}
 	}
 	sealed, err := s.keyring.SealLinkToken(token, p.UserID, p.Email)
 	if err != nil {

@@ -21,7 +21,9 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 	if err == nil {
 		e.Key = string(m.Key)
 		res.EventID = e.ID
-		res.Attempts, err = s.handle(ctx, m, e)
+		hctx, span := startProcessSpan(ctx, s.tracer, s.sc.GroupID, m, e)
+		res.Attempts, err = s.handle(hctx, m, e)
+		endSpan(span, err)
 		if err != nil && ctx.Err() != nil && !events.IsPermanent(err) && res.Attempts < s.sc.MaxAttempts {
 			return false
 		}
@@ -136,7 +138,9 @@ func (s *Subscriber) resume() {
 
 // runHandler runs one attempt. Shutdown does not cancel it (the record in
 // hand is finished), but a panic is turned into an error so one bad record
-// cannot crash-loop the consumer.
+// cannot crash-loop the consumer. The handler's context carries the
+// record's "process <topic>" span (see startProcessSpan), so the handler's
+// own spans are its children.
 func (s *Subscriber) runHandler(ctx context.Context, d events.Delivery, e events.Event) (err error) {
 	hctx, cancel := context.WithTimeout(events.WithDelivery(context.WithoutCancel(ctx), d), s.sc.HandlerTimeout)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
 )
@@ -41,6 +42,7 @@ type Subscriber struct {
 	sc      SubscriberConfig
 	handler events.Handler
 	logger  *slog.Logger
+	tracer  trace.Tracer
 
 	consumer *ckafka.Consumer
 	dlq      *Producer
@@ -93,7 +95,7 @@ func NewSubscriber(cfg Config, sc SubscriberConfig, h events.Handler) (*Subscrib
 	if h == nil {
 		return nil, errors.New("subscriber: nil handler")
 	}
-	s := &Subscriber{cfg: cfg, sc: sc, handler: h,
+	s := &Subscriber{cfg: cfg, sc: sc, handler: h, tracer: tracer(cfg.TracerProvider),
 		logger: cfg.Logger.With("component", "subscriber", "group", sc.GroupID)}
 	if sc.Registerer != nil {
 		m, err := newKitMetrics(sc.Registerer)

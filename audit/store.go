@@ -342,9 +342,12 @@ func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, rows []row) (int, 
 	return inserted, nil
 }
 
-// applyAccounts brings accounts up to date with the batch: the last event
-// per address wins (the record key is the address, so one address's events
-// are in one partition, in order).
+// applyAccounts brings accounts up to date with the batch. Verified and
+// deleted events travel on different topics, so their order in the stream
+// is not their order in time: per address the newest event (by its time)
+// decides, in the batch and across batches. A verification is not applied
+// when audit_events holds a later deletion of the address, and a deletion
+// does not remove a later verification.
 func (s *Store) applyAccounts(ctx context.Context, tx *sql.Tx, rows []row) error {
 	last := map[string]*row{}
 	var order []string
@@ -353,42 +356,54 @@ func (s *Store) applyAccounts(ctx context.Context, tx *sql.Tx, rows []row) error
 		if r.account == accountNone {
 			continue
 		}
-		if _, seen := last[r.email]; !seen {
+		prev, seen := last[r.email]
+		if !seen {
 			order = append(order, r.email)
 		}
-		last[r.email] = r
+		if !seen || !r.occurredAt.Before(prev.occurredAt) {
+			last[r.email] = r
+		}
 	}
-	var upserts []*row
-	var deletes []any
+	var upserts, deletes []*row
 	for _, email := range order {
-		r := last[email]
-		if r.account == accountUpsert {
+		if r := last[email]; r.account == accountUpsert {
 			upserts = append(upserts, r)
 		} else {
-			deletes = append(deletes, email)
+			deletes = append(deletes, r)
 		}
 	}
 	for start := 0; start < len(upserts); start += rowsPerInsert {
 		chunk := upserts[start:min(start+rowsPerInsert, len(upserts))]
 		var q strings.Builder
-		q.WriteString(`INSERT INTO accounts (email, user_id, first_name, last_name, verified_at) VALUES `)
-		args := make([]any, 0, 5*len(chunk))
+		args := make([]any, 0, 6*len(chunk))
+		cols := "v.column1, v.column2, v.column3, v.column4, v.column5"
+		tuple, email, occurred := `(?,?,?,?,?,?)`, "v.column1", "v.column6"
+		if s.dialect == Postgres {
+			cols = "v.email, v.user_id, v.first_name, v.last_name, v.verified_at"
+			tuple, email, occurred = `(?,?,?,?,?::timestamptz,?::timestamptz)`, "v.email", "v.occurred_at"
+		}
+		q.WriteString(`INSERT INTO accounts (email, user_id, first_name, last_name, verified_at) SELECT ` + cols + ` FROM (VALUES `)
 		for i, r := range chunk {
 			if i > 0 {
 				q.WriteByte(',')
 			}
-			q.WriteString(`(?,?,?,?,?)`)
-			args = append(args, r.email, r.userID, r.firstName, r.lastName, s.timeArg(r.verifiedAt))
+			q.WriteString(tuple)
+			args = append(args, r.email, r.userID, r.firstName, r.lastName, s.timeArg(r.verifiedAt), s.timeArg(r.occurredAt))
 		}
-		q.WriteString(` ON CONFLICT (email) DO UPDATE SET user_id = excluded.user_id, first_name = excluded.first_name, last_name = excluded.last_name, verified_at = excluded.verified_at`)
+		q.WriteString(`) AS v`)
+		if s.dialect == Postgres {
+			q.WriteString(`(email, user_id, first_name, last_name, verified_at, occurred_at)`)
+		}
+		q.WriteString(` WHERE NOT EXISTS (SELECT 1 FROM audit_events d WHERE d.email = ` + email +
+			` AND d.event_type = '` + TopicUserAccountDeleted + `' AND d.occurred_at > ` + occurred + `)`)
+		q.WriteString(` ON CONFLICT (email) DO UPDATE SET user_id = excluded.user_id, first_name = excluded.first_name,` +
+			` last_name = excluded.last_name, verified_at = excluded.verified_at WHERE accounts.verified_at <= excluded.verified_at`)
 		if _, err := tx.ExecContext(ctx, s.bind(q.String()), args...); err != nil {
 			return fmt.Errorf("write batch: upsert accounts: %w", err)
 		}
 	}
-	for start := 0; start < len(deletes); start += rowsPerInsert {
-		chunk := deletes[start:min(start+rowsPerInsert, len(deletes))]
-		q := `DELETE FROM accounts WHERE email IN (` + strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",") + `)`
-		if _, err := tx.ExecContext(ctx, s.bind(q), chunk...); err != nil {
+	for _, r := range deletes {
+		if _, err := tx.ExecContext(ctx, s.bind(`DELETE FROM accounts WHERE email = ? AND verified_at <= ?`), r.email, s.timeArg(r.occurredAt)); err != nil {
 			return fmt.Errorf("write batch: delete accounts: %w", err)
 		}
 	}

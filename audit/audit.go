@@ -169,6 +169,17 @@ func (a *Audit) Ready(ctx context.Context) error {
 	return a.BatchConsumer.Ready(ctx)
 }
 
+// Metrics are the service's metric collectors, for tests.
+type Metrics struct {
+	Rows, Duplicates, DatabaseErrors prometheus.Counter
+}
+
+// Metrics returns the collectors behind the rows, duplicates and database
+// errors counters.
+func (a *Audit) Metrics() Metrics {
+	return Metrics{Rows: a.metrics.rows, Duplicates: a.metrics.duplicates, DatabaseErrors: a.metrics.writeErrors}
+}
+
 type metrics struct {
 	rows, duplicates, writeErrors prometheus.Counter
 	deadLettered                  *prometheus.CounterVec

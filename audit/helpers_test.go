@@ -108,4 +108,3 @@ func mustf(t testing.TB, cond bool, format string, args ...any) {
 		t.Fatalf(format, args...)
 	}
 }
-

@@ -197,4 +197,3 @@ func placeholder(s *audit.Store) string {
 	}
 	return "?"
 }
-

@@ -374,6 +374,9 @@ func (b *BatchConsumer) flush(ctx context.Context, reason string) bool {
 	if len(b.next) == 0 {
 		return true
 	}
+	if b.outage.Load() && b.rewound(ctx) {
+		return true
+	}
 	batch := Batch{Records: b.pending, Next: b.next}
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.bc.WriteTimeout)
@@ -384,17 +387,17 @@ func (b *BatchConsumer) flush(ctx context.Context, reason string) bool {
 		return false
 	}
 	d := time.Since(start)
-	if b.outage.Load() {
-		b.logger.Info("store available again: resuming", "records", len(batch.Records))
-		b.outage.Store(false)
-		b.failures = 0
-		b.resumeAll()
-	}
 	tps := make([]ckafka.TopicPartition, 0, len(batch.Next))
 	for p, off := range batch.Next {
 		b.stored[p] = off
 		topic := p.Topic
 		tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p.Partition, Offset: ckafka.Offset(off)})
+	}
+	if b.outage.Load() {
+		b.logger.Info("store available again: resuming", "records", len(batch.Records))
+		b.outage.Store(false)
+		b.failures = 0
+		b.resumeAll()
 	}
 	if b.consumer != nil {
 		// Informational: the group's committed offsets trail the store's.
@@ -407,6 +410,52 @@ func (b *BatchConsumer) flush(ctx context.Context, reason string) bool {
 	if b.bc.OnBatch != nil {
 		b.bc.OnBatch(BatchStats{Records: len(batch.Records), Duration: d, Reason: reason})
 	}
+	return true
+}
+
+// rewound checks, before the first write after an outage, that the store
+// still holds the offsets this consumer wrote. A database restored from a
+// backup, failed over to a replica that lagged, or run without durable
+// commits (PostgreSQL's synchronous_commit=off) may come back without its
+// last batches. Then the open batch is dropped and every partition is read
+// again from the offsets the store does hold, so nothing is missing. It
+// returns true when it rewound.
+func (b *BatchConsumer) rewound(ctx context.Context) bool {
+	ps := make([]Partition, 0, len(b.stored))
+	for p, off := range b.stored {
+		if off >= 0 {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return false
+	}
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(b.bc.WriteTimeout, 10*time.Second))
+	offs, err := b.store.Offsets(octx, b.bc.GroupID, ps)
+	cancel()
+	if err != nil {
+		return false // still down: the write fails too and is retried
+	}
+	var behind []string
+	for _, p := range ps {
+		if o, ok := offs[p]; !ok || o < b.stored[p] {
+			behind = append(behind, fmt.Sprintf("%s at %d, not %d", p, o, b.stored[p]))
+			if ok {
+				b.stored[p] = o
+			} else {
+				b.stored[p] = -1
+			}
+		}
+	}
+	if len(behind) == 0 {
+		return false
+	}
+	b.logger.Error("the store came back without batches it had committed (restored, failed over, or not durable): reading them again", "partitions", behind)
+	b.pending = nil
+	b.next = map[Partition]int64{}
+	b.outage.Store(false)
+	b.failures = 0
+	b.resumeAll()
 	return true
 }
 
@@ -445,11 +494,27 @@ func (b *BatchConsumer) pauseAll() {
 	}
 }
 
+// resumeAll ends the pause of an outage, after the open batch was written.
+// Pausing drops what librdkafka had fetched but not yet handed out, and
+// resuming would go on from its fetch position, past those records: so each
+// partition is first sought back to the offset the store now holds.
 func (b *BatchConsumer) resumeAll() {
-	if tps, err := b.consumer.Assignment(); err == nil && len(tps) > 0 {
-		if err := b.consumer.Resume(tps); err != nil {
-			b.logger.Warn("resume partitions", "err", err)
+	tps, err := b.consumer.Assignment()
+	if err != nil || len(tps) == 0 {
+		return
+	}
+	for _, tp := range tps {
+		off := ckafka.OffsetBeginning
+		if o, ok := b.stored[Partition{*tp.Topic, tp.Partition}]; ok && o >= 0 {
+			off = ckafka.Offset(o)
 		}
+		tp.Offset = off
+		if err := b.consumer.Seek(tp, 0); err != nil {
+			b.logger.Warn("seek after outage", "partition", fmt.Sprintf("%s/%d", *tp.Topic, tp.Partition), "err", err)
+		}
+	}
+	if err := b.consumer.Resume(tps); err != nil {
+		b.logger.Warn("resume partitions", "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/countersign/countersign/audit"
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
 	"github.com/countersign/countersign/mail"
@@ -15,9 +16,10 @@ import (
 )
 
 // runDev runs the whole platform in one process: an embedded broker (unless
-// KAFKA_BROKERS points at a cluster), the user API, the notifier and the
-// recommender. It is for a laptop: the embedded broker keeps everything in
-// memory and loses it at exit.
+// KAFKA_BROKERS points at a cluster), the user API, the notifier, the
+// recommender and the audit (into ./countersign-audit.db by default). It is
+// for a laptop: the embedded broker keeps everything in memory and loses it
+// at exit.
 func runDev(ctx context.Context, env *Env) error {
 	apiCfg, err := userapi.ConfigFromEnv(env.Getenv)
 	if err != nil {
@@ -28,6 +30,10 @@ func runDev(ctx context.Context, env *Env) error {
 		return err
 	}
 	recCfg, err := recommenderConfigFromEnv(env.Getenv)
+	if err != nil {
+		return err
+	}
+	audCfg, err := auditConfigFromEnv(env.Getenv)
 	if err != nil {
 		return err
 	}
@@ -80,6 +86,15 @@ func runDev(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	audStore, err := openAuditStore(ctx, env, audCfg)
+	if err != nil {
+		return err
+	}
+	defer audStore.Close()
+	aud, err := audit.New(audCfg, audit.Deps{Kafka: kcfg, Store: audStore, Logger: env.Logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
 	api, _, closeDeps, err := newUserAPI(ctx, env, apiCfg, kcfg, keys, reg)
 	if err != nil {
 		return err
@@ -94,6 +109,7 @@ func runDev(ctx context.Context, env *Env) error {
 	g := newGroup()
 	g.Go("notifier", func() error { return n.Run(workers) })
 	g.Go("recommender", func() error { return r.Run(workers) })
+	g.Go("audit", func() error { return aud.Run(workers) })
 
 	mailLine := "SMTP " + env.Getenv("SMTP_HOST")
 	if env.Getenv("SMTP_HOST") == "" {
@@ -111,6 +127,7 @@ Countersign dev is running. Ctrl-C stops it.
   User API     %s   (/healthz, /readyz, /metrics)
   Notifier     consumer group %s, mail to %s
   Recommender  consumer group %s
+  Audit        consumer group %s, every event into %s
 
 Try it:
   curl -sS -X POST %s/api/register -H 'Content-Type: application/json' \
@@ -120,7 +137,7 @@ Try it:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, kafkaLine, base, cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine, cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), base, outboxDir(env), base)
+`, kafkaLine, base, cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine, cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), audCfg.GroupID, audStore, base, outboxDir(env), base)
 
 	select {
 	case <-ctx.Done():

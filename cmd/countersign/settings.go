@@ -55,6 +55,12 @@ var settingsTable = []Setting{
 	{"RECOMMENDER_DEDUPE_WINDOW", "15m", "how long a sent event id is remembered so a redelivered event sends no second mail"},
 	{"RECOMMENDER_CATALOG", "", "path of a JSON catalogue replacing the embedded one"},
 
+	// Audit.
+	{"AUDIT_GROUP_ID", "audit-service", "consumer group of the audit; its offsets are kept in the database, by group"},
+	{"AUDIT_DATABASE_URL", "sqlite://./countersign-audit.db", "where the audit writes: sqlite://PATH (embedded, pure Go) or postgres://USER:PASSWORD@HOST:PORT/DB (password never logged)"},
+	{"AUDIT_BATCH_SIZE", "500", "events per batch (one transaction with the offsets after it)"},
+	{"AUDIT_BATCH_INTERVAL", "1s", "write the open batch this long after its first event when it did not fill up"},
+
 	// Mail (notifier and recommender).
 	{"SMTP_HOST", "", "SMTP server; empty writes each mail as an .eml file to MAIL_OUTBOX_DIR instead"},
 	{"SMTP_PORT", "587", "SMTP port (submission; STARTTLS per SMTP_TLS)"},
@@ -67,7 +73,7 @@ var settingsTable = []Setting{
 	{"TEMPLATES_DIR", "", "directory whose email/<name>/*.gotmpl files replace the embedded templates"},
 
 	// Operations endpoint of the workers.
-	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics, /healthz and /readyz; off disables it"},
+	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender), 127.0.0.1:9103 (audit)", "listen address of /metrics, /healthz and /readyz; off disables it"},
 
 	// Dev mode.
 	{"EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "where dev's embedded broker listens when KAFKA_BROKERS is empty"},

@@ -278,6 +278,12 @@ func (s *Store) Offsets(ctx context.Context, group string, ps []kafka.Partition)
 	return out, nil
 }
 
+// execer is what the write helpers need of a transaction: a *sql.Tx, or a
+// pgx transaction through pgxExecer.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
 // Write implements kafka.BatchStore: the batch's rows, its changes to
 // accounts and its offsets, in one transaction. An event already in
 // audit_events (same event_id) is not written again.
@@ -291,27 +297,14 @@ func (s *Store) Write(ctx context.Context, group string, b kafka.Batch) (err err
 		}
 		rows = append(rows, rw)
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("write batch: begin: %w", err)
+	var inserted int
+	if s.dialect == Postgres {
+		inserted, err = s.writePostgres(ctx, group, rows, b.Next)
+	} else {
+		inserted, err = s.writeSQL(ctx, group, rows, b.Next)
 	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	inserted, err := s.insertEvents(ctx, tx, rows)
 	if err != nil {
 		return err
-	}
-	if err := s.applyAccounts(ctx, tx, rows); err != nil {
-		return err
-	}
-	if err := s.storeOffsets(ctx, tx, group, b.Next); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("write batch: commit: %w", err)
 	}
 	if dup := len(rows) - inserted; dup > 0 && s.onDuplicates != nil {
 		s.onDuplicates(dup)
@@ -319,7 +312,33 @@ func (s *Store) Write(ctx context.Context, group string, b kafka.Batch) (err err
 	return nil
 }
 
-func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, rows []row) (int, error) {
+// writeSQL writes a batch through database/sql (SQLite).
+func (s *Store) writeSQL(ctx context.Context, group string, rows []row, next map[kafka.Partition]int64) (inserted int, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("write batch: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if inserted, err = s.insertEvents(ctx, tx, rows); err != nil {
+		return 0, err
+	}
+	if err := s.applyAccounts(ctx, tx, rows); err != nil {
+		return 0, err
+	}
+	if err := s.storeOffsets(ctx, tx, group, next); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("write batch: commit: %w", err)
+	}
+	return inserted, nil
+}
+
+func (s *Store) insertEvents(ctx context.Context, tx execer, rows []row) (int, error) {
 	inserted := 0
 	for start := 0; start < len(rows); start += rowsPerInsert {
 		chunk := rows[start:min(start+rowsPerInsert, len(rows))]
@@ -351,7 +370,7 @@ func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, rows []row) (int, 
 // decides, in the batch and across batches. A verification is not applied
 // when audit_events holds a later deletion of the address, and a deletion
 // does not remove a later verification.
-func (s *Store) applyAccounts(ctx context.Context, tx *sql.Tx, rows []row) error {
+func (s *Store) applyAccounts(ctx context.Context, tx execer, rows []row) error {
 	last := map[string]*row{}
 	var order []string
 	for i := range rows {
@@ -397,8 +416,16 @@ func (s *Store) applyAccounts(ctx context.Context, tx *sql.Tx, rows []row) error
 		if s.dialect == Postgres {
 			q.WriteString(`(email, user_id, first_name, last_name, verified_at, occurred_at)`)
 		}
-		q.WriteString(` WHERE NOT EXISTS (SELECT 1 FROM audit_events d WHERE d.email = ` + email +
-			` AND d.event_type = '` + TopicUserAccountDeleted + `' AND d.occurred_at > ` + occurred + `)`)
+		if s.dialect == Postgres {
+			// LATERAL … LIMIT 1: one index probe per row. As NOT EXISTS the
+			// planner chose a hash anti-join over all of audit_events,
+			// which grew slower with the table.
+			q.WriteString(` LEFT JOIN LATERAL (SELECT 1 AS hit FROM audit_events d WHERE d.email = v.email AND d.event_type = '` +
+				TopicUserAccountDeleted + `' AND d.occurred_at > v.occurred_at LIMIT 1) later ON true WHERE later.hit IS NULL`)
+		} else {
+			q.WriteString(` WHERE NOT EXISTS (SELECT 1 FROM audit_events d WHERE d.email = ` + email +
+				` AND d.event_type = '` + TopicUserAccountDeleted + `' AND d.occurred_at > ` + occurred + `)`)
+		}
 		q.WriteString(` ON CONFLICT (email) DO UPDATE SET user_id = excluded.user_id, first_name = excluded.first_name,` +
 			` last_name = excluded.last_name, verified_at = excluded.verified_at WHERE accounts.verified_at <= excluded.verified_at`)
 		if _, err := tx.ExecContext(ctx, s.bind(q.String()), args...); err != nil {
@@ -413,7 +440,7 @@ func (s *Store) applyAccounts(ctx context.Context, tx *sql.Tx, rows []row) error
 	return nil
 }
 
-func (s *Store) storeOffsets(ctx context.Context, tx *sql.Tx, group string, next map[kafka.Partition]int64) error {
+func (s *Store) storeOffsets(ctx context.Context, tx execer, group string, next map[kafka.Partition]int64) error {
 	if len(next) == 0 {
 		return nil
 	}

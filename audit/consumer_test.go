@@ -413,3 +413,29 @@ func TestKillDuringBatchThenRestart(t *testing.T) {
 		mustf(t, rows == len(evs) && distinct == len(evs), "audit_events: %d rows, %d distinct; want %d", rows, distinct, len(evs))
 	})
 }
+
+// dev's embedded broker keeps its topics in memory, the audit database
+// stays on disk: after a restart the stored offsets point past the new
+// topics' end. The audit reads the new topics from their beginning.
+func TestStoredOffsetsPastTheEnd(t *testing.T) {
+	store := openStore(t, "sqlite://"+t.TempDir()+"/audit.db")
+	group := eventstest.UniqueGroup(t)
+	cfg := audit.Config{GroupID: group, BatchSize: 20, BatchInterval: 100 * time.Millisecond}
+	suffix := eventstest.Suffix() + "@example.com"
+	first := eventstest.StartEmbedded(t)
+	ensureTopics(t, first.Addr())
+	evs := history(t, 300, suffix)
+	produce(t, first.Addr(), evs)
+	r := startAudit(t, first.Addr(), store, cfg)
+	waitRows(t, store, suffix, len(evs), 2*time.Minute)
+	_ = r.stop()
+	first.Close()
+
+	second := eventstest.StartEmbedded(t)
+	ensureTopics(t, second.Addr())
+	r = startAudit(t, second.Addr(), store, cfg)
+	more := history(t, 30, "b"+suffix)
+	produce(t, second.Addr(), more)
+	waitRows(t, store, suffix, len(evs)+len(more), 2*time.Minute)
+	_ = r.stop()
+}

@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -196,4 +197,62 @@ func placeholder(s *audit.Store) string {
 		return "$1"
 	}
 	return "?"
+}
+
+// The ready queries of docs/audit.md run on the engine they are given for.
+func TestDocQueries(t *testing.T) {
+	doc, err := os.ReadFile("../docs/audit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type query struct{ label, sql string }
+	var queries []query
+	label := ""
+	lines := strings.Split(string(doc), "\n")
+	for i := 0; i < len(lines); i++ {
+		l := strings.TrimSpace(lines[i])
+		if l == "```sql" {
+			var b strings.Builder
+			for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
+				b.WriteString(lines[i] + "\n")
+			}
+			queries = append(queries, query{label, b.String()})
+			continue
+		}
+		if l != "" {
+			label = l
+		}
+	}
+	mustf(t, len(queries) >= 6, "found %d queries in docs/audit.md", len(queries))
+	forEachBackend(t, func(t *testing.T, url string) {
+		s := openStore(t, url)
+		c := created(t, "ada@example.com")
+		p := kafka.Partition{Topic: "t", Partition: 0}
+		if err := s.Write(context.Background(), "g", kafka.Batch{Records: []kafka.BatchRecord{
+			{Partition: p, Offset: 0, Event: c}, {Partition: p, Offset: 1, Event: created(t, "bob@example.com")},
+			{Partition: p, Offset: 2, Event: verified(t, "ada@example.com", userID(t, c))},
+		}, Next: map[kafka.Partition]int64{p: 3}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range queries {
+			pgOnly, sqliteOnly := strings.HasPrefix(q.label, "PostgreSQL"), strings.HasPrefix(q.label, "SQLite")
+			if (pgOnly && s.Dialect() != audit.Postgres) || (sqliteOnly && s.Dialect() != audit.SQLite) {
+				continue
+			}
+			rows, err := s.DB().Query(q.sql)
+			if err != nil {
+				t.Errorf("%s\n%s: %v", q.label, q.sql, err)
+				continue
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				t.Errorf("%s\n%s: %v", q.label, q.sql, err)
+			}
+			rows.Close()
+			mustf(t, n > 0, "%s\n%s: no rows", q.label, q.sql)
+		}
+	})
 }

@@ -601,6 +601,14 @@ func (b *BatchConsumer) assignFromStore(ctx context.Context) {
 		if o, ok := offs[p]; ok {
 			off = ckafka.Offset(o)
 			b.stored[p] = o
+			// An offset past the partition's end means the topic is not the
+			// one the store read (recreated, or dev's in-memory broker
+			// restarted): read the new one from its beginning.
+			if _, high, err := b.consumer.QueryWatermarkOffsets(p.Topic, p.Partition, 5000); err == nil && o > high {
+				b.logger.Warn("stored offset is past the end of the partition (topic recreated?): reading it from the beginning",
+					"partition", p.String(), "stored", o, "end", high)
+				off, b.stored[p] = ckafka.OffsetBeginning, -1
+			}
 		}
 		tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p.Partition, Offset: off})
 	}

@@ -265,8 +265,8 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 
 func TestSchemaDocumentHeader(t *testing.T) {
 	doc := loadAsyncAPI(t)
-	if doc["asyncapi"] != "3.0.0" {
-		t.Errorf("asyncapi = %v, want 3.0.0", doc["asyncapi"])
+	if doc["asyncapi"] != "3.1.0" {
+		t.Errorf("asyncapi = %v, want 3.1.0", doc["asyncapi"])
 	}
 	info := asMap(t, doc["info"], "info")
 	if info["title"] != "Countersign events" {
@@ -406,6 +406,8 @@ func TestSchemaRejectsTamperedEvents(t *testing.T) {
 			data(m)["encrypted_code"] = "482913"
 		}, false},
 		{"user_id not a uuid", events.TopicUserAccountCreated, func(m map[string]any) { data(m)["user_id"] = "user-1" }, false},
+		{"IDN domain in Unicode", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["email"] = "li@例子.测试" }, true},
+		{"non-ASCII local part", events.TopicUserAccountCreated, func(m map[string]any) { data(m)["email"] = "josé@example.com" }, true},
 		{"email not normalized", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["email"] = "Grace@Example.com" }, false},
 		{"email not an address", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["email"] = "grace" }, false},
 		{"empty first_name", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["first_name"] = "" }, false},

@@ -62,6 +62,14 @@ type SMTPConfig struct {
 	// stops answering fails a Send with a temporary error after about this
 	// long per command, rather than blocking the consumer.
 	Timeout time.Duration
+	// ASCIILocalPartOnly says that the user API refuses addresses with
+	// non-ASCII characters before the @ (ALLOW_UTF8_LOCAL_PART=false; the
+	// default, true, leaves it false). While it is false, the SMTP sender
+	// logs a warning, once per connection, when the server does not announce
+	// SMTPUTF8: mail to such addresses cannot go through it and is
+	// dead-lettered. It changes nothing else: such a mail is refused the
+	// same way either way.
+	ASCIILocalPartOnly bool
 	// TLSConfig replaces the TLS client configuration; it has no environment
 	// variable. Nil verifies the server against the system roots with Host as
 	// the server name; set it for a private CA (tests use it to trust
@@ -69,8 +77,9 @@ type SMTPConfig struct {
 	TLSConfig *tls.Config
 }
 
-// withDefaults returns c with every unset field at its default.
-func (c SMTPConfig) withDefaults() SMTPConfig {
+// WithDefaults returns c with every unset field at its default, as NewSender
+// and Validate apply them.
+func (c SMTPConfig) WithDefaults() SMTPConfig {
 	if c.Port == 0 {
 		c.Port = DefaultSMTPPort
 	}
@@ -93,7 +102,7 @@ func (c SMTPConfig) withDefaults() SMTPConfig {
 // variable. It checks the configuration with its defaults applied. An empty
 // Host is valid: it selects the outbox.
 func (c SMTPConfig) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	var errs []error
 	if c.Host != "" {
 		if strings.ContainsAny(c.Host, " /:") && net.ParseIP(c.Host) == nil {

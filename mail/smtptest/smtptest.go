@@ -6,8 +6,15 @@
 // connections (to check that a client reuses them), and injects failures:
 // FailNext and SetFailing make DATA answer with a chosen SMTP code, and
 // DropConnections cuts live connections the way a server restart or an idle
-// timeout does. WithTLS adds STARTTLS with a self-signed certificate and
-// WithAuth requires AUTH PLAIN.
+// timeout does. WithTLS adds STARTTLS with a self-signed certificate,
+// WithAuth requires AUTH PLAIN, and WithSMTPUTF8 announces SMTPUTF8.
+//
+// Addresses are checked as RFC 6531 asks of a server: an address with a
+// non-ASCII character in MAIL or RCPT is refused (553 5.6.7) unless the
+// server announced SMTPUTF8 and MAIL carried the SMTPUTF8 parameter.
+//
+// StartAiosmtpd runs Python's aiosmtpd instead, a server written by others,
+// and reads the mail it accepted as the same Received values.
 //
 // All methods are safe for concurrent use.
 package smtptest
@@ -22,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"strconv"
@@ -31,6 +39,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/countersign/countersign/mail"
 )
 
 // Server is a running in-process SMTP server. Create it with Start.
@@ -77,6 +87,8 @@ type Received struct {
 	// Conn numbers the connection that carried the message, from 1 in the
 	// order connections were accepted.
 	Conn int
+	// SMTPUTF8 reports whether MAIL carried the SMTPUTF8 parameter.
+	SMTPUTF8 bool
 }
 
 // Option configures Start.
@@ -84,8 +96,14 @@ type Option func(*options)
 
 type options struct {
 	tls            bool
+	smtputf8       bool
 	username, pass string
 }
+
+// WithSMTPUTF8 announces SMTPUTF8 (RFC 6531) in the EHLO reply and accepts
+// non-ASCII addresses in a mail whose MAIL carries the SMTPUTF8 parameter.
+// Without it the server is a strict ASCII relay, as many are.
+func WithSMTPUTF8() Option { return func(o *options) { o.smtputf8 = true } }
 
 // WithTLS offers STARTTLS with a certificate for 127.0.0.1 and localhost
 // signed by a throw-away CA; clients trust it through Server.ClientTLSConfig.
@@ -125,6 +143,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	s.srv.AllowInsecureAuth = true
 	s.srv.MaxMessageBytes = 10 << 20
 	s.srv.MaxRecipients = 50
+	s.srv.EnableSMTPUTF8 = o.smtputf8
 	// A client that hangs must not keep Close waiting for long.
 	s.srv.ReadTimeout = 30 * time.Second
 	s.srv.WriteTimeout = 30 * time.Second
@@ -406,6 +425,7 @@ type session struct {
 	authed bool
 	from   string
 	to     []string
+	utf8   bool // MAIL carried SMTPUTF8
 }
 
 var errAuthRequired = &smtp.SMTPError{
@@ -434,9 +454,20 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+// errNeedsSMTPUTF8 refuses a non-ASCII address in a mail without SMTPUTF8.
+var errNeedsSMTPUTF8 = &smtp.SMTPError{
+	Code:         553,
+	EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+	Message:      "Non-ASCII address requires SMTPUTF8",
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !ss.authed {
 		return errAuthRequired
+	}
+	ss.utf8 = opts != nil && opts.UTF8
+	if !ss.utf8 && !isASCII(from) {
+		return errNeedsSMTPUTF8
 	}
 	ss.from = from
 	ss.to = nil
@@ -447,8 +478,20 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !ss.authed {
 		return errAuthRequired
 	}
+	if !ss.utf8 && !isASCII(to) {
+		return errNeedsSMTPUTF8
+	}
 	ss.to = append(ss.to, to)
 	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func (ss *session) Data(r io.Reader) error {
@@ -460,13 +503,14 @@ func (ss *session) Data(r io.Reader) error {
 	if f := ss.s.nextFailure(ss.to); f != nil {
 		return &smtp.SMTPError{Code: f.code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: f.msg}
 	}
-	ss.s.record(Received{From: ss.from, To: append([]string(nil), ss.to...), Data: data, Conn: ss.conn})
+	ss.s.record(Received{From: ss.from, To: append([]string(nil), ss.to...), Data: data, Conn: ss.conn, SMTPUTF8: ss.utf8})
 	return nil
 }
 
 func (ss *session) Reset() {
 	ss.from = ""
 	ss.to = nil
+	ss.utf8 = false
 }
 
 func (ss *session) Logout() error { return nil }
@@ -508,3 +552,53 @@ func selfSignedTLS() (*tls.Config, *x509.CertPool, error) {
 }
 
 var _ smtp.AuthSession = (*session)(nil)
+
+// MessagesTo returns the mails received so far that have addr among their
+// recipients: on a shared server, a test's own mail.
+func (s *Server) MessagesTo(addr string) []Received {
+	var out []Received
+	for _, m := range s.Messages() {
+		for _, to := range m.To {
+			if to == addr {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// WaitFor waits until at least n mails to addr arrived and returns them all;
+// it fails tb after timeout.
+func (s *Server) WaitFor(tb testing.TB, addr string, n int, timeout time.Duration) []Received {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := s.MessagesTo(addr)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d mails to %s within %v, want %d", len(got), addr, timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SenderConfig is a plain-text client configuration for this server (no
+// TLS, no AUTH), with a test sender address.
+func (s *Server) SenderConfig() mail.SMTPConfig {
+	return mail.SMTPConfig{Host: s.Host(), Port: s.Port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>"}
+}
+
+// Sender is a mail.SMTPSender on SenderConfig, closed when the test ends
+// (after whatever the test started later, such as a worker using it).
+func (s *Server) Sender(tb testing.TB) *mail.SMTPSender {
+	tb.Helper()
+	sender, err := mail.NewSMTPSender(s.SenderConfig(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = sender.Close() })
+	return sender
+}

@@ -69,7 +69,7 @@ func (m *memStore) count() (distinct, total int) {
 	return distinct, total
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -114,13 +114,13 @@ func TestBatchConsumerStoreOffsetsAndOutage(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, "60 events written", time.Minute, func() bool { d, _ := store.count(); return d == 60 })
-	waitFor(t, "ready", time.Minute, func() bool { return bc.Ready(context.Background()) == nil })
+	waitUntil(t, "60 events written", time.Minute, func() bool { d, _ := store.count(); return d == 60 })
+	waitUntil(t, "ready", time.Minute, func() bool { return bc.Ready(context.Background()) == nil })
 	store.setFail(true)
 	produceRaw(t, brokers, topic, recs[100:]...)
-	waitFor(t, "not ready while the store fails", time.Minute, func() bool { return errors.Is(bc.Ready(context.Background()), kafka.ErrStoreUnavailable) })
+	waitUntil(t, "not ready while the store fails", time.Minute, func() bool { return errors.Is(bc.Ready(context.Background()), kafka.ErrStoreUnavailable) })
 	store.setFail(false)
-	waitFor(t, "every event after the outage", time.Minute, func() bool { d, _ := store.count(); return d == 110 })
+	waitUntil(t, "every event after the outage", time.Minute, func() bool { d, _ := store.count(); return d == 110 })
 	cancel()
 	stopped = true
 	if err := <-done; err != nil {

@@ -146,6 +146,8 @@ func New(cfg Config, deps Deps, opts ...Option) (*Audit, error) {
 		OnLag: func(p kafka.Partition, lag int64) {
 			a.metrics.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(lag))
 		},
+		// Partitions that went to another member have no lag here.
+		OnAssignment: func([]kafka.Partition) { a.metrics.lag.Reset() },
 	}
 	for _, o := range opts {
 		o(&bc)

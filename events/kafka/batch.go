@@ -98,6 +98,10 @@ type BatchConfig struct {
 	// OnLag is called about once a second for every assigned partition with
 	// the records on the broker past what the store holds.
 	OnLag func(p Partition, lag int64)
+	// OnAssignment is called with the partitions this member consumes
+	// whenever that changes (nil when they are revoked), e.g. to drop the
+	// lag series of partitions that went to another member.
+	OnAssignment func(ps []Partition)
 }
 
 func (c *BatchConfig) setDefaults() {
@@ -548,6 +552,9 @@ func (b *BatchConsumer) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 		b.assigned = map[Partition]bool{}
 		b.stored = map[Partition]int64{}
 		b.needAssign.Store(false)
+		if b.bc.OnAssignment != nil {
+			b.bc.OnAssignment(nil)
+		}
 		// Nothing is held any more; the next write or offset read decides
 		// whether the store is still down.
 		b.outage.Store(false)
@@ -617,6 +624,9 @@ func (b *BatchConsumer) assignFromStore(ctx context.Context) {
 		return
 	}
 	b.logger.Info("resuming from the store's offsets", "offsets", offsetList(tps))
+	if b.bc.OnAssignment != nil {
+		b.bc.OnAssignment(ps)
+	}
 	if b.outage.Load() {
 		b.pauseAll()
 	}

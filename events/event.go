@@ -77,7 +77,21 @@ type UserAccountCreated struct {
 	LastName      string     `json:"last_name"`
 	ExpiresAt     time.Time  `json:"expires_at"`
 	EncryptedCode SealedCode `json:"encrypted_code"`
+	// EncryptedLinkToken, when present, is the one-time token of the
+	// verification link (Keyring.SealLinkToken), issued with the code and
+	// valid exactly as long as it. The mail links to PUBLIC_URL +
+	// ConfirmPath + token. Absent when the user API serves no pages.
+	EncryptedLinkToken *SealedCode `json:"encrypted_link_token,omitempty"`
+	// Locale is the language the person registered in ("en", "zh-CN"), so
+	// the mail speaks it. Optional; missing or unknown means English.
+	Locale string `json:"locale,omitempty"`
 }
+
+// ConfirmPath is the path of the verification link below PUBLIC_URL; the
+// link token follows it. Opening it shows a page asking to confirm: only
+// that page's POST verifies, so a mail scanner fetching the link verifies
+// nothing.
+const ConfirmPath = "/confirm/"
 
 // UserAccountVerified is the data of a user_account_verified event: the person
 // proved they own the address.
@@ -87,6 +101,9 @@ type UserAccountVerified struct {
 	FirstName  string    `json:"first_name"`
 	LastName   string    `json:"last_name"`
 	VerifiedAt time.Time `json:"verified_at"`
+	// Locale is the language of the page where the address was verified
+	// ("en", "zh-CN"). Optional; missing or unknown means English.
+	Locale string `json:"locale,omitempty"`
 }
 
 // NormalizeEmail returns the canonical form of an address, the record key
@@ -295,6 +312,8 @@ func (d UserAccountCreated) validate() error {
 		return invalid("data: missing encrypted_code.nonce")
 	case len(d.EncryptedCode.Ciphertext) == 0:
 		return invalid("data: missing encrypted_code.ciphertext")
+	case d.EncryptedLinkToken != nil && (d.EncryptedLinkToken.KeyID == "" || len(d.EncryptedLinkToken.Nonce) == 0 || len(d.EncryptedLinkToken.Ciphertext) == 0):
+		return invalid("data: incomplete encrypted_link_token")
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ const (
 	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
 	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
 	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+	EnvPages             = "PAGES"
+	EnvPublicURL         = "PUBLIC_URL"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -87,6 +89,17 @@ type Config struct {
 	// IP and escape the limit.
 	TrustProxyHeaders bool
 
+	// Pages serves the hosted pages (pages.go) besides the JSON API, and
+	// puts a verification link in every code's event (PAGES; off in a zero
+	// Config, on by default in the binary). PublicURL is then required.
+	Pages bool
+
+	// PublicURL is where people reach the pages, an absolute http(s) URL
+	// without query or fragment (PUBLIC_URL, e.g. https://accounts.example.com;
+	// the binary's dev defaults it to http:// + HTTP_ADDR). Links in mails
+	// are built on it, and cross-site form posts are judged against it.
+	PublicURL string
+
 	// ASCIILocalPartOnly refuses, with 400 at register, addresses with a
 	// non-ASCII character before the "@" (ALLOW_UTF8_LOCAL_PART=false; the
 	// default, true, leaves this false). Such an address can receive mail
@@ -154,5 +167,5 @@ func (c Config) Validate() error {
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
 		return fmt.Errorf("%s=%s: want a duration from 100ms to 5m", EnvPublishTimeout, c.PublishTimeout)
 	}
-	return nil
+	return c.validatePages()
 }

@@ -47,18 +47,27 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, errUTF8LocalPart())
 		return
 	}
-	if err := s.publisherDown(); err != nil {
-		s.error(w, r, err)
-		return
-	}
-	code, err := newCode()
+	stored, err := s.register(r.Context(), req, "")
 	if err != nil {
 		s.error(w, r, err)
 		return
 	}
+	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
+}
+
+// register is what POST /api/register and the registration page share:
+// req is valid; locale ("" for the API) travels in the event.
+func (s *Server) register(ctx context.Context, req RegisterRequest, locale string) (Pending, error) {
+	if err := s.publisherDown(); err != nil {
+		return Pending{}, err
+	}
+	code, err := newCode()
+	if err != nil {
+		return Pending{}, err
+	}
 	now := time.Now()
 	keyID, mac := s.keyring.CodeMAC(code, "", req.Email)
-	stored, replaced, err := s.store.Register(r.Context(), Pending{
+	stored, replaced, err := s.store.Register(ctx, Pending{
 		Email:     req.Email,
 		UserID:    uuid.NewString(),
 		FirstName: req.FirstName,
@@ -69,16 +78,14 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		SentAt:    now,
 	}, s.cfg.ResendInterval)
 	if err != nil {
-		s.error(w, r, storeError(err))
-		return
+		return Pending{}, storeError(err)
 	}
-	if err := s.sendCode(r.Context(), stored, code); err != nil {
-		s.undoSend(r.Context(), err, stored, replaced)
-		s.error(w, r, err)
-		return
+	if err := s.sendCode(ctx, stored, code, locale); err != nil {
+		s.undoSend(ctx, err, stored, replaced)
+		return Pending{}, err
 	}
-	s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "replaced", replaced != nil)
-	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
+	s.logger.InfoContext(ctx, "code sent", "user_id", stored.UserID, "replaced", replaced != nil)
+	return stored, nil
 }
 
 // handleVerify checks a code and, when it is right, consumes the pending
@@ -92,55 +99,67 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.publisherDown(); err != nil {
+	if err := s.verify(r.Context(), req, ""); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	p, err := s.store.Attempt(r.Context(), req.Email, s.cfg.CodeMaxAttempts)
+	writeJSON(w, contentTypeJSON, http.StatusOK, StatusResponse{Status: "verified"})
+}
+
+// verify is what POST /api/verify and the code page share.
+func (s *Server) verify(ctx context.Context, req VerifyRequest, locale string) error {
+	if err := s.publisherDown(); err != nil {
+		return err
+	}
+	p, err := s.store.Attempt(ctx, req.Email, s.cfg.CodeMaxAttempts)
 	if errors.Is(err, ErrNotFound) {
 		// The MAC a known address would cost, so the two cases take the
 		// same time.
 		s.keyring.CodeMAC(req.Code, "", req.Email)
 	}
 	if err != nil {
-		s.error(w, r, storeError(err))
-		return
+		return storeError(err)
 	}
 	if !s.keyring.VerifyCodeMAC(p.MACKeyID, p.MAC, req.Code, "", req.Email) {
 		if p.Attempts >= s.cfg.CodeMaxAttempts {
 			// Worth an operator's eye: many of these are someone guessing.
-			s.logger.WarnContext(r.Context(), "verification attempts used up", "user_id", p.UserID)
+			s.logger.WarnContext(ctx, "verification attempts used up", "user_id", p.UserID)
 		}
-		s.error(w, r, errInvalidCode)
-		return
+		return errInvalidCode
 	}
 	// Only one Consume of this version succeeds: of any number of correct
 	// concurrent verifies, one publishes, the others see ErrNotFound.
-	consumed, err := s.store.Consume(r.Context(), req.Email, p.Version)
+	consumed, err := s.store.Consume(ctx, req.Email, p.Version)
 	if err != nil {
-		s.error(w, r, storeError(err))
-		return
+		return storeError(err)
 	}
+	// If publishing fails, the attempt failed for want of the broker, not
+	// for the code: it is given back, and the person can verify again with
+	// the same code.
+	consumed.Attempts--
+	return s.publishVerified(ctx, consumed, locale)
+}
+
+// publishVerified publishes user_account_verified for a consumed record,
+// or puts the record back (Restore) when the broker does not acknowledge.
+func (s *Server) publishVerified(ctx context.Context, consumed Pending, locale string) error {
 	e, err := events.NewUserAccountVerified(events.UserAccountVerified{
 		UserID:     consumed.UserID,
 		Email:      consumed.Email,
 		FirstName:  consumed.FirstName,
 		LastName:   consumed.LastName,
 		VerifiedAt: time.Now(),
+		Locale:     locale,
 	})
 	if err == nil {
-		err = s.publish(r.Context(), e, consumed.UserID)
+		err = s.publish(ctx, e, consumed.UserID)
 	}
 	if err != nil {
-		// The attempt failed for want of the broker, not for the code: it is
-		// given back, and the person can verify again with the same code.
-		consumed.Attempts--
-		s.restore(r.Context(), consumed)
-		s.error(w, r, err)
-		return
+		s.restore(ctx, consumed)
+		return err
 	}
-	s.logger.InfoContext(r.Context(), "address verified", "user_id", consumed.UserID)
-	writeJSON(w, contentTypeJSON, http.StatusOK, StatusResponse{Status: "verified"})
+	s.logger.InfoContext(ctx, "address verified", "user_id", consumed.UserID)
+	return nil
 }
 
 // handleResend issues a new code for a pending address. It answers 202
@@ -155,18 +174,26 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.publisherDown(); err != nil {
+	if err := s.resend(r.Context(), req, ""); err != nil {
 		s.error(w, r, err)
 		return
+	}
+	writeJSON(w, contentTypeJSON, http.StatusAccepted, StatusResponse{Status: "accepted"})
+}
+
+// resend is what POST /api/resend and the code page's resend button share.
+// It returns nil whether or not the address is pending.
+func (s *Server) resend(ctx context.Context, req ResendRequest, locale string) error {
+	if err := s.publisherDown(); err != nil {
+		return err
 	}
 	code, err := newCode()
 	if err != nil {
-		s.error(w, r, err)
-		return
+		return err
 	}
 	now := time.Now()
 	keyID, mac := s.keyring.CodeMAC(code, "", req.Email)
-	stored, replaced, err := s.store.Resend(r.Context(), req.Email, NewCode{
+	stored, replaced, err := s.store.Resend(ctx, req.Email, NewCode{
 		MACKeyID:  keyID,
 		MAC:       mac,
 		ExpiresAt: now.Add(s.cfg.CodeTTL),
@@ -174,19 +201,17 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	}, s.cfg.ResendInterval)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		s.maskLatency(r.Context())
+		s.maskLatency(ctx)
 	case err != nil:
-		s.error(w, r, storeError(err))
-		return
+		return storeError(err)
 	default:
-		if err := s.sendCode(r.Context(), stored, code); err != nil {
-			s.undoSend(r.Context(), err, stored, replaced)
-			s.error(w, r, err)
-			return
+		if err := s.sendCode(ctx, stored, code, locale); err != nil {
+			s.undoSend(ctx, err, stored, replaced)
+			return err
 		}
-		s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "resend", true)
+		s.logger.InfoContext(ctx, "code sent", "user_id", stored.UserID, "resend", true)
 	}
-	writeJSON(w, contentTypeJSON, http.StatusAccepted, StatusResponse{Status: "accepted"})
+	return nil
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
@@ -222,19 +247,26 @@ func storeError(err error) error {
 }
 
 // sendCode seals code for p and publishes user_account_created. The plain
-// code goes no further than this call.
-func (s *Server) sendCode(ctx context.Context, p Pending, code string) error {
+// code goes no further than this call. With the pages on, a link token is
+// issued with the code (newLink) and sealed next to it.
+func (s *Server) sendCode(ctx context.Context, p Pending, code, locale string) error {
 	sealed, err := s.keyring.Seal(code, p.UserID, p.Email)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)
 	}
+	link, err := s.newLink(ctx, p)
+	if err != nil {
+		return err
+	}
 	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID:        p.UserID,
-		Email:         p.Email,
-		FirstName:     p.FirstName,
-		LastName:      p.LastName,
-		ExpiresAt:     p.ExpiresAt,
-		EncryptedCode: sealed,
+		UserID:             p.UserID,
+		Email:              p.Email,
+		FirstName:          p.FirstName,
+		LastName:           p.LastName,
+		ExpiresAt:          p.ExpiresAt,
+		EncryptedCode:      sealed,
+		EncryptedLinkToken: link,
+		Locale:             locale,
 	})
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)

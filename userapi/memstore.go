@@ -20,6 +20,10 @@ type MemoryStore struct {
 	seed    maphash.Seed
 	stripes [256]sync.Mutex
 	version atomic.Uint64
+
+	// links is the LinkStore table (linkstore.go).
+	linksOnce sync.Once
+	links     *cache.Cache
 }
 
 var _ Store = (*MemoryStore)(nil)

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/templates"
 )
 
 // Deps are the server's collaborators.
@@ -48,6 +49,10 @@ type Deps struct {
 	// (error). Nil means slog.Default().
 	Logger *slog.Logger
 
+	// Pages renders the hosted pages when Config.Pages is on. Nil means
+	// the embedded pages (templates.LoadPages("", …)) with PublicURL.
+	Pages *templates.Pages
+
 	// TracerProvider makes a span of each API request, which the events
 	// it publishes continue (see traceRequests). Nil means OpenTelemetry's
 	// global provider, which does nothing unless the process installed one.
@@ -71,6 +76,7 @@ type Server struct {
 	tracer    trace.Tracer
 	metrics   *metrics
 	limiter   RateLimiter
+	pages     *templates.Pages
 
 	router  *mux.Router
 	handler http.Handler
@@ -108,6 +114,13 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil {
 		deps.Registry = newDefaultRegistry()
 	}
+	if cfg.Pages && deps.Pages == nil {
+		p, err := templates.LoadPages("", templates.Brand{PublicURL: cfg.PublicURL})
+		if err != nil {
+			return nil, fmt.Errorf("userapi: %w", err)
+		}
+		deps.Pages = p
+	}
 	m, err := newMetrics(deps.Registry, deps.Store)
 	if err != nil {
 		return nil, fmt.Errorf("userapi: register metrics: %w", err)
@@ -121,6 +134,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		logger:    deps.Logger.With("component", "userapi"),
 		tracer:    newTracer(deps.TracerProvider),
 		metrics:   m,
+		pages:     deps.Pages,
 	}
 	if cfg.RateLimitPerIP != RateLimitOff {
 		if deps.NewRateLimiter != nil {
@@ -139,6 +153,10 @@ func (s *Server) routes(reg Registry) {
 	// redirect instead of a problem document.
 	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.wantsPage(r) {
+			s.notFoundPage(w, r)
+			return
+		}
 		s.error(w, r, Errorf(CodeNotFound, "There is no resource at this path."))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -158,6 +176,8 @@ func (s *Server) routes(reg Registry) {
 	r.Handle("/api/register", api(s.handleRegister)).Methods(http.MethodPost)
 	r.Handle("/api/verify", api(s.handleVerify)).Methods(http.MethodPost)
 	r.Handle("/api/resend", api(s.handleResend)).Methods(http.MethodPost)
+
+	s.pageRoutes(r)
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)
@@ -267,7 +287,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r)
 		s.logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", safePath(r)),
 			slog.Int("status", sw.status()),
 			slog.Duration("duration", time.Since(start)))
 	})

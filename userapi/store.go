@@ -142,4 +142,7 @@ type Store interface {
 	// Len returns the number of records held. It may count records that
 	// expired but were not swept yet; it feeds a gauge.
 	Len(ctx context.Context) (int, error)
+
+	// LinkStore keeps the verification links' MACs (linkstore.go).
+	LinkStore
 }

@@ -123,6 +123,9 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 		"RATE_LIMIT_PER_IP=0",
 		"CODE_MAX_ATTEMPTS=100",
 		"LOG_LEVEL=info",
+		// The replicas sit behind one public address; each issues links
+		// the other can follow (one Redis).
+		"PUBLIC_URL=https://accounts.example.com",
 	}
 	dir := t.TempDir()
 	var procs []*proc

@@ -52,6 +52,8 @@ func Run(t *testing.T, newStore func(t *testing.T) userapi.Store) {
 		{"AddressesIndependent", testAddressesIndependent},
 		{"CopiesReturned", testCopiesReturned},
 		{"Len", testLen},
+		{"LinkFollowsItsCode", testLinkFollowsItsCode},
+		{"LinkExpires", testLinkExpires},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -542,4 +544,87 @@ func parallel(n int, fn func(i int)) {
 	}
 	close(start)
 	wg.Wait()
+}
+
+// linkStore is the store's userapi.LinkStore; every implementation of the
+// package has one.
+func linkStore(t *testing.T, s userapi.Store) userapi.LinkStore {
+	t.Helper()
+	ls, ok := s.(userapi.LinkStore)
+	if !ok {
+		t.Fatalf("%T does not implement userapi.LinkStore", s)
+	}
+	return ls
+}
+
+// A link points at one version of one record: a new code leaves it
+// pointing at a version Consume no longer accepts, and Consume of its own
+// version succeeds once.
+func testLinkFollowsItsCode(t *testing.T, s userapi.Store) {
+	ls := linkStore(t, s)
+	addr := email(t)
+	stored, _ := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	link := mac(0xA1)
+	if err := ls.PutLink(ctx, link, addr, stored.Version, stored.ExpiresAt); err != nil {
+		t.Fatal(err)
+	}
+	gotAddr, gotVersion, err := ls.Link(ctx, link)
+	if err != nil || gotAddr != addr || gotVersion != stored.Version {
+		t.Fatalf("Link = %q, %d, %v; want %q, %d", gotAddr, gotVersion, err, addr, stored.Version)
+	}
+	if _, _, err := ls.Link(ctx, mac(0xA2)); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("Link of an unknown MAC: %v, want ErrNotFound", err)
+	}
+	// A resend replaces the code: the old link's version is dead.
+	resent, _, err := s.Resend(ctx, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(2), ExpiresAt: time.Now().Add(ttl), SentAt: time.Now()}, interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Consume(ctx, addr, gotVersion); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("Consume with the replaced code's link: %v, want ErrNotFound", err)
+	}
+	link2 := mac(0xA3)
+	if err := ls.PutLink(ctx, link2, addr, resent.Version, resent.ExpiresAt); err != nil {
+		t.Fatal(err)
+	}
+	_, v2, err := ls.Link(ctx, link2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Consume(ctx, addr, v2); err != nil {
+		t.Fatalf("Consume with the current link: %v", err)
+	}
+	if _, err := s.Consume(ctx, addr, v2); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("second Consume with the link: %v, want ErrNotFound", err)
+	}
+}
+
+func testLinkExpires(t *testing.T, s userapi.Store) {
+	ls := linkStore(t, s)
+	addr := email(t)
+	link := mac(0xB1)
+	if err := ls.PutLink(ctx, link, addr, 1, time.Now().Add(300*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.PutLink(ctx, mac(0xB2), addr, 1, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ls.Link(ctx, mac(0xB2)); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("a link put after its expiry: %v, want ErrNotFound", err)
+	}
+	// Polled with a generous bound: only "eventually gone" is asserted.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, _, err := ls.Link(ctx, link)
+		if errors.Is(err, userapi.ErrNotFound) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the link outlived its expiry by 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -54,6 +55,15 @@ func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...f
 	d := userapi.Deps{
 		Publisher: producer, Keyring: cfg.Keys, Store: a.store.Store, NewRateLimiter: a.store.newRateLimiter,
 		Ready: a.store.ready(producer.Ping), Logger: cfg.logger(), Registry: reg,
+	}
+	if cfg.UserAPI.Pages {
+		// The pages from TEMPLATES_DIR over the embedded ones, with the brand.
+		brand := cfg.Brand
+		brand.PublicURL = cfg.UserAPI.PublicURL
+		if d.Pages, err = templates.LoadPages(cfg.TemplatesDir, brand); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
 	}
 	for _, f := range deps {
 		f(&d)

@@ -20,6 +20,9 @@ const (
 	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
 	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
 	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+
+	EnvCodeDigits              = "CODE_DIGITS"
+	EnvVerifyMaxFailuresPerDay = "VERIFY_MAX_FAILURES_PER_DAY"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -31,6 +34,8 @@ const (
 	DefaultRateLimitPerIP  = 60
 	DefaultRateLimitBurst  = 20
 	DefaultPublishTimeout  = 10 * time.Second
+
+	DefaultVerifyMaxFailuresPerDay = 10
 )
 
 // RateLimitOff as Config.RateLimitPerIP switches the per-IP limit off
@@ -89,6 +94,29 @@ type Config struct {
 	// one proxy that sets the header: otherwise any client can pick its own
 	// IP and escape the limit.
 	TrustProxyHeaders bool
+
+	// CodeDigits is the length of a code in decimal digits (CODE_DIGITS,
+	// default 6, from 6 to 10). Codes are uniform over all 10^CodeDigits
+	// values, from crypto/rand; each digit more divides the guessing bound
+	// of docs/security.md by ten.
+	CodeDigits int
+
+	// VerifyMaxFailuresPerDay is how many wrong codes are checked for one
+	// address in any 24 hours, across all its codes
+	// (VERIFY_MAX_FAILURES_PER_DAY, default 10, at least 1). Past it every
+	// verify of the address is refused unchecked (400, or 429 when the
+	// code's attempts are used up), and register and resend answer as usual
+	// but issue and send nothing, until the oldest failure is 24 hours old.
+	// With 6 digits and the default, an attacker verifies an address it
+	// does not own with a chance of at most 0.37 % a year
+	// (docs/security.md). The trade-off: anyone who knows an address can
+	// spend its budget and stop code verification for it for a day.
+	VerifyMaxFailuresPerDay int
+}
+
+// limits are the settings the store applies within its atomic steps.
+func (c Config) limits() Limits {
+	return Limits{ResendInterval: c.ResendInterval, MaxAttempts: c.CodeMaxAttempts, MaxFailuresPerDay: c.VerifyMaxFailuresPerDay}
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +140,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.CodeDigits == 0 {
+		c.CodeDigits = DefaultCodeDigits
+	}
+	if c.VerifyMaxFailuresPerDay == 0 {
+		c.VerifyMaxFailuresPerDay = DefaultVerifyMaxFailuresPerDay
 	}
 }
 
@@ -146,6 +180,12 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
 		return fmt.Errorf("%s=%s: want a duration from 100ms to 5m", EnvPublishTimeout, c.PublishTimeout)
+	}
+	if c.CodeDigits < MinCodeDigits || c.CodeDigits > MaxCodeDigits {
+		return fmt.Errorf("%s=%d: want a whole number from %d to %d", EnvCodeDigits, c.CodeDigits, MinCodeDigits, MaxCodeDigits)
+	}
+	if c.VerifyMaxFailuresPerDay < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvVerifyMaxFailuresPerDay, c.VerifyMaxFailuresPerDay)
 	}
 	return nil
 }
@@ -208,5 +248,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.TrustProxyHeaders = b
 	}
+	whole(EnvCodeDigits, &c.CodeDigits, MinCodeDigits)
+	whole(EnvVerifyMaxFailuresPerDay, &c.VerifyMaxFailuresPerDay, 1)
 	return c, errors.Join(errs...)
 }

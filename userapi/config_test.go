@@ -22,6 +22,9 @@ func TestConfigDefaults(t *testing.T) {
 		RateLimitPerIP:  60,
 		RateLimitBurst:  20,
 		PublishTimeout:  10 * time.Second,
+
+		CodeDigits:              6,
+		VerifyMaxFailuresPerDay: 10,
 	}
 	if c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
@@ -41,11 +44,14 @@ func TestConfigFromEnv(t *testing.T) {
 		"RATE_LIMIT_BURST":    "5",
 		"PUBLISH_TIMEOUT":     "2s",
 		"TRUST_PROXY_HEADERS": "true",
+
+		"CODE_DIGITS":                 "8",
+		"VERIFY_MAX_FAILURES_PER_DAY": "3",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true}
+	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true, 8, 3}
 	if c != want {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
@@ -69,6 +75,9 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		"RATE_LIMIT_BURST":    `RATE_LIMIT_BURST="abc": want a whole number ≥ 1`,
 		"PUBLISH_TIMEOUT":     `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
 		"TRUST_PROXY_HEADERS": `TRUST_PROXY_HEADERS="abc": want true or false`,
+		"CODE_DIGITS":         `CODE_DIGITS="abc": want a whole number ≥ 6`,
+
+		"VERIFY_MAX_FAILURES_PER_DAY": `VERIFY_MAX_FAILURES_PER_DAY="abc": want a whole number ≥ 1`,
 	} {
 		_, err := ConfigFromEnv(env(map[string]string{k: "abc"}))
 		if err == nil || !strings.Contains(err.Error(), v) {
@@ -98,6 +107,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.RateLimitPerIP = -7 }, "RATE_LIMIT_PER_IP"},
 		{func(c *Config) { c.RateLimitBurst = -1 }, "RATE_LIMIT_BURST"},
 		{func(c *Config) { c.PublishTimeout = time.Millisecond }, "PUBLISH_TIMEOUT"},
+		{func(c *Config) { c.CodeDigits = 5 }, "CODE_DIGITS"},
+		{func(c *Config) { c.CodeDigits = 11 }, "CODE_DIGITS"},
+		{func(c *Config) { c.VerifyMaxFailuresPerDay = -1 }, "VERIFY_MAX_FAILURES_PER_DAY"},
 	} {
 		var c Config
 		c.setDefaults()

@@ -32,61 +32,113 @@ const contentTypeJSON = "application/json"
 // request's own context may have ended.
 const storeTimeout = 5 * time.Second
 
-// handleRegister creates or replaces the pending registration of an
-// address and publishes user_account_created with the sealed code. 202 is
-// sent only after the broker acknowledged the event; if it was not, the
-// store is put back as it was and the answer is 503.
+// handleRegister asks the store for a code for the address and mails the
+// one it says to mail (user_account_created, with the sealed code): a new
+// code, or the same code again while it is alive, so re-registering never
+// resets the attempts nor changes the names. 202 is sent only after the
+// broker acknowledged the event; if it was not, the store is put back as
+// it was and the answer is 503. When there is nothing to mail (a mail went
+// out less than RESEND_INTERVAL ago, the address's failure budget is spent,
+// or the address is an account already) the answer is the same 202 after
+// about the time a mail takes, so neither the body nor the timing tells
+// whether the address is an account.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
 	if err := decodeRequest(w, r, &req); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	code, err := newCode()
+	now := time.Now()
+	c, err := s.newCode(req.Email, now)
 	if err != nil {
 		s.error(w, r, err)
 		return
 	}
-	now := time.Now()
-	keyID, mac := s.keyring.CodeMAC(code, "", req.Email)
-	stored, replaced, err := s.store.Register(r.Context(), Pending{
+	written, err := s.store.Register(r.Context(), Pending{
 		Email:     req.Email,
 		UserID:    uuid.NewString(),
 		FirstName: req.FirstName,
 		LastName:  req.LastName,
-		MACKeyID:  keyID,
-		MAC:       mac,
-		ExpiresAt: now.Add(s.cfg.CodeTTL),
-		SentAt:    now,
-	}, s.cfg.ResendInterval)
+		MACKeyID:  c.MACKeyID,
+		MAC:       c.MAC,
+		Sealed:    c.Sealed,
+		ExpiresAt: c.ExpiresAt,
+		SentAt:    c.SentAt,
+	}, s.cfg.limits())
 	if err != nil {
 		s.error(w, r, storeError(err))
 		return
 	}
-	if err := s.sendCode(r.Context(), stored, code); err != nil {
-		s.rollback(r.Context(), stored, replaced)
+	if err := s.mail(r.Context(), written); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "replaced", replaced != nil)
-	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
+	expiresAt := c.ExpiresAt
+	if !written.Pending.ExpiresAt.IsZero() {
+		expiresAt = written.Pending.ExpiresAt
+	}
+	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: expiresAt})
+}
+
+// newCode draws a code for email and returns what the store keeps of it:
+// its MAC and its sealed form, never the code.
+func (s *Server) newCode(email string, now time.Time) (NewCode, error) {
+	code, err := newCode(s.cfg.CodeDigits)
+	if err != nil {
+		return NewCode{}, err
+	}
+	keyID, mac := s.keyring.CodeMAC(code, "", email)
+	sealed, err := s.keyring.Seal(code, "", email)
+	if err != nil {
+		return NewCode{}, fmt.Errorf("seal code: %w", err)
+	}
+	return NewCode{MACKeyID: keyID, MAC: mac, Sealed: sealed, ExpiresAt: now.Add(s.cfg.CodeTTL), SentAt: now}, nil
+}
+
+// mail publishes the code the store said to send, undoing the store's
+// change when that fails. With nothing to send it waits about as long as
+// sending takes (maskLatency).
+func (s *Server) mail(ctx context.Context, w Written) error {
+	if !w.Sends() {
+		if w.Outcome == OutcomeLocked {
+			s.logger.InfoContext(ctx, "no code sent: the address's failure budget is spent", "user_id", w.Pending.UserID)
+		}
+		s.maskLatency(ctx)
+		return nil
+	}
+	code, err := s.keyring.Open(w.Pending.Sealed, "", w.Pending.Email)
+	if err == nil {
+		err = s.sendCode(ctx, w.Pending, code)
+	} else {
+		err = fmt.Errorf("user %s: open the stored code: %w", w.Pending.UserID, err)
+	}
+	if err != nil {
+		s.rollback(ctx, w.Pending, w.Replaced)
+		return err
+	}
+	s.logger.InfoContext(ctx, "code sent", "user_id", w.Pending.UserID, "same_code", w.Outcome == OutcomeResent)
+	return nil
 }
 
 // handleVerify checks a code and, when it is right, consumes the pending
-// registration and publishes user_account_verified. A wrong code, an
-// unknown address and an expired registration get the same 400, so the
-// answer never tells whether an address is pending; only a registration
-// whose attempts are used up answers differently (429).
+// registration, which makes the address an account, and publishes
+// user_account_verified. A wrong code, an unknown address, an account, an
+// expired registration and an address whose failure budget is spent get
+// the same 400, so the answer never tells whether an address is pending;
+// only a code whose attempts are used up answers differently (429).
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	var req VerifyRequest
 	if err := decodeRequest(w, r, &req); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	p, err := s.store.Attempt(r.Context(), req.Email, s.cfg.CodeMaxAttempts)
-	if errors.Is(err, ErrNotFound) {
-		// The MAC a known address would cost, so the two cases take the
-		// same time.
+	if len(req.Code) != s.cfg.CodeDigits {
+		s.error(w, r, Errorf(CodeInvalidRequest, "code must be %d digits.", s.cfg.CodeDigits))
+		return
+	}
+	p, err := s.store.Attempt(r.Context(), req.Email, s.cfg.limits())
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLocked) {
+		// The MAC a checked code would cost, so the cases take the same time.
 		s.keyring.CodeMAC(req.Code, "", req.Email)
 	}
 	if err != nil {
@@ -101,9 +153,9 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, errInvalidCode)
 		return
 	}
-	// Only one Consume of this version succeeds: of any number of correct
+	// Only one Consume succeeds per address: of any number of correct
 	// concurrent verifies, one publishes, the others see ErrNotFound.
-	consumed, err := s.store.Consume(r.Context(), req.Email, p.Version)
+	consumed, err := s.store.Consume(r.Context(), p)
 	if err != nil {
 		s.error(w, r, storeError(err))
 		return
@@ -130,30 +182,24 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, contentTypeJSON, http.StatusOK, StatusResponse{Status: "verified"})
 }
 
-// handleResend issues a new code for a pending address. It answers 202
-// whether or not the address is pending, and takes about as long either
-// way (see maskLatency), so neither the status nor the timing tells. It
-// does tell in two cases the issue asks for: 429 within RESEND_INTERVAL of
-// the last code, and 503 when the broker is down.
+// handleResend mails the code of a pending address again (a new one when
+// its attempts are used up). It answers 202 whether or not the address is
+// pending, an account, or out of its failure budget, and takes about as
+// long either way (see maskLatency), so neither the status nor the timing
+// tells. It does tell in two cases: 429 within RESEND_INTERVAL of the last
+// mail, and 503 when the broker is down.
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	code, err := newCode()
+	c, err := s.newCode(req.Email, time.Now())
 	if err != nil {
 		s.error(w, r, err)
 		return
 	}
-	now := time.Now()
-	keyID, mac := s.keyring.CodeMAC(code, "", req.Email)
-	stored, replaced, err := s.store.Resend(r.Context(), req.Email, NewCode{
-		MACKeyID:  keyID,
-		MAC:       mac,
-		ExpiresAt: now.Add(s.cfg.CodeTTL),
-		SentAt:    now,
-	}, s.cfg.ResendInterval)
+	written, err := s.store.Resend(r.Context(), req.Email, c, s.cfg.limits())
 	switch {
 	case errors.Is(err, ErrNotFound):
 		s.maskLatency(r.Context())
@@ -161,12 +207,10 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, storeError(err))
 		return
 	default:
-		if err := s.sendCode(r.Context(), stored, code); err != nil {
-			s.rollback(r.Context(), stored, replaced)
+		if err := s.mail(r.Context(), written); err != nil {
 			s.error(w, r, err)
 			return
 		}
-		s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "resend", true)
 	}
 	writeJSON(w, contentTypeJSON, http.StatusAccepted, StatusResponse{Status: "accepted"})
 }
@@ -176,6 +220,10 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if !s.accountsLoaded() {
+		s.error(w, r, errAccountsLoading)
+		return
+	}
 	if s.ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
@@ -195,7 +243,7 @@ func storeError(err error) error {
 	switch {
 	case errors.As(err, &soon):
 		return &Error{Code: CodeResendTooSoon, Detail: "A code was sent to this address recently; retry later.", RetryAfter: soon.RetryAfter}
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrLocked):
 		return errInvalidCode
 	case errors.Is(err, ErrTooManyAttempts):
 		return Errorf(CodeTooManyAttempts, "Too many wrong codes: request a new code.")

@@ -37,7 +37,7 @@ func BenchmarkMemoryStoreBytesPerPending(b *testing.B) {
 	now := time.Now()
 	b.ResetTimer()
 	for j := 0; j < n; j++ {
-		_, _, err := s.Register(ctx, userapi.Pending{
+		_, err := s.Register(ctx, userapi.Pending{
 			Email:     fmt.Sprintf("user%07d@example.com", j),
 			UserID:    uuid.NewString(),
 			FirstName: strings.Clone("Ada"),
@@ -46,7 +46,7 @@ func BenchmarkMemoryStoreBytesPerPending(b *testing.B) {
 			MAC:       make([]byte, 32),
 			ExpiresAt: now.Add(time.Hour),
 			SentAt:    now,
-		}, time.Minute)
+		}, userapi.Limits{ResendInterval: time.Minute, MaxAttempts: 5, MaxFailuresPerDay: 10})
 		if err != nil {
 			b.Fatal(err)
 		}

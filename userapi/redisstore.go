@@ -75,8 +75,8 @@ import (
 // Errors from Redis (down, timed out, out of memory) come back wrapped and
 // unmatched by the Store errors, which the handlers answer with 503.
 type RedisStore struct {
-	rdb     *redis.Client
-	prefix  string
+	rdb      *redis.Client
+	prefix   string
 	index    string
 	version  string
 	accounts string
@@ -117,8 +117,8 @@ func NewRedisStore(rdb *redis.Client, opt RedisOptions) *RedisStore {
 		opt.Timeout = DefaultRedisTimeout
 	}
 	return &RedisStore{
-		rdb:     rdb,
-		prefix:  opt.Prefix,
+		rdb:      rdb,
+		prefix:   opt.Prefix,
 		index:    opt.Prefix + "index",
 		version:  opt.Prefix + "version",
 		accounts: opt.Prefix + "accounts",

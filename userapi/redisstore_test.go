@@ -173,8 +173,8 @@ func TestRedisStoreUnavailable(t *testing.T) {
 		"Consume":       func() error { _, err := s.Consume(ctx, userapi.Pending{Email: addr, Version: 1}); return err },
 		"ApplyAccounts": func() error { return s.ApplyAccounts(ctx, []userapi.AccountChange{{Email: addr}}) },
 		"IsAccount":     func() error { _, err := s.IsAccount(ctx, addr); return err },
-		"Len":     func() error { _, err := s.Len(ctx); return err },
-		"Ping":    func() error { return s.Ping(ctx) },
+		"Len":           func() error { _, err := s.Len(ctx); return err },
+		"Ping":          func() error { return s.Ping(ctx) },
 	}
 	for name, call := range calls {
 		start := time.Now()

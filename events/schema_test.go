@@ -249,8 +249,14 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	deleted, err := events.NewUserAccountDeleted(events.UserAccountDeleted{
+		UserID: userID, Email: email, DeletedAt: time.Now().In(zone),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var out []schemaFixture
-	for _, e := range []events.Event{created, verified} {
+	for _, e := range []events.Event{created, verified, deleted} {
 		doc, err := e.Marshal()
 		if err != nil {
 			tb.Fatal(err)
@@ -289,7 +295,7 @@ func TestSchemaDocumentHeader(t *testing.T) {
 // the dead-letter pattern.
 func TestSchemaChannelsAreTheTopicConstants(t *testing.T) {
 	doc := loadAsyncAPI(t)
-	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} {
+	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified, events.TopicUserAccountDeleted} {
 		if !slices.Contains(events.Topics, topic) {
 			t.Errorf("events.Topics lacks %q", topic)
 		}
@@ -620,6 +626,7 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 	for topic, dataType := range map[string]reflect.Type{
 		events.TopicUserAccountCreated:  reflect.TypeFor[events.UserAccountCreated](),
 		events.TopicUserAccountVerified: reflect.TypeFor[events.UserAccountVerified](),
+		events.TopicUserAccountDeleted:  reflect.TypeFor[events.UserAccountDeleted](),
 	} {
 		t.Run(topic, func(t *testing.T) {
 			ptr := eventSchemaPointer(t, doc, topic)

@@ -3,6 +3,7 @@
 //
 //	countersign userapi|notifier|recommender|dev|keygen [-h]
 //	countersign replay-dlq notifier|recommender [-h]
+//	countersign forget <address> [-h]
 //
 // Settings come from the environment, and from a .env file in the working
 // directory when there is one (variables already set win). `-h` on each
@@ -71,6 +72,18 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		name, cmd, rest = name+" "+rest[0], replayCommand(rest[0]), rest[1:]
 	}
+	if name == "forget" {
+		// Its one argument is the address; settings come as usual.
+		switch {
+		case len(rest) > 0 && isHelp(rest[0]):
+			printCommandHelp(stdout, "forget <address>", cmd)
+			return 0
+		case len(rest) != 1 || strings.HasPrefix(rest[0], "-"):
+			fmt.Fprintln(stderr, "Usage: countersign forget <address>")
+			return 2
+		}
+		cmd, rest = forgetCommand(rest[0]), nil
+	}
 	for _, a := range rest {
 		switch {
 		case isHelp(a):
@@ -135,12 +148,13 @@ func init() {
 			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, kafkaSettings, keySettings, logSettings), runDev},
 		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
 			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
+		"forget":      {forgetSummary, forgetSettings, nil},
 		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},
 		"healthcheck": {"GET a URL and exit 0 on a 2xx answer (for container health checks): healthcheck <url>", nil, nil},
 	}
 }
 
-var commandOrder = []string{"userapi", "notifier", "recommender", "dev", "replay-dlq", "keygen", "healthcheck"}
+var commandOrder = []string{"userapi", "notifier", "recommender", "dev", "replay-dlq", "forget", "keygen", "healthcheck"}
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: countersign <command> [-h]")

@@ -134,13 +134,15 @@ func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg kafka.Co
 		closeProducer(producer, env.Logger)
 		return nil, nil, nil, err
 	}
+	accounts := followAccounts(kcfg, store.Store, env.Logger)
 	closeDeps = func() {
+		accounts.stop()
 		closeProducer(producer, env.Logger)
 		store.close()
 	}
 	srv, err = userapi.NewServer(cfg, userapi.Deps{
 		Publisher: producer, Keyring: keys, Store: store.Store, NewRateLimiter: store.newRateLimiter,
-		Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
+		Ready: store.ready(producer.Ping), AccountsLoaded: accounts.loaded, Logger: env.Logger, Registry: reg,
 	})
 	if err != nil {
 		closeDeps()

@@ -31,7 +31,9 @@ var settingsTable = []Setting{
 	{"HTTP_ADDR", "127.0.0.1:8080", "listen address of the user API"},
 	{"CODE_TTL", "15m", "how long a code and its pending registration stay valid"},
 	{"CODE_MAX_ATTEMPTS", "5", "verify attempts per code; then 429 until a new code"},
-	{"RESEND_INTERVAL", "60s", "least time between two codes sent to one address"},
+	{"CODE_DIGITS", "6", "length of a code in digits, from 6 to 10 (uniform, from crypto/rand)"},
+	{"VERIFY_MAX_FAILURES_PER_DAY", "10", "wrong codes checked per address in any 24 hours, across its codes; past it every verify of the address is refused and no code is sent (docs/security.md)"},
+	{"RESEND_INTERVAL", "60s", "least time between two mails of a code to one address; register and resend send the same code while it lives"},
 	{"RATE_LIMIT_PER_IP", "60", "requests per minute per client IP on /api/, shared by the replicas with a Redis PENDING_STORE; 0 switches the limit off"},
 	{"RATE_LIMIT_BURST", "20", "requests a client IP may make at once before the rate applies"},
 	{"PUBLISH_TIMEOUT", "10s", "wait for the broker's acknowledgement before answering 503"},
@@ -85,7 +87,7 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "CODE_DIGITS", "VERIFY_MAX_FAILURES_PER_DAY", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR"}

@@ -42,6 +42,8 @@ func FollowTopic(ctx context.Context, cfg Config, topic string, apply func(conte
 	cm := cfg.configMap(ckafka.ConfigMap{
 		// Fetch in large chunks: a rebuild reads millions of small records.
 		"fetch.wait.max.ms":          100,
+		"max.partition.fetch.bytes":  8 << 20,
+		"fetch.max.bytes":            64 << 20,
 		"queued.max.messages.kbytes": 65536,
 	}, ckafka.ConfigMap{
 		// librdkafka wants a group id even when no group is joined (Assign,

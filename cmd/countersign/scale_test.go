@@ -423,7 +423,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 		_ = producer.Close(ctx)
 	})
 	partitions := 0
-	for range events.Topics {
+	for range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} { // the notifier's topics
 		partitions += 3 // KAFKA_TOPIC_PARTITIONS default, as EnsureTopics made them
 	}
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/userapi"
 	"github.com/countersign/countersign/userapi/storetest"
 )
@@ -44,6 +45,7 @@ func BenchmarkMemoryStoreBytesPerPending(b *testing.B) {
 			LastName:  strings.Clone("Lovelace"),
 			MACKeyID:  keyID,
 			MAC:       make([]byte, 32),
+			Sealed:    events.SealedCode{KeyID: keyID, Nonce: make([]byte, 12), Ciphertext: make([]byte, 22)},
 			ExpiresAt: now.Add(time.Hour),
 			SentAt:    now,
 		}, userapi.Limits{ResendInterval: time.Minute, MaxAttempts: 5, MaxFailuresPerDay: 10})

@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) userapi.Store) {
 		{"ConcurrentConsumeExactlyOne", testConcurrentConsume},
 		{"ApplyAccountsInOrder", testApplyAccounts},
 		{"ForgottenAccountRegistersAsNew", testForgottenRegisters},
+		{"ApplyManyAccounts", testApplyManyAccounts},
 		{"RestoreAfterConsume", testRestoreAfterConsume},
 		{"RestoreYieldsToNewer", testRestoreYieldsToNewer},
 		{"RestoreExpired", testRestoreExpired},
@@ -581,6 +583,23 @@ func testApplyAccounts(t *testing.T, s userapi.Store) {
 		t.Fatal(err)
 	}
 	wantAccount(t, s, b, true)
+}
+
+// A rebuild hands over thousands of changes at once; the last word on an
+// address wins.
+func testApplyManyAccounts(t *testing.T, s userapi.Store) {
+	prefix := email(t)
+	var changes []userapi.AccountChange
+	for i := range 2500 {
+		changes = append(changes, userapi.AccountChange{Email: fmt.Sprintf("%d-%s", i, prefix)})
+	}
+	changes = append(changes, userapi.AccountChange{Email: "7-" + prefix, Forgets: true})
+	if err := s.ApplyAccounts(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	wantAccount(t, s, "2499-"+prefix, true)
+	wantAccount(t, s, "0-"+prefix, true)
+	wantAccount(t, s, "7-"+prefix, false)
 }
 
 func testForgottenRegisters(t *testing.T, s userapi.Store) {

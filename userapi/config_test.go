@@ -6,13 +6,8 @@ import (
 	"time"
 )
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
 func TestConfigDefaults(t *testing.T) {
-	c, err := ConfigFromEnv(env(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var c Config
 	c.setDefaults()
 	want := Config{
 		HTTPAddr:        "127.0.0.1:8080",
@@ -31,65 +26,6 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
-	}
-}
-
-func TestConfigFromEnv(t *testing.T) {
-	c, err := ConfigFromEnv(env(map[string]string{
-		"HTTP_ADDR":           ":9090",
-		"CODE_TTL":            " 10m ",
-		"CODE_MAX_ATTEMPTS":   "3",
-		"RESEND_INTERVAL":     "30s",
-		"RATE_LIMIT_PER_IP":   "120",
-		"RATE_LIMIT_BURST":    "5",
-		"PUBLISH_TIMEOUT":     "2s",
-		"TRUST_PROXY_HEADERS": "true",
-
-		"CODE_DIGITS":                 "8",
-		"VERIFY_MAX_FAILURES_PER_DAY": "3",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Config{":9090", 10 * time.Minute, 3, 30 * time.Second, 120, 5, 2 * time.Second, true, 8, 3}
-	if c != want {
-		t.Errorf("got %+v, want %+v", c, want)
-	}
-
-	c, err = ConfigFromEnv(env(map[string]string{"RATE_LIMIT_PER_IP": "0"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.setDefaults()
-	if c.RateLimitPerIP != RateLimitOff || c.Validate() != nil {
-		t.Errorf("RATE_LIMIT_PER_IP=0 gave %d (%v), want RateLimitOff", c.RateLimitPerIP, c.Validate())
-	}
-}
-
-func TestConfigFromEnvErrors(t *testing.T) {
-	for k, v := range map[string]string{
-		"CODE_TTL":            `CODE_TTL="abc": want a duration such as 15m`,
-		"CODE_MAX_ATTEMPTS":   `CODE_MAX_ATTEMPTS="abc": want a whole number ≥ 1`,
-		"RESEND_INTERVAL":     `RESEND_INTERVAL="abc": want a duration such as 60s`,
-		"RATE_LIMIT_PER_IP":   `RATE_LIMIT_PER_IP="abc": want requests per minute`,
-		"RATE_LIMIT_BURST":    `RATE_LIMIT_BURST="abc": want a whole number ≥ 1`,
-		"PUBLISH_TIMEOUT":     `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
-		"TRUST_PROXY_HEADERS": `TRUST_PROXY_HEADERS="abc": want true or false`,
-		"CODE_DIGITS":         `CODE_DIGITS="abc": want a whole number ≥ 6`,
-
-		"VERIFY_MAX_FAILURES_PER_DAY": `VERIFY_MAX_FAILURES_PER_DAY="abc": want a whole number ≥ 1`,
-	} {
-		_, err := ConfigFromEnv(env(map[string]string{k: "abc"}))
-		if err == nil || !strings.Contains(err.Error(), v) {
-			t.Errorf("%s=abc: error %v, want it to contain %q", k, err, v)
-		}
-	}
-	// Every bad variable is reported, not only the first.
-	_, err := ConfigFromEnv(env(map[string]string{"CODE_TTL": "-1m", "CODE_MAX_ATTEMPTS": "0", "RATE_LIMIT_PER_IP": "-5"}))
-	for _, name := range []string{"CODE_TTL", "CODE_MAX_ATTEMPTS", "RATE_LIMIT_PER_IP"} {
-		if err == nil || !strings.Contains(err.Error(), name) {
-			t.Errorf("error %v does not name %s", err, name)
-		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/countersign/countersign/cmd/internal/platform"
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/kafka"
 )
@@ -16,7 +17,7 @@ func forgetCommand(address string) command {
 	return command{
 		summary:  forgetSummary,
 		settings: forgetSettings,
-		run:      func(ctx context.Context, env *Env) error { return runForget(ctx, env, address) },
+		run:      func(ctx context.Context, env *Env, cfg *config) error { return runForget(ctx, env, cfg, address) },
 	}
 }
 
@@ -31,19 +32,16 @@ var forgetSettings = concat(kafkaSettings, logSettings)
 // account deleted downstream. The user id of the event is the one of the
 // address's newest user_account_verified, found by reading that topic.
 // Running it twice is harmless: the second run publishes the same again.
-func runForget(ctx context.Context, env *Env, address string) error {
+func runForget(ctx context.Context, env *Env, cfg *config, address string) error {
 	addr := events.NormalizeEmail(address)
 	if !strings.Contains(addr, "@") || strings.ContainsAny(addr, " \t\r\n") {
 		return fmt.Errorf("%w: %q is not an e-mail address", errUsage, address)
 	}
-	kcfg, err := kafkaConfig(env)
-	if err != nil {
-		return err
-	}
+	kcfg := cfg.Kafka
 	if err := kcfg.Validate(); err != nil {
 		return err
 	}
-	if err := ensureTopics(ctx, kcfg); err != nil {
+	if err := platform.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
 		return err
 	}
 	userID, err := lastVerifiedUserID(ctx, kcfg, addr)
@@ -54,7 +52,13 @@ func runForget(ctx context.Context, env *Env, address string) error {
 	if err != nil {
 		return err
 	}
-	defer closeProducer(p, env.Logger)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), platform.ShutdownTimeout)
+		defer cancel()
+		if err := p.Close(cctx); err != nil {
+			env.Logger.Error("close producer", "err", err)
+		}
+	}()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := p.PublishTombstone(pctx, events.TopicUserAccountVerified, addr); err != nil {

@@ -17,11 +17,11 @@ type UserAPI struct {
 	Producer *kafka.Producer
 	// Store describes the pending store for the start-up log line, without
 	// a password.
-	Store  string
+	Store    string
 	store    *pendingStore
 	accounts *accountsFollower
 	closed   bool
-	cfg    Config
+	cfg      Config
 }
 
 // NewUserAPI builds the user API of cfg: a producer whose delivery timeout

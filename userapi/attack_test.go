@@ -9,12 +9,15 @@ package userapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
@@ -36,9 +39,20 @@ var storeKinds = []storeKind{
 	}},
 	{"redis", func(t *testing.T) func() userapi.Store {
 		srv := redistest.Start(t)
-		rdb := newRedisClient(t, srv.URL())
+		// Patient clients: these tests assert exact outcomes under hundreds
+		// of concurrent requests on a busy machine, where the binary's
+		// one-second timeouts would turn some into 503s.
+		opt, err := userapi.ParseRedisURL(srv.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt.PoolSize, opt.PoolTimeout, opt.ReadTimeout, opt.WriteTimeout = 100, 20*time.Second, 20*time.Second, 20*time.Second
+		rdb := redis.NewClient(opt)
+		t.Cleanup(func() { _ = rdb.Close() })
 		prefix := "attack-" + eventstest.Suffix() + ":"
-		return func() userapi.Store { return userapi.NewRedisStore(rdb, userapi.RedisOptions{Prefix: prefix}) }
+		return func() userapi.Store {
+			return userapi.NewRedisStore(rdb, userapi.RedisOptions{Prefix: prefix, Timeout: 20 * time.Second})
+		}
 	}},
 }
 
@@ -222,7 +236,11 @@ func TestAttackTakeoverOfPendingRegistration(t *testing.T) {
 // exactly one user_account_verified.
 func TestAttackRushGivesOneAccount(t *testing.T) {
 	forEachStore(t, func(t *testing.T, newStore func() userapi.Store) {
-		cfg := func(c *userapi.Config) { c.RateLimitPerIP = userapi.RateLimitOff; c.ResendInterval = time.Second }
+		cfg := func(c *userapi.Config) {
+			c.RateLimitPerIP = userapi.RateLimitOff
+			c.ResendInterval = time.Second
+			c.PublishTimeout = time.Minute
+		}
 		a := newHarnessWith(t, harnessOptions{store: newStore()}, cfg)
 		b := a
 		if _, shared := a.store.(*userapi.RedisStore); shared {
@@ -237,6 +255,8 @@ func TestAttackRushGivesOneAccount(t *testing.T) {
 		client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}}
 		defer client.CloseIdleConnections()
 		var ok atomic.Int32
+		var mu sync.Mutex
+		statuses := map[string]int{}
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i := range n {
@@ -257,6 +277,9 @@ func TestAttackRushGivesOneAccount(t *testing.T) {
 					return
 				}
 				resp.Body.Close()
+				mu.Lock()
+				statuses[fmt.Sprintf("%s %d", path, resp.StatusCode)]++
+				mu.Unlock()
 				if path == "/api/verify" && resp.StatusCode == http.StatusOK {
 					ok.Add(1)
 				}
@@ -267,8 +290,10 @@ func TestAttackRushGivesOneAccount(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
+		t.Logf("statuses: %v", statuses)
 		if ok.Load() != 1 {
 			t.Errorf("%d verifies succeeded, want exactly 1", ok.Load())
+			t.Logf("logs of A:\n%s\nlogs of B:\n%s", a.logs, b.logs)
 		}
 		// And later, with the code and a fresh register, still one.
 		wantProblem(t, b.verify(email, code), http.StatusBadRequest, userapi.CodeInvalidCode)

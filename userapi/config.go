@@ -92,6 +92,16 @@ type Config struct {
 	// IP and escape the limit.
 	TrustProxyHeaders bool
 
+	// ASCIILocalPartOnly refuses, with 400 at register, addresses with a
+	// non-ASCII character before the "@" (ALLOW_UTF8_LOCAL_PART=false; the
+	// default, true, leaves this false). Such an address can receive mail
+	// only through a relay that announces SMTPUTF8; through one that does
+	// not, the notifier dead-letters its mail. Set it when the relay lacks
+	// SMTPUTF8, so that people learn at once instead of waiting for a mail
+	// that never comes. Domains are not concerned: a non-ASCII domain goes
+	// through any relay in its A-label form.
+	ASCIILocalPartOnly bool
+
 	// CodeDigits is the length of a code in decimal digits (CODE_DIGITS,
 	// default 6, from 6 to 10). Codes are uniform over all 10^CodeDigits
 	// values, from crypto/rand; each digit more divides the guessing bound

@@ -48,6 +48,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
+	if s.cfg.ASCIILocalPartOnly && nonASCIILocalPart(req.Email) {
+		s.error(w, r, errUTF8LocalPart())
+		return
+	}
 	now := time.Now()
 	c, err := s.newCode(req.Email, now)
 	if err != nil {

@@ -36,8 +36,7 @@ const storeTimeout = 5 * time.Second
 // one it says to mail (user_account_created, with the sealed code): a new
 // code, or the same code again while it is alive, so re-registering never
 // resets the attempts nor changes the names. 202 is sent only after the
-// broker acknowledged the event; if it was not, the store is put back as
-// it was and the answer is 503. When there is nothing to mail (a mail went
+// broker acknowledged the event; otherwise the answer is 503 (see mail). When there is nothing to mail (a mail went
 // out less than RESEND_INTERVAL ago, the address's failure budget is spent,
 // or the address is an account already) the answer is the same 202 after
 // about the time a mail takes, so neither the body nor the timing tells
@@ -50,6 +49,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.ASCIILocalPartOnly && nonASCIILocalPart(req.Email) {
 		s.error(w, r, errUTF8LocalPart())
+		return
+	}
+	if err := s.publisherDown(); err != nil {
+		s.error(w, r, err)
 		return
 	}
 	now := time.Now()
@@ -99,9 +102,10 @@ func (s *Server) newCode(email string, now time.Time) (NewCode, error) {
 	return NewCode{MACKeyID: keyID, MAC: mac, Sealed: sealed, ExpiresAt: now.Add(s.cfg.CodeTTL), SentAt: now}, nil
 }
 
-// mail publishes the code the store said to send, undoing the store's
-// change when that fails. With nothing to send it waits about as long as
-// sending takes (maskLatency).
+// mail publishes the code the store said to send. When that fails the
+// store's change is undone if the event was certainly not written, and
+// kept when it may still arrive (undoSend). With nothing to send it waits
+// about as long as sending takes (maskLatency).
 func (s *Server) mail(ctx context.Context, w Written) error {
 	if !w.Sends() {
 		if w.Outcome == OutcomeLocked {
@@ -111,13 +115,13 @@ func (s *Server) mail(ctx context.Context, w Written) error {
 		return nil
 	}
 	code, err := s.keyring.Open(w.Pending.Sealed, "", w.Pending.Email)
-	if err == nil {
-		err = s.sendCode(ctx, w.Pending, code)
-	} else {
-		err = fmt.Errorf("user %s: open the stored code: %w", w.Pending.UserID, err)
-	}
 	if err != nil {
+		// Nothing was published: the store is put back as it was.
 		s.rollback(ctx, w.Pending, w.Replaced)
+		return fmt.Errorf("user %s: open the stored code: %w", w.Pending.UserID, err)
+	}
+	if err := s.sendCode(ctx, w.Pending, code); err != nil {
+		s.undoSend(ctx, err, w.Pending, w.Replaced)
 		return err
 	}
 	s.logger.InfoContext(ctx, "code sent", "user_id", w.Pending.UserID, "same_code", w.Outcome == OutcomeResent)
@@ -138,6 +142,10 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.Code) != s.cfg.CodeDigits {
 		s.error(w, r, Errorf(CodeInvalidRequest, "code must be %d digits.", s.cfg.CodeDigits))
+		return
+	}
+	if err := s.publisherDown(); err != nil {
+		s.error(w, r, err)
 		return
 	}
 	p, err := s.store.Attempt(r.Context(), req.Email, s.cfg.limits())
@@ -190,11 +198,17 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 // its attempts are used up). It answers 202 whether or not the address is
 // pending, an account, or out of its failure budget, and takes about as
 // long either way (see maskLatency), so neither the status nor the timing
-// tells. It does tell in two cases: 429 within RESEND_INTERVAL of the last
-// mail, and 503 when the broker is down.
+// tells. It does tell in one case the contract asks for: 429 within
+// RESEND_INTERVAL of the last mail. While the brokers are down it answers
+// 503 for every address, pending or not (failFast), so that tells nothing
+// either.
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if err := s.publisherDown(); err != nil {
 		s.error(w, r, err)
 		return
 	}
@@ -293,9 +307,10 @@ func (s *Server) publish(ctx context.Context, e events.Event, userID string) err
 	s.metrics.observePublish(e.Type, start, err)
 	if err != nil {
 		return &Error{
-			Code:   CodeUnavailable,
-			Detail: "The request could not be completed; retry later.",
-			Err:    fmt.Errorf("user %s: %w", userID, err),
+			Code:       CodeUnavailable,
+			Detail:     "The request could not be completed; retry later.",
+			RetryAfter: publishRetryAfter,
+			Err:        fmt.Errorf("user %s: %w", userID, err),
 		}
 	}
 	return nil

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -48,12 +48,21 @@ func newHarness(t *testing.T, configure func(*userapi.Config)) *harness {
 	return newHarnessWith(t, harnessOptions{}, configure)
 }
 
+// newHarnessOn is newHarness with a producer built from ecfg, for tests that
+// bring their own broker (eventstest.StartRestartable).
+func newHarnessOn(t *testing.T, ecfg kafka.Config, configure func(*userapi.Config)) *harness {
+	t.Helper()
+	return newHarnessWith(t, harnessOptions{ecfg: &ecfg}, configure)
+}
+
 // harnessOptions are what some tests change besides the configuration.
 type harnessOptions struct {
 	// store, when set, replaces a new MemoryStore.
 	store userapi.Store
 	// brokers, when set, is used instead of eventstest.Brokers.
 	brokers string
+	// ecfg, when set, is the producer's configuration (brokers unused).
+	ecfg *kafka.Config
 	// keyring, when set, replaces a new random one.
 	keyring *events.Keyring
 	// loaded is passed as Deps.AccountsLoaded.
@@ -62,11 +71,17 @@ type harnessOptions struct {
 
 func newHarnessWith(t *testing.T, opt harnessOptions, configure func(*userapi.Config)) *harness {
 	t.Helper()
-	brokers := opt.brokers
-	if brokers == "" {
-		brokers = eventstest.Brokers(t)
+	var ecfg kafka.Config
+	if opt.ecfg != nil {
+		ecfg = *opt.ecfg
+	} else {
+		brokers := opt.brokers
+		if brokers == "" {
+			brokers = eventstest.Brokers(t)
+		}
+		ecfg = eventstest.Config(t, brokers)
 	}
-	ecfg := eventstest.Config(t, brokers)
+	brokers := ecfg.Brokers
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := kafka.EnsureTopics(ctx, ecfg, events.Topics...); err != nil {
@@ -289,7 +304,18 @@ const (
 	publishBlock
 )
 
-var errBrokerDown = errors.New("broker down (injected)")
+// errBrokerDown is a failure known not to have written the event (as
+// kafka.ErrBrokersDown is); a blocked publish ends with an unknown outcome.
+var errBrokerDown = fmt.Errorf("broker down (injected): %w", events.ErrNotPublished)
+
+// Down forwards the real producer's: tests that stop the broker see the
+// user API refuse requests up front, as in production.
+func (p *switchPublisher) Down() error {
+	if d, ok := p.real.(userapi.DownReporter); ok {
+		return d.Down()
+	}
+	return nil
+}
 
 func (p *switchPublisher) Publish(ctx context.Context, e events.Event) error {
 	p.calls.Add(1)

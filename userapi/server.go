@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
 )
@@ -54,6 +55,11 @@ type Deps struct {
 	// (error). Nil means slog.Default().
 	Logger *slog.Logger
 
+	// TracerProvider makes a span of each API request, which the events
+	// it publishes continue (see traceRequests). Nil means OpenTelemetry's
+	// global provider, which does nothing unless the process installed one.
+	TracerProvider trace.TracerProvider
+
 	// Registry gets the server's metrics and is what /metrics serves. Nil
 	// means a new registry with the Go and process collectors, never the
 	// global default one, so several servers can share a process.
@@ -70,6 +76,7 @@ type Server struct {
 	ready     func(context.Context) error
 	loaded    <-chan struct{}
 	logger    *slog.Logger
+	tracer    trace.Tracer
 	metrics   *metrics
 	limiter   RateLimiter
 
@@ -121,6 +128,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		ready:     deps.Ready,
 		loaded:    deps.AccountsLoaded,
 		logger:    deps.Logger.With("component", "userapi"),
+		tracer:    newTracer(deps.TracerProvider),
 		metrics:   m,
 	}
 	if cfg.RateLimitPerIP != RateLimitOff {
@@ -146,6 +154,7 @@ func (s *Server) routes(reg Registry) {
 		s.error(w, r, &Error{Code: CodeMethodNotAllowed, Detail: "The resource does not support this method.", Allow: s.allow[r.URL.Path]})
 	})
 	r.Use(nameRoute)
+	r.Use(s.traceRequests)
 
 	// The API routes are wrapped one by one rather than grouped in a mux
 	// subrouter: a subrouter answers a wrong method with 404, not 405.

@@ -29,7 +29,8 @@ type UserAPI struct {
 // (waiting up to StartTimeout for Redis), a follower of the accounts log
 // (user_account_verified) that loads the verified addresses into the store
 // (the server answers 503 until it has), and the server, registering its
-// metrics with reg (nil: a registry of its own). The topics must exist
+// metrics with reg (nil: a registry of its own), countersign_ready among
+// them. The topics must exist
 // (EnsureTopics). deps, when given, adjust the server's dependencies before
 // it is built: cmd/loadgen swaps the publisher this way.
 func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...func(*userapi.Deps)) (*UserAPI, error) {
@@ -66,6 +67,12 @@ func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...f
 	if a.Server, err = userapi.NewServer(cfg.UserAPI, d); err != nil {
 		_ = a.Close()
 		return nil, err
+	}
+	if reg != nil {
+		if err := RegisterReady(reg, d.Ready); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
 	}
 	return a, nil
 }

@@ -17,7 +17,7 @@ const repoRoot = "../.."
 
 // ourServices are the compose services built from the Dockerfile; their
 // environment is read by the countersign binary.
-var ourServices = []string{"userapi", "notifier", "recommender"}
+var ourServices = []string{"userapi", "notifier", "recommender", "audit"}
 
 type composeFile struct {
 	Services map[string]struct {

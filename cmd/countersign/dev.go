@@ -14,9 +14,10 @@ import (
 )
 
 // runDev runs the whole platform in one process: an embedded broker (unless
-// KAFKA_BROKERS points at a cluster), the user API, the notifier and the
-// recommender. It is for a laptop: the embedded broker keeps everything in
-// memory and loses it at exit.
+// KAFKA_BROKERS points at a cluster), the user API, the notifier, the
+// recommender and the audit (into ./countersign-audit.db by default). It is
+// for a laptop: the embedded broker keeps everything in memory and loses it
+// at exit.
 func runDev(ctx context.Context, env *Env, cfg *config) error {
 	m, err := platform.NewMail(cfg.Config)
 	if err != nil {
@@ -60,6 +61,11 @@ func runDev(ctx context.Context, env *Env, cfg *config) error {
 	if err := platform.EnsureTopics(ctx, cfg.Kafka, append(events.Topics[:len(events.Topics):len(events.Topics)], n.DeadLetterTopic(), r.DeadLetterTopic())...); err != nil {
 		return err
 	}
+	aud, audStore, err := platform.NewAudit(ctx, cfg.Config, reg)
+	if err != nil {
+		return err
+	}
+	defer audStore.Close()
 	api, err := platform.NewUserAPI(ctx, cfg.Config, reg)
 	if err != nil {
 		return err
@@ -76,6 +82,7 @@ func runDev(ctx context.Context, env *Env, cfg *config) error {
 	g, gctx := errgroup.WithContext(workers)
 	g.Go(func() error { return named("notifier", n.Run(gctx)) })
 	g.Go(func() error { return named("recommender", r.Run(gctx)) })
+	g.Go(func() error { return named("audit", aud.Run(gctx)) })
 
 	mailLine := "SMTP " + cfg.SMTP.Host
 	if cfg.SMTP.Host == "" {
@@ -89,6 +96,7 @@ Countersign dev is running. Ctrl-C stops it.
   User API     %s   (/healthz, /readyz, /metrics)
   Notifier     consumer group %s, mail to %s
   Recommender  consumer group %s
+  Audit        consumer group %s, every event into %s
 
 Try it:
   curl -sS -X POST %s/api/register -H 'Content-Type: application/json' \
@@ -98,7 +106,7 @@ Try it:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, kafkaLine, base, n.GroupID(), mailLine, r.GroupID(), base, outboxDir(cfg), base)
+`, kafkaLine, base, n.GroupID(), mailLine, r.GroupID(), aud.GroupID(), audStore, base, outboxDir(cfg), base)
 
 	select {
 	case <-ctx.Done():

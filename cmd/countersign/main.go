@@ -1,7 +1,7 @@
 // Command countersign runs the Countersign platform: the user API, the
 // notifier, the recommender, or all of them in one process for development.
 //
-//	countersign userapi|notifier|recommender|dev|keygen [-h]
+//	countersign userapi|notifier|recommender|audit|dev|keygen [-h]
 //	countersign replay-dlq notifier|recommender [-h]
 //	countersign forget <address> [-h]
 //
@@ -184,16 +184,17 @@ func init() {
 		"recommender": {"mail starter recommendations to verified users (consumer group recommendation-service)",
 			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings, otelSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
-			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
+			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, auditSettings, mailSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
 		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
 			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
+		"audit":       auditCommand,
 		"forget":      {forgetSummary, forgetSettings, nil},
 		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},
 		"healthcheck": {"GET a URL and exit 0 on a 2xx answer (for container health checks): healthcheck <url>", nil, nil},
 	}
 }
 
-var commandOrder = []string{"userapi", "notifier", "recommender", "dev", "replay-dlq", "forget", "keygen", "healthcheck"}
+var commandOrder = []string{"userapi", "notifier", "recommender", "audit", "dev", "replay-dlq", "forget", "keygen", "healthcheck"}
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: countersign <command> [-h]")

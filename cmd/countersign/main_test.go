@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/countersign/countersign/audit"
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/mail/smtptest"
@@ -129,7 +130,9 @@ func TestMainDevInProcess(t *testing.T) {
 	dir := t.TempDir()
 	outbox := filepath.Join(dir, "outbox")
 	base := "http://" + freePort(t)
-	env := []string{"HTTP_ADDR=" + strings.TrimPrefix(base, "http://"), "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=warn"}
+	auditDB := filepath.Join(dir, "audit.db")
+	env := []string{"HTTP_ADDR=" + strings.TrimPrefix(base, "http://"), "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=warn",
+		"AUDIT_DATABASE_URL=sqlite://" + auditDB}
 	if eventstest.RealBroker() {
 		env = append(env, "KAFKA_BROKERS="+os.Getenv(eventstest.EnvBrokers),
 			"NOTIFIER_GROUP_ID="+eventstest.UniqueGroup(t), "RECOMMENDER_GROUP_ID="+eventstest.UniqueGroup(t))
@@ -177,6 +180,16 @@ func TestMainDevInProcess(t *testing.T) {
 	}
 	if exit := m.stop(t); exit != 0 {
 		t.Errorf("exit code %d after the context ended, want 0", exit)
+	}
+	// The audit ran too, and its open batch was written at shutdown.
+	store, err := audit.Open(context.Background(), "sqlite://"+auditDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var n int
+	if err := store.DB().QueryRow(`SELECT count(*) FROM audit_events WHERE email = ?`, email).Scan(&n); err != nil || n != 2 {
+		t.Errorf("audit_events rows about %s: %d (%v), want 2 (registered, verified)", email, n, err)
 	}
 }
 

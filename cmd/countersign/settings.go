@@ -181,6 +181,16 @@ var settingsTable = []Setting{
 	{Name: "RECOMMENDER_CATALOG", Help: "path of a JSON catalogue replacing the embedded one",
 		apply: text(func(c *config) *string { return &c.Recommender.CatalogFile })},
 
+	// Audit.
+	{Name: "AUDIT_GROUP_ID", Default: "audit-service", Help: "consumer group of the audit; its offsets are kept in the database, by group",
+		apply: text(func(c *config) *string { return &c.Audit.GroupID })},
+	{Name: "AUDIT_DATABASE_URL", Default: "sqlite://./countersign-audit.db", Help: "where the audit writes: sqlite://PATH (embedded, pure Go) or postgres://USER:PASSWORD@HOST:PORT/DB (password never logged)",
+		apply: text(func(c *config) *string { return &c.Audit.DatabaseURL })},
+	{Name: "AUDIT_BATCH_SIZE", Default: "500", Help: "events per batch (one transaction with the offsets after it)",
+		apply: whole(func(c *config) *int { return &c.Audit.BatchSize }, 1)},
+	{Name: "AUDIT_BATCH_INTERVAL", Default: "1s", Help: "write the open batch this long after its first event when it did not fill up",
+		apply: duration(func(c *config) *time.Duration { return &c.Audit.BatchInterval }, "1s")},
+
 	// Mail (notifier and recommender).
 	{Name: "SMTP_HOST", Help: "SMTP server; empty writes each mail as an .eml file to MAIL_OUTBOX_DIR instead",
 		apply: text(func(c *config) *string { return &c.SMTP.Host })},
@@ -211,7 +221,7 @@ var settingsTable = []Setting{
 		apply: text(func(c *config) *string { return &c.TemplatesDir })},
 
 	// Operations endpoint of the workers.
-	{Name: "METRICS_ADDR", Default: notifierOpsAddr + " (notifier), " + recommenderOpsAddr + " (recommender)", Help: "listen address of /metrics, /healthz and /readyz; off disables it",
+	{Name: "METRICS_ADDR", Default: notifierOpsAddr + " (notifier), " + recommenderOpsAddr + " (recommender), " + auditOpsAddr + " (audit)", Help: "listen address of /metrics, /healthz and /readyz; off disables it",
 		apply: text(func(c *config) *string { return &c.MetricsAddr })},
 
 	// Tracing (OpenTelemetry's standard variables; off when no endpoint is set).
@@ -258,6 +268,7 @@ var (
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR", "ALLOW_UTF8_LOCAL_PART"}
+	auditSettings       = []string{"AUDIT_GROUP_ID", "AUDIT_DATABASE_URL", "AUDIT_BATCH_SIZE", "AUDIT_BATCH_INTERVAL"}
 	opsSettings         = []string{"METRICS_ADDR"}
 	devSettings         = []string{"EMBEDDED_KAFKA_ADDR"}
 )
@@ -379,6 +390,9 @@ func (c *config) validate(names []string) error {
 	}
 	if uses("RECOMMENDER_GROUP_ID") {
 		check(c.Recommender.WithDefaults().Validate())
+	}
+	if uses("AUDIT_GROUP_ID") {
+		check(c.Audit.WithDefaults().Validate())
 	}
 	if uses("SMTP_HOST") {
 		check(c.SMTP.Validate())

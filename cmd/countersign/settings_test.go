@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/countersign/countersign/audit"
 	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
@@ -46,6 +47,9 @@ func TestSettingDefaultsMatchThePackages(t *testing.T) {
 	if want := (recommender.Config{}).WithDefaults(); gotR != want {
 		t.Errorf("recommender defaults in the table:\n%+v\nthe package's:\n%+v", gotR, want)
 	}
+	if want := (audit.Config{}).WithDefaults(); c.Audit != want {
+		t.Errorf("audit defaults in the table:\n%+v\nthe package's:\n%+v", c.Audit, want)
+	}
 	if want := (mail.SMTPConfig{}).WithDefaults(); c.SMTP != want {
 		t.Errorf("mail defaults in the table:\n%+v\nthe package's:\n%+v", c.SMTP, want)
 	}
@@ -61,7 +65,7 @@ func TestSettingDefaultsMatchThePackages(t *testing.T) {
 		t.Errorf("cmd's own defaults: %+v", c)
 	}
 	// METRICS_ADDR's default depends on the worker.
-	for _, a := range []string{notifierOpsAddr, recommenderOpsAddr} {
+	for _, a := range []string{notifierOpsAddr, recommenderOpsAddr, auditOpsAddr} {
 		if !strings.Contains(settingsByName["METRICS_ADDR"].Default, a) {
 			t.Errorf("METRICS_ADDR's default does not show %s", a)
 		}

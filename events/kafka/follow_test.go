@@ -102,9 +102,9 @@ func TestFollowTopic(t *testing.T) {
 	// Still following: a record published now arrives, and so does a
 	// tombstone for it.
 	produceRaw(t, brokers, topic, [2][]byte{[]byte("new"), []byte("x")})
-	waitUntil(t, func() bool { _, ok := f.value("new"); return ok })
+	followWait(t, func() bool { _, ok := f.value("new"); return ok })
 	produceTombstone(t, brokers, topic, "new")
-	waitUntil(t, func() bool { _, ok := f.value("new"); return !ok })
+	followWait(t, func() bool { _, ok := f.value("new"); return !ok })
 }
 
 // An empty topic is caught up at once.
@@ -161,7 +161,7 @@ func TestSubscriberSkipsTombstones(t *testing.T) {
 	}})
 	stop := startSubscriber(t, cfg, sc, rec.handle)
 	rec.waitFor(t, 2, 60*time.Second)
-	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return outcomes[kafka.OutcomeSkipped] == 1 })
+	followWait(t, func() bool { mu.Lock(); defer mu.Unlock(); return outcomes[kafka.OutcomeSkipped] == 1 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func produceTombstone(tb testing.TB, brokers, topic, key string) {
 	}
 }
 
-func waitUntil(tb testing.TB, cond func() bool) {
+func followWait(tb testing.TB, cond func() bool) {
 	tb.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {

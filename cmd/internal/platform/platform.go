@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/countersign/countersign/audit"
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/mail"
@@ -35,6 +36,8 @@ type Config struct {
 
 	Notifier    notifier.Config
 	Recommender recommender.Config
+	// Audit configures the audit (its database URL included).
+	Audit audit.Config
 
 	// SMTP, OutboxDir and TemplatesDir are the mail of the notifier and the
 	// recommender: SMTP when SMTP.Host is set, else .eml files in OutboxDir

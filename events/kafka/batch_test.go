@@ -1,0 +1,136 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/countersign/countersign/events/eventstest"
+	"github.com/countersign/countersign/events/kafka"
+)
+
+// memStore is a kafka.BatchStore in memory that can be told to fail.
+type memStore struct {
+	mu      sync.Mutex
+	fail    bool
+	ids     map[string]int // event id → times written
+	offsets map[kafka.Partition]int64
+	writes  int
+}
+
+var errDown = errors.New("store down")
+
+func newMemStore() *memStore {
+	return &memStore{ids: map[string]int{}, offsets: map[kafka.Partition]int64{}}
+}
+
+func (m *memStore) Offsets(_ context.Context, _ string, ps []kafka.Partition) (map[kafka.Partition]int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail {
+		return nil, errDown
+	}
+	out := map[kafka.Partition]int64{}
+	for _, p := range ps {
+		if o, ok := m.offsets[p]; ok {
+			out[p] = o
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) Write(_ context.Context, _ string, b kafka.Batch) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail {
+		return errDown
+	}
+	for _, r := range b.Records {
+		m.ids[r.Event.ID]++
+	}
+	for p, o := range b.Next {
+		m.offsets[p] = o
+	}
+	m.writes++
+	return nil
+}
+
+func (m *memStore) setFail(v bool) { m.mu.Lock(); m.fail = v; m.mu.Unlock() }
+
+func (m *memStore) count() (distinct, total int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.ids {
+		distinct++
+		total += n
+	}
+	return distinct, total
+}
+
+func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The consumer resumes from the store's offsets (not the group's), holds its
+// batch while the store fails, reports not ready, and loses nothing.
+func TestBatchConsumerStoreOffsetsAndOutage(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	recs, _ := validRecords(t, 150) // one key: one partition, in order
+	produceRaw(t, brokers, topic, recs[:100]...)
+	store := newMemStore()
+	// The store already holds the first 40: they must not be read again.
+	p := kafka.Partition{Topic: topic}
+	for part := range int32(3) {
+		store.offsets[kafka.Partition{Topic: topic, Partition: part}] = 0
+	}
+	msgs := eventstest.ReadTopic(t, brokers, topic, 100, time.Minute, nil)
+	p.Partition = msgs[0].TopicPartition.Partition
+	store.offsets[p] = 40
+
+	bc, err := kafka.NewBatchConsumer(cfg, kafka.BatchConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic},
+		Size: 10, Interval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bc.Run(ctx) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
+
+	waitUntil(t, "60 events written", time.Minute, func() bool { d, _ := store.count(); return d == 60 })
+	waitUntil(t, "ready", time.Minute, func() bool { return bc.Ready(context.Background()) == nil })
+	store.setFail(true)
+	produceRaw(t, brokers, topic, recs[100:]...)
+	waitUntil(t, "not ready while the store fails", time.Minute, func() bool { return errors.Is(bc.Ready(context.Background()), kafka.ErrStoreUnavailable) })
+	store.setFail(false)
+	waitUntil(t, "every event after the outage", time.Minute, func() bool { d, _ := store.count(); return d == 110 })
+	cancel()
+	stopped = true
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	distinct, total := store.count()
+	if distinct != 110 || total != 110 {
+		t.Fatalf("written %d events (%d distinct), want 110 once each", total, distinct)
+	}
+	if store.offsets[p] != 150 {
+		t.Fatalf("stored offset %d, want 150", store.offsets[p])
+	}
+}

@@ -221,3 +221,47 @@ func followWait(tb testing.TB, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The batch consumer (the audit's) reads past tombstones too: no dead
+// letter, and the offset moves on.
+func TestBatchConsumerSkipsTombstones(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	recs, _ := validRecords(t, 2)
+	produceRaw(t, brokers, topic, recs[0])
+	produceTombstone(t, brokers, topic, string(recs[0][0]))
+	produceRaw(t, brokers, topic, recs[1])
+	store := newMemStore()
+	var dead sync.Mutex
+	deadLettered := 0
+	bc, err := kafka.NewBatchConsumer(cfg, kafka.BatchConfig{GroupID: eventstest.UniqueGroup(t), Topics: []string{topic},
+		Size: 10, Interval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		OnDeadLetter: func(string, error) { dead.Lock(); deadLettered++; dead.Unlock() }}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bc.Run(ctx) }()
+	waitUntil(t, "both events and the offset past the tombstone", time.Minute, func() bool {
+		d, _ := store.count()
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		for _, o := range store.offsets {
+			if o == 3 {
+				return d == 2
+			}
+		}
+		return false
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	dead.Lock()
+	defer dead.Unlock()
+	if deadLettered != 0 {
+		t.Errorf("%d records dead-lettered, want none", deadLettered)
+	}
+}

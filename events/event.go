@@ -18,10 +18,23 @@ import (
 const (
 	TopicUserAccountCreated  = "user_account_created"
 	TopicUserAccountVerified = "user_account_verified"
+	TopicUserAccountDeleted  = "user_account_deleted"
 )
 
 // Topics lists every topic the platform publishes to.
-var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified}
+var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified, TopicUserAccountDeleted}
+
+// TopicConfigs are the topic settings the contract depends on, applied when
+// a topic is created (kafka.EnsureTopics) and checked on existing ones.
+//
+// user_account_verified is compacted and keyed by the normalized address:
+// Kafka keeps the newest verified event of every address for good, so the
+// user API rebuilds the set of verified addresses from it at every start.
+// A record with a key and no value (a tombstone, published by `countersign
+// forget`) deletes its address: subscribers of the topic skip such records.
+var TopicConfigs = map[string]map[string]string{
+	TopicUserAccountVerified: {"cleanup.policy": "compact"},
+}
 
 // CloudEvents envelope constants.
 const (
@@ -106,6 +119,17 @@ type UserAccountVerified struct {
 	Locale string `json:"locale,omitempty"`
 }
 
+// UserAccountDeleted is the data of a user_account_deleted event: an
+// operator erased the account of the address (`countersign forget`), which
+// may register again as a new one. Subscribers delete what they hold about
+// the address or user id. UserID is the user id of the address's last
+// user_account_verified event, and empty when none was found.
+type UserAccountDeleted struct {
+	UserID    string    `json:"user_id,omitempty"`
+	Email     string    `json:"email"`
+	DeletedAt time.Time `json:"deleted_at"`
+}
+
 // NormalizeEmail returns the canonical form of an address, the record key
 // and store key every service uses: trimmed, in Unicode NFC, lower-cased,
 // and with the domain (after the last "@") in the Unicode form that IDNA's
@@ -172,6 +196,16 @@ func NewUserAccountVerified(d UserAccountVerified) (Event, error) {
 		return Event{}, err
 	}
 	return newEvent(TopicUserAccountVerified, d.Email, d)
+}
+
+// NewUserAccountDeleted builds a user_account_deleted event with a fresh id.
+func NewUserAccountDeleted(d UserAccountDeleted) (Event, error) {
+	d.Email = NormalizeEmail(d.Email)
+	d.DeletedAt = d.DeletedAt.UTC()
+	if err := d.validate(); err != nil {
+		return Event{}, err
+	}
+	return newEvent(TopicUserAccountDeleted, d.Email, d)
 }
 
 func newEvent(typ, key string, data any) (Event, error) {
@@ -259,6 +293,8 @@ func Decode(value []byte) (Event, error) {
 		_, err = e.UserAccountCreated()
 	case TopicUserAccountVerified:
 		_, err = e.UserAccountVerified()
+	case TopicUserAccountDeleted:
+		_, err = e.UserAccountDeleted()
 	case "":
 		err = invalid("missing type")
 	default:
@@ -292,6 +328,28 @@ func (e Event) UserAccountVerified() (UserAccountVerified, error) {
 		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
 	}
 	return d, d.validate()
+}
+
+// UserAccountDeleted decodes and validates the data of a user_account_deleted event.
+func (e Event) UserAccountDeleted() (UserAccountDeleted, error) {
+	var d UserAccountDeleted
+	if e.Type != TopicUserAccountDeleted {
+		return d, invalid("type is not %q", TopicUserAccountDeleted)
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
+	}
+	return d, d.validate()
+}
+
+func (d UserAccountDeleted) validate() error {
+	switch {
+	case d.Email == "":
+		return invalid("data: missing email")
+	case d.DeletedAt.IsZero():
+		return invalid("data: missing deleted_at")
+	}
+	return nil
 }
 
 func (d UserAccountCreated) validate() error {

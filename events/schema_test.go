@@ -258,8 +258,14 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	// One fixture carries the tracing extension, the other does not.
 	created.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	created.TraceState = "congo=t61rcWkgMzE"
+	deleted, err := events.NewUserAccountDeleted(events.UserAccountDeleted{
+		UserID: userID, Email: email, DeletedAt: time.Now().In(zone),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var out []schemaFixture
-	for _, e := range []events.Event{created, verified} {
+	for _, e := range []events.Event{created, verified, deleted} {
 		doc, err := e.Marshal()
 		if err != nil {
 			tb.Fatal(err)
@@ -298,7 +304,7 @@ func TestSchemaDocumentHeader(t *testing.T) {
 // the dead-letter pattern.
 func TestSchemaChannelsAreTheTopicConstants(t *testing.T) {
 	doc := loadAsyncAPI(t)
-	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} {
+	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified, events.TopicUserAccountDeleted} {
 		if !slices.Contains(events.Topics, topic) {
 			t.Errorf("events.Topics lacks %q", topic)
 		}
@@ -638,6 +644,7 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 	for topic, dataType := range map[string]reflect.Type{
 		events.TopicUserAccountCreated:  reflect.TypeFor[events.UserAccountCreated](),
 		events.TopicUserAccountVerified: reflect.TypeFor[events.UserAccountVerified](),
+		events.TopicUserAccountDeleted:  reflect.TypeFor[events.UserAccountDeleted](),
 	} {
 		t.Run(topic, func(t *testing.T) {
 			ptr := eventSchemaPointer(t, doc, topic)

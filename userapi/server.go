@@ -45,6 +45,13 @@ type Deps struct {
 	// store's Ping). Nil means always ready.
 	Ready func(context.Context) error
 
+	// AccountsLoaded is closed once the store holds every account of the
+	// accounts log (cmd/countersign follows the compacted topic
+	// user_account_verified with kafka.FollowTopic). Until then /readyz and
+	// every /api/ route answer 503, so no request is answered from a
+	// half-built memory. Nil means nothing to wait for.
+	AccountsLoaded <-chan struct{}
+
 	// Logger receives request logs (debug) and server-side failures
 	// (error). Nil means slog.Default().
 	Logger *slog.Logger
@@ -72,6 +79,7 @@ type Server struct {
 	keyring   *events.Keyring
 	store     Store
 	ready     func(context.Context) error
+	loaded    <-chan struct{}
 	logger    *slog.Logger
 	tracer    trace.Tracer
 	metrics   *metrics
@@ -131,6 +139,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		keyring:   deps.Keyring,
 		store:     deps.Store,
 		ready:     deps.Ready,
+		loaded:    deps.AccountsLoaded,
 		logger:    deps.Logger.With("component", "userapi"),
 		tracer:    newTracer(deps.TracerProvider),
 		metrics:   m,
@@ -168,6 +177,7 @@ func (s *Server) routes(reg Registry) {
 	// The API routes are wrapped one by one rather than grouped in a mux
 	// subrouter: a subrouter answers a wrong method with 404, not 405.
 	api := func(h http.HandlerFunc) http.Handler {
+		h = s.afterAccountsLoaded(h)
 		if s.limiter == nil {
 			return h
 		}
@@ -268,6 +278,33 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	<-served
 	return err
+}
+
+// accountsLoaded reports whether the store holds every account yet.
+func (s *Server) accountsLoaded() bool {
+	if s.loaded == nil {
+		return true
+	}
+	select {
+	case <-s.loaded:
+		return true
+	default:
+		return false
+	}
+}
+
+var errAccountsLoading = &Error{Code: CodeUnavailable, Detail: "The service is starting; retry in a few seconds.", RetryAfter: 5 * time.Second,
+	Err: errors.New("the verified addresses are still being loaded from Kafka")}
+
+// afterAccountsLoaded answers 503 until the accounts are loaded.
+func (s *Server) afterAccountsLoaded(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.accountsLoaded() {
+			s.error(w, r, errAccountsLoading)
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {

@@ -108,7 +108,11 @@ var settingsTable = []Setting{
 		apply: duration(func(c *config) *time.Duration { return &c.UserAPI.CodeTTL }, "15m")},
 	{Name: "CODE_MAX_ATTEMPTS", Default: "5", Help: "verify attempts per code; then 429 until a new code",
 		apply: whole(func(c *config) *int { return &c.UserAPI.CodeMaxAttempts }, 1)},
-	{Name: "RESEND_INTERVAL", Default: "60s", Help: "least time between two codes sent to one address",
+	{Name: "CODE_DIGITS", Default: "6", Help: "length of a code in digits, from 6 to 10 (uniform, from crypto/rand)",
+		apply: whole(func(c *config) *int { return &c.UserAPI.CodeDigits }, userapi.MinCodeDigits)},
+	{Name: "VERIFY_MAX_FAILURES_PER_DAY", Default: "10", Help: "wrong codes checked per address in any 24 hours, across its codes; past it every verify of the address is refused and no code is sent (docs/security.md)",
+		apply: whole(func(c *config) *int { return &c.UserAPI.VerifyMaxFailuresPerDay }, 1)},
+	{Name: "RESEND_INTERVAL", Default: "60s", Help: "least time between two mails of a code to one address; register and resend send the same code while it lives",
 		apply: duration(func(c *config) *time.Duration { return &c.UserAPI.ResendInterval }, "60s")},
 	{Name: "RATE_LIMIT_PER_IP", Default: "60", Help: "requests per minute per client IP on /api/, shared by the replicas with a Redis PENDING_STORE; 0 switches the limit off",
 		apply: func(c *config, name, v string) error {
@@ -304,7 +308,7 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART", "PAGES", "PUBLIC_URL"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "CODE_DIGITS", "VERIFY_MAX_FAILURES_PER_DAY", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART", "PAGES", "PUBLIC_URL"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
 	publicURLSettings   = []string{"PUBLIC_URL"}

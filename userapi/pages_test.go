@@ -241,22 +241,48 @@ func TestPagesLinkIgnoresTheAttemptBudget(t *testing.T) {
 	}
 }
 
-// A new code kills the old link.
+// A link lives and dies with its code: a resend while the code is alive
+// mails the same code (issue 13), so the old link still works; once the
+// attempts are used up a resend stores a new code, and the old link dies.
 func TestPagesLinkDiesWithItsCode(t *testing.T) {
-	h := newPagesHarness(t, nil)
+	h := newPagesHarness(t, func(c *userapi.Config) { c.CodeMaxAttempts = 1 })
 	old := h.register("cy@example.com", "en")
 	time.Sleep(1100 * time.Millisecond) // RESEND_INTERVAL is 1s here
 	r := h.do(http.MethodPost, "/resend", url.Values{"email": {"cy@example.com"}, "lang": {"en"}})
 	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/check?lang=en&resent=1" {
 		t.Fatalf("resend: %d %s", r.status, r.header.Get("Location"))
 	}
+	if r := h.do(http.MethodGet, events.ConfirmPath+old, nil); r.status != http.StatusOK {
+		t.Errorf("old link after a resend of the same code: %d, want 200", r.status)
+	}
+	// The one attempt, spent on a code that is certainly wrong.
 	created := h.pub.ofType(events.TopicUserAccountCreated)
+	d, err := created[len(created)-1].UserAccountCreated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := h.keys.Open(d.EncryptedCode, d.UserID, d.Email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := "000000"
+	if code == wrong {
+		wrong = "000001"
+	}
+	if r := h.do(http.MethodPost, "/check", url.Values{"email": {"cy@example.com"}, "code": {wrong}, "lang": {"en"}}); r.status == http.StatusSeeOther {
+		t.Fatal("a wrong code verified")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if r := h.do(http.MethodPost, "/resend", url.Values{"email": {"cy@example.com"}, "lang": {"en"}}); r.status != http.StatusSeeOther {
+		t.Fatalf("second resend: %d", r.status)
+	}
+	created = h.pub.ofType(events.TopicUserAccountCreated)
 	fresh := h.token(created[len(created)-1], "en")
 	if r := h.do(http.MethodGet, events.ConfirmPath+old, nil); r.status != http.StatusGone {
-		t.Errorf("old link after a resend: %d, want 410", r.status)
+		t.Errorf("old link after a new code: %d, want 410", r.status)
 	}
 	if r := h.do(http.MethodPost, events.ConfirmPath+old, url.Values{}); r.status != http.StatusGone {
-		t.Errorf("old link POST after a resend: %d, want 410", r.status)
+		t.Errorf("old link POST after a new code: %d, want 410", r.status)
 	}
 	if r := h.do(http.MethodPost, events.ConfirmPath+fresh, url.Values{}); r.status != http.StatusSeeOther {
 		t.Errorf("new link: %d, want 303", r.status)

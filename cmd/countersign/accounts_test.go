@@ -31,6 +31,7 @@ func TestUserAPIRestartRemembersAccounts(t *testing.T) {
 		"HTTP_ADDR=" + addr,
 		"RATE_LIMIT_PER_IP=0",
 		"RESEND_INTERVAL=1s",
+		"PUBLIC_URL=http://" + addr,
 	}
 	dir := t.TempDir()
 	base := "http://" + addr

@@ -169,6 +169,12 @@ func (c BatchConfig) Validate() error {
 // first; if that fails the batch is dropped and its partitions' next owner
 // reads it again.
 //
+// A full batch is written by a second goroutine while the consumer reads
+// the next one (unless BatchConfig.Sequential). At most one write is in
+// flight and the next starts only after it committed, so batches commit in
+// order; a failed one is put back in front of the open batch and retried
+// with it. Revoke, shutdown and a lost assignment wait for it first.
+//
 // It also stores the written offsets in the consumer group (committed in
 // the background) so that the usual tools show its lag; it never reads them.
 type BatchConsumer struct {

@@ -12,11 +12,8 @@ import (
 )
 
 // TopicUserAccountDeleted is the topic and type of user_account_deleted,
-// which removes the address's accounts row. It is defined here until the
-// events package has a constant for it (the issue adding the event lands in
-// parallel); then this becomes that constant. The type string is the
-// contract either way.
-const TopicUserAccountDeleted = "user_account_deleted"
+// which removes the address's accounts row.
+const TopicUserAccountDeleted = events.TopicUserAccountDeleted
 
 // Topics is every topic the audit reads: all the platform emits. A new
 // event type is one more name here (none when it is added to events.Topics).

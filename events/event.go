@@ -18,10 +18,23 @@ import (
 const (
 	TopicUserAccountCreated  = "user_account_created"
 	TopicUserAccountVerified = "user_account_verified"
+	TopicUserAccountDeleted  = "user_account_deleted"
 )
 
 // Topics lists every topic the platform publishes to.
-var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified}
+var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified, TopicUserAccountDeleted}
+
+// TopicConfigs are the topic settings the contract depends on, applied when
+// a topic is created (kafka.EnsureTopics) and checked on existing ones.
+//
+// user_account_verified is compacted and keyed by the normalized address:
+// Kafka keeps the newest verified event of every address for good, so the
+// user API rebuilds the set of verified addresses from it at every start.
+// A record with a key and no value (a tombstone, published by `countersign
+// forget`) deletes its address: subscribers of the topic skip such records.
+var TopicConfigs = map[string]map[string]string{
+	TopicUserAccountVerified: {"cleanup.policy": "compact"},
+}
 
 // CloudEvents envelope constants.
 const (
@@ -77,7 +90,21 @@ type UserAccountCreated struct {
 	LastName      string     `json:"last_name"`
 	ExpiresAt     time.Time  `json:"expires_at"`
 	EncryptedCode SealedCode `json:"encrypted_code"`
+	// EncryptedLinkToken, when present, is the one-time token of the
+	// verification link (Keyring.SealLinkToken), issued with the code and
+	// valid exactly as long as it. The mail links to PUBLIC_URL +
+	// ConfirmPath + token. Absent when the user API serves no pages.
+	EncryptedLinkToken *SealedCode `json:"encrypted_link_token,omitempty"`
+	// Locale is the language the person registered in ("en", "zh-CN"), so
+	// the mail speaks it. Optional; missing or unknown means English.
+	Locale string `json:"locale,omitempty"`
 }
+
+// ConfirmPath is the path of the verification link below PUBLIC_URL; the
+// link token follows it. Opening it shows a page asking to confirm: only
+// that page's POST verifies, so a mail scanner fetching the link verifies
+// nothing.
+const ConfirmPath = "/confirm/"
 
 // UserAccountVerified is the data of a user_account_verified event: the person
 // proved they own the address.
@@ -87,6 +114,20 @@ type UserAccountVerified struct {
 	FirstName  string    `json:"first_name"`
 	LastName   string    `json:"last_name"`
 	VerifiedAt time.Time `json:"verified_at"`
+	// Locale is the language of the page where the address was verified
+	// ("en", "zh-CN"). Optional; missing or unknown means English.
+	Locale string `json:"locale,omitempty"`
+}
+
+// UserAccountDeleted is the data of a user_account_deleted event: an
+// operator erased the account of the address (`countersign forget`), which
+// may register again as a new one. Subscribers delete what they hold about
+// the address or user id. UserID is the user id of the address's last
+// user_account_verified event, and empty when none was found.
+type UserAccountDeleted struct {
+	UserID    string    `json:"user_id,omitempty"`
+	Email     string    `json:"email"`
+	DeletedAt time.Time `json:"deleted_at"`
 }
 
 // NormalizeEmail returns the canonical form of an address, the record key
@@ -155,6 +196,16 @@ func NewUserAccountVerified(d UserAccountVerified) (Event, error) {
 		return Event{}, err
 	}
 	return newEvent(TopicUserAccountVerified, d.Email, d)
+}
+
+// NewUserAccountDeleted builds a user_account_deleted event with a fresh id.
+func NewUserAccountDeleted(d UserAccountDeleted) (Event, error) {
+	d.Email = NormalizeEmail(d.Email)
+	d.DeletedAt = d.DeletedAt.UTC()
+	if err := d.validate(); err != nil {
+		return Event{}, err
+	}
+	return newEvent(TopicUserAccountDeleted, d.Email, d)
 }
 
 func newEvent(typ, key string, data any) (Event, error) {
@@ -242,6 +293,8 @@ func Decode(value []byte) (Event, error) {
 		_, err = e.UserAccountCreated()
 	case TopicUserAccountVerified:
 		_, err = e.UserAccountVerified()
+	case TopicUserAccountDeleted:
+		_, err = e.UserAccountDeleted()
 	case "":
 		err = invalid("missing type")
 	default:
@@ -277,6 +330,28 @@ func (e Event) UserAccountVerified() (UserAccountVerified, error) {
 	return d, d.validate()
 }
 
+// UserAccountDeleted decodes and validates the data of a user_account_deleted event.
+func (e Event) UserAccountDeleted() (UserAccountDeleted, error) {
+	var d UserAccountDeleted
+	if e.Type != TopicUserAccountDeleted {
+		return d, invalid("type is not %q", TopicUserAccountDeleted)
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
+	}
+	return d, d.validate()
+}
+
+func (d UserAccountDeleted) validate() error {
+	switch {
+	case d.Email == "":
+		return invalid("data: missing email")
+	case d.DeletedAt.IsZero():
+		return invalid("data: missing deleted_at")
+	}
+	return nil
+}
+
 func (d UserAccountCreated) validate() error {
 	switch {
 	case d.UserID == "":
@@ -295,6 +370,8 @@ func (d UserAccountCreated) validate() error {
 		return invalid("data: missing encrypted_code.nonce")
 	case len(d.EncryptedCode.Ciphertext) == 0:
 		return invalid("data: missing encrypted_code.ciphertext")
+	case d.EncryptedLinkToken != nil && (d.EncryptedLinkToken.KeyID == "" || len(d.EncryptedLinkToken.Nonce) == 0 || len(d.EncryptedLinkToken.Ciphertext) == 0):
+		return invalid("data: incomplete encrypted_link_token")
 	}
 	return nil
 }

@@ -167,8 +167,67 @@ func (k Keyring) GoString() string { return k.String() }
 func (k Keyring) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 func additionalData(keyID, userID, email string) []byte {
+	return purposeData("countersign/code/v1", keyID, userID, email)
+}
+
+func purposeData(purpose, keyID, userID, email string) []byte {
 	// NUL cannot occur in any of the three, so the encoding is unambiguous.
-	return []byte("countersign/code/v1\x00" + keyID + "\x00" + userID + "\x00" + NormalizeEmail(email))
+	return []byte(purpose + "\x00" + keyID + "\x00" + userID + "\x00" + NormalizeEmail(email))
+}
+
+// linkPurpose separates link tokens from codes: a sealed code moved into
+// encrypted_link_token (or back) does not open, and a link token's MAC is
+// never a code's.
+const linkPurpose = "countersign/link/v1"
+
+// SealLinkToken seals a verification link's token for one user and
+// address, like Seal, under its own additional data.
+func (k *Keyring) SealLinkToken(token, userID, email string) (SealedCode, error) {
+	id := k.ids[0]
+	aead := k.aeads[id]
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return SealedCode{}, fmt.Errorf("seal link token: %w", err)
+	}
+	return SealedCode{
+		KeyID:      id,
+		Nonce:      nonce,
+		Ciphertext: aead.Seal(nil, nonce, []byte(token), purposeData(linkPurpose, id, userID, email)),
+	}, nil
+}
+
+// OpenLinkToken opens what SealLinkToken sealed; failures are
+// ErrCodeNotOpened, wrapped, with nothing of the token in them.
+func (k *Keyring) OpenLinkToken(s SealedCode, userID, email string) (string, error) {
+	aead, ok := k.aeads[s.KeyID]
+	if !ok {
+		return "", fmt.Errorf("%w: unknown key id %q", ErrCodeNotOpened, truncate(s.KeyID))
+	}
+	if len(s.Nonce) != aead.NonceSize() {
+		return "", fmt.Errorf("%w: nonce is %d bytes, want %d", ErrCodeNotOpened, len(s.Nonce), aead.NonceSize())
+	}
+	plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, purposeData(linkPurpose, s.KeyID, userID, email))
+	if err != nil {
+		return "", fmt.Errorf("%w: authentication failed", ErrCodeNotOpened)
+	}
+	return string(plain), nil
+}
+
+// LinkMACs returns the HMAC-SHA256 of a link token under every key, the
+// sealing key's first: what a store keeps instead of the token, and what
+// it is looked up by. The token is all the link carries, so unlike CodeMAC
+// no address is bound in; a token has 128 random bits or more, so its MAC
+// cannot be inverted by trying tokens. A lookup tries each MAC in turn, so
+// links issued before a key rotation keep working while the old key stays.
+func (k *Keyring) LinkMACs(token string) [][]byte {
+	out := make([][]byte, 0, len(k.ids))
+	for _, id := range k.ids {
+		h := hmac.New(sha256.New, k.macKeys[id])
+		h.Write([]byte(linkPurpose + "\x00" + id + "\x00"))
+		h.Write([]byte(token))
+		out = append(out, h.Sum(nil))
+	}
+	return out
 }
 
 // CodeMAC returns an HMAC-SHA256 of code for one user and address, keyed by a

@@ -351,3 +351,31 @@ func TestKeyringCodeMAC(t *testing.T) {
 		t.Errorf("rotated CodeMAC used %q, want m2", id2)
 	}
 }
+
+func TestLinkTokenSealedApartFromCodes(t *testing.T) {
+	k, err := events.NewRandomKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := k.SealLinkToken("tok", "u1", "a@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.OpenLinkToken(s, "u1", "A@example.com "); err != nil || got != "tok" {
+		t.Fatalf("OpenLinkToken = %q, %v", got, err)
+	}
+	if _, err := k.Open(s, "u1", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
+		t.Errorf("a sealed link token opened as a code: %v", err)
+	}
+	if _, err := k.OpenLinkToken(s, "u2", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
+		t.Errorf("a link token opened for another user: %v", err)
+	}
+	code, _ := k.Seal("123456", "u1", "a@example.com")
+	if _, err := k.OpenLinkToken(code, "u1", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
+		t.Errorf("a sealed code opened as a link token: %v", err)
+	}
+	macs := k.LinkMACs("tok")
+	if len(macs) != 1 || len(macs[0]) != 32 || bytes.Equal(macs[0], k.LinkMACs("tok2")[0]) {
+		t.Errorf("LinkMACs = %x", macs)
+	}
+}

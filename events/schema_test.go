@@ -233,18 +233,24 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The optional fields are filled, so the schema sees them too.
+	link, err := k.SealLinkToken("Xq3v8mRk2n9Lp4sT7wYb1A", userID, email)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	// A local time zone on purpose: the events must still carry UTC.
 	zone := time.FixedZone("UTC+2", 2*3600)
 	created, err := events.NewUserAccountCreated(events.UserAccountCreated{
 		UserID: userID, Email: email, FirstName: "Grace", LastName: "Hopper",
 		ExpiresAt: time.Now().In(zone).Add(15 * time.Minute), EncryptedCode: sealed,
+		EncryptedLinkToken: &link, Locale: "zh-CN",
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	verified, err := events.NewUserAccountVerified(events.UserAccountVerified{
 		UserID: userID, Email: email, FirstName: "Grace", LastName: "Hopper",
-		VerifiedAt: time.Now().In(zone),
+		VerifiedAt: time.Now().In(zone), Locale: "zh-CN",
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -252,8 +258,14 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	// One fixture carries the tracing extension, the other does not.
 	created.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	created.TraceState = "congo=t61rcWkgMzE"
+	deleted, err := events.NewUserAccountDeleted(events.UserAccountDeleted{
+		UserID: userID, Email: email, DeletedAt: time.Now().In(zone),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var out []schemaFixture
-	for _, e := range []events.Event{created, verified} {
+	for _, e := range []events.Event{created, verified, deleted} {
 		doc, err := e.Marshal()
 		if err != nil {
 			tb.Fatal(err)
@@ -292,7 +304,7 @@ func TestSchemaDocumentHeader(t *testing.T) {
 // the dead-letter pattern.
 func TestSchemaChannelsAreTheTopicConstants(t *testing.T) {
 	doc := loadAsyncAPI(t)
-	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} {
+	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified, events.TopicUserAccountDeleted} {
 		if !slices.Contains(events.Topics, topic) {
 			t.Errorf("events.Topics lacks %q", topic)
 		}
@@ -576,6 +588,13 @@ func goSchemaDrift(tb testing.TB, doc map[string]any, path string, typ reflect.T
 				ft = dt
 			}
 		}
+		if ft.Kind() == reflect.Pointer {
+			// A pointer is how Go leaves out an optional object.
+			if !f.omitempty {
+				problems = append(problems, fmt.Sprintf("%s: Go pointer %s without omitempty emits null", fp, ft))
+			}
+			ft = ft.Elem()
+		}
 		fo := mergeSchemas(tb, doc, sub)
 		switch {
 		case ft == timeType:
@@ -625,6 +644,7 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 	for topic, dataType := range map[string]reflect.Type{
 		events.TopicUserAccountCreated:  reflect.TypeFor[events.UserAccountCreated](),
 		events.TopicUserAccountVerified: reflect.TypeFor[events.UserAccountVerified](),
+		events.TopicUserAccountDeleted:  reflect.TypeFor[events.UserAccountDeleted](),
 	} {
 		t.Run(topic, func(t *testing.T) {
 			ptr := eventSchemaPointer(t, doc, topic)

@@ -35,6 +35,12 @@ const Prefix = "NOTIFIER_"
 // answers.
 type Config struct {
 	kafka.WorkerConfig
+
+	// PublicURL is where the user API serves its pages (PUBLIC_URL). When
+	// set, a verification mail whose event carries a link token links to
+	// PublicURL + events.ConfirmPath + token; when empty, mails carry the
+	// code only.
+	PublicURL string
 }
 
 // WithDefaults returns c with its zero-valued fields set to their defaults.
@@ -79,9 +85,10 @@ func (d *Deps) check() error {
 // and a confirmation for every user_account_verified event.
 type Notifier struct {
 	*kafka.Worker
-	deps    Deps
-	logger  *slog.Logger
-	metrics *metrics
+	deps      Deps
+	logger    *slog.Logger
+	metrics   *metrics
+	publicURL string
 }
 
 // Mail kinds, the "kind" label of the metrics.
@@ -102,6 +109,7 @@ func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Notifier, error) {
 		logger:  deps.Logger.With("component", "notifier"),
 		metrics: newMetrics(deps.Registerer),
 	}
+	n.publicURL = strings.TrimRight(cfg.PublicURL, "/")
 	w, err := kafka.NewWorker(deps.Kafka, cfg.WorkerConfig,
 		[]string{events.TopicUserAccountCreated, events.TopicUserAccountVerified}, n.Handle,
 		append([]kafka.WorkerOption{kafka.OnResult(n.onResult), kafka.OnDuplicate(n.onDuplicate), kafka.WithRegisterer(deps.Registerer)}, opts...)...)
@@ -196,8 +204,17 @@ func (n *Notifier) verificationMail(e events.Event) (mail.Message, error) {
 	if err != nil {
 		return mail.Message{}, err
 	}
+	var link string
+	if d.EncryptedLinkToken != nil && n.publicURL != "" {
+		token, err := n.deps.Keyring.OpenLinkToken(*d.EncryptedLinkToken, d.UserID, d.Email)
+		if err != nil {
+			return mail.Message{}, err
+		}
+		link = n.publicURL + events.ConfirmPath + token
+	}
 	r, err := n.deps.Templates.Verification(templates.Verification{
 		FirstName: d.FirstName, LastName: d.LastName, Email: d.Email, Code: code, ExpiresAt: d.ExpiresAt,
+		Link: link, Locale: d.Locale,
 	})
 	if err != nil {
 		return mail.Message{}, fmt.Errorf("render: %w", err)
@@ -212,7 +229,7 @@ func (n *Notifier) verifiedMail(e events.Event) (mail.Message, error) {
 		return mail.Message{}, err
 	}
 	r, err := n.deps.Templates.Verified(templates.Verified{
-		FirstName: d.FirstName, LastName: d.LastName, Email: d.Email, VerifiedAt: d.VerifiedAt,
+		FirstName: d.FirstName, LastName: d.LastName, Email: d.Email, VerifiedAt: d.VerifiedAt, Locale: d.Locale,
 	})
 	if err != nil {
 		return mail.Message{}, fmt.Errorf("render: %w", err)

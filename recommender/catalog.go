@@ -39,7 +39,8 @@ type Item struct {
 	ID          string `json:"id"`
 	Title       string `json:"title"`
 	Description string `json:"description"`
-	// URL is an absolute https link.
+	// URL is an absolute https link, or a path ("/start/profile") on the
+	// deployment's PUBLIC_URL (see Link).
 	URL string `json:"url"`
 	// Audience limits the item to AudienceWork or AudiencePersonal users;
 	// empty means everyone.
@@ -147,13 +148,31 @@ func (it Item) validate() error {
 	case it.Audience != "" && it.Audience != AudienceWork && it.Audience != AudiencePersonal:
 		return fmt.Errorf("audience %q: want %q, %q or none", it.Audience, AudienceWork, AudiencePersonal)
 	}
+	if strings.HasPrefix(it.URL, "/") && !strings.HasPrefix(it.URL, "//") {
+		if _, err := url.Parse(it.URL); err != nil {
+			return errors.New("url: not a valid path")
+		}
+		return nil
+	}
 	u, err := url.Parse(it.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
 		// https only: the links go to people who just trusted us with their
 		// address, and html/template would blank out odd schemes anyway.
-		return errors.New("url: want an absolute https URL without credentials")
+		return errors.New("url: want an absolute https URL without credentials, or a path starting with /")
 	}
 	return nil
+}
+
+// Link is the item's URL as mailed: a path is put on publicURL (PUBLIC_URL),
+// and dropped when that is empty (the item is then mailed without a link).
+func (it Item) Link(publicURL string) string {
+	if !strings.HasPrefix(it.URL, "/") {
+		return it.URL
+	}
+	if publicURL == "" {
+		return ""
+	}
+	return strings.TrimRight(publicURL, "/") + it.URL
 }
 
 // Items returns every item in catalogue order.

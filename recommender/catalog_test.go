@@ -36,8 +36,15 @@ func TestEmbeddedCatalog(t *testing.T) {
 		t.Errorf("embedded catalogue has %d items; the issue asks for a small one of about 8 to 10", n)
 	}
 	for _, it := range items {
-		if u, err := url.Parse(it.URL); err != nil || u.Scheme != "https" {
-			t.Errorf("%s: url %q is not https", it.ID, it.URL)
+		// Paths on PUBLIC_URL: the catalogue names no host of its own.
+		if u, err := url.Parse(it.URL); err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(it.URL, "/") {
+			t.Errorf("%s: url %q is not a path on PUBLIC_URL", it.ID, it.URL)
+		}
+		if got, want := it.Link("https://accounts.example.com/"), "https://accounts.example.com"+it.URL; got != want {
+			t.Errorf("%s: Link = %q, want %q", it.ID, got, want)
+		}
+		if it.Link("") != "" {
+			t.Errorf("%s: a path without PUBLIC_URL still links", it.ID)
 		}
 		if it.Description == "" {
 			t.Errorf("%s: no description", it.ID)
@@ -163,7 +170,8 @@ func TestParseCatalogRejects(t *testing.T) {
 		{"multi-line title", `{"items":[` + three + `,{"id":"d","title":"a\nb","url":"https://x.example/"}]}`, "single lines"},
 		{"http url", `{"items":[` + three + `,{"id":"d","title":"T","url":"http://x.example/"}]}`, "https"},
 		{"javascript url", `{"items":[` + three + `,{"id":"d","title":"T","url":"javascript:alert(1)"}]}`, "https"},
-		{"relative url", `{"items":[` + three + `,{"id":"d","title":"T","url":"/start"}]}`, "https"},
+		{"relative url", `{"items":[` + three + `,{"id":"d","title":"T","url":"start"}]}`, "https"},
+		{"protocol-relative url", `{"items":[` + three + `,{"id":"d","title":"T","url":"//evil.example/"}]}`, "https"},
 		{"credentials in url", `{"items":[` + three + `,{"id":"d","title":"T","url":"https://u:p@x.example/"}]}`, "https"},
 		{"unknown audience", `{"items":[` + three + `,` + item("d", `,"audience":"students"`) + `]}`, `audience "students"`},
 		{"bad personal domain", `{"personal_domains":["@gmail.com"],"items":[` + three + `]}`, "personal_domains[0]"},

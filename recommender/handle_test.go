@@ -70,7 +70,7 @@ func verifiedEvent(tb testing.TB, userID, email string) events.Event {
 
 func TestHandleBuildsTheMail(t *testing.T) {
 	s := &fakeSender{}
-	r, err := recommender.New(recommender.Config{}, unitDeps(t, s))
+	r, err := recommender.New(recommender.Config{PublicURL: testPublicURL}, unitDeps(t, s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestHandleBuildsTheMail(t *testing.T) {
 		t.Errorf("recipient %q <%s>", m[0].ToName, m[0].To)
 	}
 	for _, it := range mustCatalog(t, "").Pick("u-1", "ada@example.com") {
-		if !strings.Contains(m[0].Text, it.Title) || !strings.Contains(m[0].HTML, it.URL) {
+		if !strings.Contains(m[0].Text, it.Title) || !strings.Contains(m[0].HTML, `href="`+it.Link(testPublicURL)+`"`) {
 			t.Errorf("item %s missing from the mail", it.ID)
 		}
 	}

@@ -64,6 +64,10 @@ type Config struct {
 	// (RECOMMENDER_CATALOG, default empty: the embedded catalog.json). It is
 	// read and validated by New, so a broken file stops the start.
 	CatalogFile string
+
+	// PublicURL is the deployment's PUBLIC_URL: catalogue links given as a
+	// path ("/start/profile") are put on it. Empty drops those links.
+	PublicURL string
 }
 
 // WithDefaults returns c with its zero-valued fields set to their defaults.
@@ -91,6 +95,8 @@ type Recommender struct {
 	catalog *Catalog
 	logger  *slog.Logger
 	metrics *metrics
+	// publicURL is Config.PublicURL, for the catalogue's relative links.
+	publicURL string
 }
 
 // New checks the configuration, loads the catalogue and builds a
@@ -118,7 +124,7 @@ func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Recommender, error
 		deps.Logger = slog.Default()
 	}
 	r := &Recommender{
-		deps: deps, catalog: catalog,
+		deps: deps, catalog: catalog, publicURL: cfg.PublicURL,
 		logger:  deps.Logger.With("component", "recommender"),
 		metrics: newMetrics(deps.Registerer, catalog),
 	}
@@ -149,9 +155,9 @@ func (r *Recommender) Handle(ctx context.Context, e events.Event) error {
 		return events.Permanent(fmt.Errorf("getting started mail for event %s: %w", e.ID, err))
 	}
 	items := r.catalog.Pick(d.UserID, d.Email)
-	model := templates.GettingStarted{FirstName: d.FirstName, LastName: d.LastName, Email: d.Email}
+	model := templates.GettingStarted{FirstName: d.FirstName, LastName: d.LastName, Email: d.Email, Locale: d.Locale}
 	for _, it := range items {
-		model.Items = append(model.Items, templates.Recommendation{Title: it.Title, Description: it.Description, URL: it.URL})
+		model.Items = append(model.Items, templates.Recommendation{Title: it.Title, Description: it.Description, URL: it.Link(r.publicURL)})
 	}
 	rendered, err := r.deps.Templates.GettingStarted(model)
 	if err != nil {

@@ -65,6 +65,9 @@ func (r running) checkCounter(t *testing.T, name, label string, want float64) {
 func (h *harness) start(t *testing.T, cfg recommender.Config) running {
 	t.Helper()
 	cfg.WorkerConfig = eventstest.TestWorker(t, cfg.WorkerConfig)
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = testPublicURL
+	}
 	reg := prometheus.NewRegistry()
 	r, err := recommender.New(cfg, recommender.Deps{
 		Kafka: h.kafka, Templates: templates.Embedded(), Sender: h.smtp.Sender(t), Logger: eventstest.Logger(t), Registerer: reg,
@@ -103,12 +106,12 @@ func (h *harness) checkItems(t *testing.T, m smtptest.Received, userID, email st
 		t.Fatalf("catalogue picked %d items, want 3", len(picked))
 	}
 	for _, it := range h.catalog.Items() {
-		inText := strings.Contains(text, it.URL) && strings.Contains(text, it.Title)
-		inHTML := strings.Contains(html, `href="`+it.URL+`"`)
+		inText := strings.Contains(text, it.Link(testPublicURL)) && strings.Contains(text, it.Title)
+		inHTML := strings.Contains(html, `href="`+it.Link(testPublicURL)+`"`)
 		if picked[it.ID] && (!inText || !inHTML) {
 			t.Errorf("item %s: in text part %v, in HTML part %v; want both", it.ID, inText, inHTML)
 		}
-		if !picked[it.ID] && (strings.Contains(text, it.URL) || strings.Contains(html, it.URL)) {
+		if !picked[it.ID] && (strings.Contains(text, it.Link(testPublicURL)) || strings.Contains(html, it.Link(testPublicURL))) {
 			t.Errorf("item %s is in the mail but was not picked", it.ID)
 		}
 	}
@@ -341,3 +344,7 @@ func TestDeadLettersReplayedForOneGroupOnly(t *testing.T) {
 		t.Errorf("%d records of the address on %s, want only the original", len(got), events.TopicUserAccountVerified)
 	}
 }
+
+// testPublicURL is PUBLIC_URL in these tests: the embedded catalogue's
+// links are paths on it.
+const testPublicURL = "https://accounts.example.com"

@@ -36,7 +36,7 @@ import (
 	"time"
 )
 
-//go:embed email
+//go:embed email pages
 var embedded embed.FS
 
 // Rendered is one mail ready to be sent: a single-line Subject and the two
@@ -57,6 +57,11 @@ type Verification struct {
 	Code string
 	// ExpiresAt is when Code stops working; the mail shows it in UTC.
 	ExpiresAt time.Time
+	// Link, when set, verifies the address in one click (after a confirm
+	// button): Brand.PublicURL + events.ConfirmPath + token.
+	Link string
+	// Locale picks the language (Locales); empty or unknown is English.
+	Locale string
 }
 
 // Verified is the model of the "your account is verified" mail
@@ -66,6 +71,8 @@ type Verified struct {
 	LastName   string
 	Email      string
 	VerifiedAt time.Time
+	// Locale picks the language (Locales); empty or unknown is English.
+	Locale string
 }
 
 // GettingStarted is the model of the "getting started" mail
@@ -75,6 +82,8 @@ type GettingStarted struct {
 	LastName  string
 	Email     string
 	Items     []Recommendation
+	// Locale picks the language (Locales); empty or unknown is English.
+	Locale string
 }
 
 // Recommendation is one entry of a GettingStarted mail. URL is put in an href;
@@ -108,6 +117,15 @@ type Set struct {
 	gettingStarted *mailTemplate
 }
 
+// Option configures Load.
+type Option func(*options)
+
+type options struct{ brand Brand }
+
+// WithBrand puts the product name, support address and public URL into
+// every mail ({{product}}, {{support}}, {{publicURL}}).
+func WithBrand(b Brand) Option { return func(o *options) { o.brand = b } }
+
 // Embedded returns the embedded templates, parsed and checked once. It
 // panics if they are broken, which the package's tests rule out (like
 // template.Must for templates compiled into the binary).
@@ -129,15 +147,22 @@ var (
 // Load parses every template, taking each file from dir when it exists there
 // and from the embedded defaults otherwise; dir is the TEMPLATES_DIR override
 // and may be empty for the embedded templates only. Files in dir keep the
-// embedded layout, e.g. dir/email/verification/subject.gotmpl.
+// embedded layout, e.g. dir/email/verification/subject.gotmpl. Every text
+// comes from the locale catalogues ({{t "key"}}), so each mail exists in
+// every locale of Locales.
 //
 // Load fails, naming the file, when a template does not parse, when it does not
 // execute with its zero-value model (for instance it uses a field the model
 // does not have), when a subject renders empty, or when dir holds a .gotmpl
 // file that no template uses (most likely a misspelt name that would otherwise
 // be ignored silently).
-func Load(dir string) (*Set, error) {
-	l := loader{dir: dir}
+func Load(dir string, opts ...Option) (*Set, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	o.brand = o.brand.withDefaults()
+	l := loader{dir: dir, skip: "pages/"}
 	if dir != "" {
 		info, err := os.Stat(dir)
 		if err != nil {
@@ -152,13 +177,13 @@ func Load(dir string) (*Set, error) {
 		s   Set
 		err error
 	)
-	if s.verification, err = loadTemplate(&l, nameVerification, Verification{}); err != nil {
+	if s.verification, err = loadTemplate(&l, o.brand, nameVerification, Verification{}); err != nil {
 		return nil, err
 	}
-	if s.verified, err = loadTemplate(&l, nameVerified, Verified{}); err != nil {
+	if s.verified, err = loadTemplate(&l, o.brand, nameVerified, Verified{}); err != nil {
 		return nil, err
 	}
-	if s.gettingStarted, err = loadTemplate(&l, nameGettingStarted, GettingStarted{}); err != nil {
+	if s.gettingStarted, err = loadTemplate(&l, o.brand, nameGettingStarted, GettingStarted{}); err != nil {
 		return nil, err
 	}
 	if err := l.checkUnknown(); err != nil {
@@ -169,46 +194,53 @@ func Load(dir string) (*Set, error) {
 
 // Verification renders the mail that carries a verification code.
 func (s *Set) Verification(m Verification) (Rendered, error) {
-	return s.verification.render(m)
+	return s.verification.render(m, m.Locale)
 }
 
 // Verified renders the mail that confirms a verified account.
 func (s *Set) Verified(m Verified) (Rendered, error) {
-	return s.verified.render(m)
+	return s.verified.render(m, m.Locale)
 }
 
 // GettingStarted renders the mail with the recommender's first steps.
 func (s *Set) GettingStarted(m GettingStarted) (Rendered, error) {
-	return s.gettingStarted.render(m)
+	return s.gettingStarted.render(m, m.Locale)
 }
 
-// mailTemplate is the parsed subject, HTML and text of one mail.
+// mailTemplate is the parsed subject, HTML and text of one mail, in every
+// locale.
 type mailTemplate struct {
-	name    string
+	name     string
+	byLocale map[string]*localized
+}
+
+type localized struct {
 	subject *texttemplate.Template
 	html    *htmltemplate.Template
 	text    *texttemplate.Template
 }
 
-// render executes the three parts. Errors name the template and part, never
-// the model's values: they may be personal data.
-func (t *mailTemplate) render(model any) (Rendered, error) {
+// render executes the three parts in locale (English when unknown). Errors
+// name the template and part, never the model's values: they may be
+// personal data.
+func (t *mailTemplate) render(model any, locale string) (Rendered, error) {
+	lt := t.byLocale[NormalizeLocale(locale)]
 	var r Rendered
 	var buf bytes.Buffer
 
-	if err := t.subject.Execute(&buf, model); err != nil {
+	if err := lt.subject.Execute(&buf, model); err != nil {
 		return Rendered{}, fmt.Errorf("render %s subject: %w", t.name, err)
 	}
 	r.Subject = singleLine(buf.String())
 
 	buf.Reset()
-	if err := t.html.Execute(&buf, model); err != nil {
+	if err := lt.html.Execute(&buf, model); err != nil {
 		return Rendered{}, fmt.Errorf("render %s html: %w", t.name, err)
 	}
 	r.HTML = buf.String()
 
 	buf.Reset()
-	if err := t.text.Execute(&buf, model); err != nil {
+	if err := lt.text.Execute(&buf, model); err != nil {
 		return Rendered{}, fmt.Errorf("render %s text: %w", t.name, err)
 	}
 	r.Text = buf.String()
@@ -221,6 +253,18 @@ func (t *mailTemplate) render(model any) (Rendered, error) {
 // header.
 func singleLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// mailFuncs are the brand's and a locale's functions: t, product,
+// support, publicURL, lang.
+func mailFuncs(b Brand, locale string) map[string]any {
+	return map[string]any{
+		"t":         translator(locale),
+		"product":   func() string { return b.ProductName },
+		"support":   func() string { return b.SupportEmail },
+		"publicURL": func() string { return b.PublicURL },
+		"lang":      func() string { return locale },
+	}
 }
 
 // funcs are available to every template.
@@ -238,17 +282,19 @@ var funcs = map[string]any{
 }
 
 // loadTemplate parses and checks the three files of template name with zero,
-// the zero value of its model.
-func loadTemplate(l *loader, name string, zero any) (*mailTemplate, error) {
+// the zero value of its model, in every locale.
+func loadTemplate(l *loader, b Brand, name string, zero any) (*mailTemplate, error) {
 	dir := path.Join("email", name)
-	t := &mailTemplate{name: name}
+	t := &mailTemplate{name: name, byLocale: map[string]*localized{}}
+	base := mailFuncs(b, English)
 
 	subjectFile := path.Join(dir, fileSubject)
 	src, origin, err := l.read(subjectFile)
 	if err != nil {
 		return nil, err
 	}
-	if t.subject, err = texttemplate.New(subjectFile).Funcs(funcs).Parse(src); err != nil {
+	subject, err := texttemplate.New(subjectFile).Funcs(funcs).Funcs(base).Parse(src)
+	if err != nil {
 		return nil, fmt.Errorf("load templates: parse %s (%s): %w", subjectFile, origin, err)
 	}
 
@@ -256,7 +302,8 @@ func loadTemplate(l *loader, name string, zero any) (*mailTemplate, error) {
 	if src, origin, err = l.read(textFile); err != nil {
 		return nil, err
 	}
-	if t.text, err = texttemplate.New(textFile).Funcs(funcs).Parse(src); err != nil {
+	text, err := texttemplate.New(textFile).Funcs(funcs).Funcs(base).Parse(src)
+	if err != nil {
 		return nil, fmt.Errorf("load templates: parse %s (%s): %w", textFile, origin, err)
 	}
 
@@ -266,26 +313,45 @@ func loadTemplate(l *loader, name string, zero any) (*mailTemplate, error) {
 	if src, origin, err = l.read(htmlFile); err != nil {
 		return nil, err
 	}
-	if t.html, err = htmltemplate.New(htmlFile).Funcs(funcs).Parse(src); err != nil {
+	html, err := htmltemplate.New(htmlFile).Funcs(funcs).Funcs(base).Parse(src)
+	if err != nil {
 		return nil, fmt.Errorf("load templates: parse %s (%s): %w", htmlFile, origin, err)
 	}
 	layoutSrc, layoutOrigin, err := l.read(fileLayout)
 	if err != nil {
 		return nil, err
 	}
-	if _, err = t.html.New(fileLayout).Parse(layoutSrc); err != nil {
+	if _, err = html.New(fileLayout).Parse(layoutSrc); err != nil {
 		return nil, fmt.Errorf("load templates: parse %s (%s): %w", fileLayout, layoutOrigin, err)
 	}
 
-	// Executing with the zero value finds what parsing cannot: unknown fields,
-	// wrong argument types, and html/template's contextual escaping errors,
-	// which are only reported at the first execution.
-	r, err := t.render(zero)
-	if err != nil {
-		return nil, fmt.Errorf("load templates: %s does not execute with an empty model: %w", dir, err)
-	}
-	if r.Subject == "" {
-		return nil, fmt.Errorf("load templates: %s renders an empty subject", subjectFile)
+	for _, loc := range Locales {
+		lt := &localized{}
+		fm := mailFuncs(b, loc)
+		if lt.subject, err = subject.Clone(); err != nil {
+			return nil, fmt.Errorf("load templates: %s: %w", subjectFile, err)
+		}
+		lt.subject.Funcs(fm)
+		if lt.text, err = text.Clone(); err != nil {
+			return nil, fmt.Errorf("load templates: %s: %w", textFile, err)
+		}
+		lt.text.Funcs(fm)
+		if lt.html, err = html.Clone(); err != nil {
+			return nil, fmt.Errorf("load templates: %s: %w", htmlFile, err)
+		}
+		lt.html.Funcs(fm)
+		t.byLocale[loc] = lt
+
+		// Executing with the zero value finds what parsing cannot: unknown
+		// fields, wrong argument types, and html/template's contextual
+		// escaping errors, which are only reported at the first execution.
+		r, err := t.render(zero, loc)
+		if err != nil {
+			return nil, fmt.Errorf("load templates: %s does not execute with an empty model: %w", dir, err)
+		}
+		if r.Subject == "" {
+			return nil, fmt.Errorf("load templates: %s renders an empty subject", subjectFile)
+		}
 	}
 	return t, nil
 }
@@ -295,6 +361,10 @@ func loadTemplate(l *loader, name string, zero any) (*mailTemplate, error) {
 type loader struct {
 	dir  string
 	used map[string]bool
+	// skip is the top directory of the other loader's files in dir
+	// ("pages/" for mails, "email/" for pages), which checkUnknown leaves
+	// to that loader.
+	skip string
 }
 
 // read returns the source of file (a slash-separated path such as
@@ -338,6 +408,9 @@ func (l *loader) checkUnknown() error {
 		rel, err := filepath.Rel(l.dir, p)
 		if err != nil {
 			return fmt.Errorf("load templates: %w", err)
+		}
+		if l.skip != "" && strings.HasPrefix(filepath.ToSlash(rel), l.skip) {
+			return nil
 		}
 		if !l.used[filepath.ToSlash(rel)] {
 			return fmt.Errorf("load templates: unknown template file %s in TEMPLATES_DIR (expected names like email/verification/subject.gotmpl)", p)

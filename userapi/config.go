@@ -17,6 +17,11 @@ const (
 	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
 	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
 	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+	EnvPages             = "PAGES"
+	EnvPublicURL         = "PUBLIC_URL"
+
+	EnvCodeDigits              = "CODE_DIGITS"
+	EnvVerifyMaxFailuresPerDay = "VERIFY_MAX_FAILURES_PER_DAY"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -28,6 +33,8 @@ const (
 	DefaultRateLimitPerIP  = 60
 	DefaultRateLimitBurst  = 20
 	DefaultPublishTimeout  = 10 * time.Second
+
+	DefaultVerifyMaxFailuresPerDay = 10
 )
 
 // RateLimitOff as Config.RateLimitPerIP switches the per-IP limit off
@@ -87,6 +94,17 @@ type Config struct {
 	// IP and escape the limit.
 	TrustProxyHeaders bool
 
+	// Pages serves the hosted pages (pages.go) besides the JSON API, and
+	// puts a verification link in every code's event (PAGES; off in a zero
+	// Config, on by default in the binary). PublicURL is then required.
+	Pages bool
+
+	// PublicURL is where people reach the pages, an absolute http(s) URL
+	// without query or fragment (PUBLIC_URL, e.g. https://accounts.example.com;
+	// the binary's dev defaults it to http:// + HTTP_ADDR). Links in mails
+	// are built on it, and cross-site form posts are judged against it.
+	PublicURL string
+
 	// ASCIILocalPartOnly refuses, with 400 at register, addresses with a
 	// non-ASCII character before the "@" (ALLOW_UTF8_LOCAL_PART=false; the
 	// default, true, leaves this false). Such an address can receive mail
@@ -96,6 +114,29 @@ type Config struct {
 	// that never comes. Domains are not concerned: a non-ASCII domain goes
 	// through any relay in its A-label form.
 	ASCIILocalPartOnly bool
+
+	// CodeDigits is the length of a code in decimal digits (CODE_DIGITS,
+	// default 6, from 6 to 10). Codes are uniform over all 10^CodeDigits
+	// values, from crypto/rand; each digit more divides the guessing bound
+	// of docs/security.md by ten.
+	CodeDigits int
+
+	// VerifyMaxFailuresPerDay is how many wrong codes are checked for one
+	// address in any 24 hours, across all its codes
+	// (VERIFY_MAX_FAILURES_PER_DAY, default 10, at least 1). Past it every
+	// verify of the address is refused unchecked (400, or 429 when the
+	// code's attempts are used up), and register and resend answer as usual
+	// but issue and send nothing, until the oldest failure is 24 hours old.
+	// With 6 digits and the default, an attacker verifies an address it
+	// does not own with a chance of at most 0.37 % a year
+	// (docs/security.md). The trade-off: anyone who knows an address can
+	// spend its budget and stop code verification for it for a day.
+	VerifyMaxFailuresPerDay int
+}
+
+// limits are the settings the store applies within its atomic steps.
+func (c Config) limits() Limits {
+	return Limits{ResendInterval: c.ResendInterval, MaxAttempts: c.CodeMaxAttempts, MaxFailuresPerDay: c.VerifyMaxFailuresPerDay}
 }
 
 func (c *Config) setDefaults() {
@@ -119,6 +160,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.CodeDigits == 0 {
+		c.CodeDigits = DefaultCodeDigits
+	}
+	if c.VerifyMaxFailuresPerDay == 0 {
+		c.VerifyMaxFailuresPerDay = DefaultVerifyMaxFailuresPerDay
 	}
 }
 
@@ -154,5 +201,11 @@ func (c Config) Validate() error {
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
 		return fmt.Errorf("%s=%s: want a duration from 100ms to 5m", EnvPublishTimeout, c.PublishTimeout)
 	}
-	return nil
+	if c.CodeDigits < MinCodeDigits || c.CodeDigits > MaxCodeDigits {
+		return fmt.Errorf("%s=%d: want a whole number from %d to %d", EnvCodeDigits, c.CodeDigits, MinCodeDigits, MaxCodeDigits)
+	}
+	if c.VerifyMaxFailuresPerDay < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvVerifyMaxFailuresPerDay, c.VerifyMaxFailuresPerDay)
+	}
+	return c.validatePages()
 }

@@ -17,6 +17,9 @@ func TestConfigDefaults(t *testing.T) {
 		RateLimitPerIP:  60,
 		RateLimitBurst:  20,
 		PublishTimeout:  10 * time.Second,
+
+		CodeDigits:              6,
+		VerifyMaxFailuresPerDay: 10,
 	}
 	if c != want {
 		t.Errorf("defaults %+v, want %+v", c, want)
@@ -40,6 +43,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.RateLimitPerIP = -7 }, "RATE_LIMIT_PER_IP"},
 		{func(c *Config) { c.RateLimitBurst = -1 }, "RATE_LIMIT_BURST"},
 		{func(c *Config) { c.PublishTimeout = time.Millisecond }, "PUBLISH_TIMEOUT"},
+		{func(c *Config) { c.CodeDigits = 5 }, "CODE_DIGITS"},
+		{func(c *Config) { c.CodeDigits = 11 }, "CODE_DIGITS"},
+		{func(c *Config) { c.VerifyMaxFailuresPerDay = -1 }, "VERIFY_MAX_FAILURES_PER_DAY"},
 	} {
 		var c Config
 		c.setDefaults()

@@ -1,5 +1,6 @@
 // Package userapi is the user-facing HTTP API of Countersign: a person
-// registers an address, receives a 6-digit code by mail (sent by a
+// registers an address, receives a code of Config.CodeDigits digits (6 by
+// default) by mail (sent by a
 // subscriber of user_account_created), and proves they own the address by
 // posting the code back.
 //
@@ -24,7 +25,19 @@
 //     restored and is verified again later: both carry the same user_id, and
 //     subscribers treat verification as idempotent per user_id.
 //   - Of any number of concurrent verifies with the right code for one
-//     address, exactly one gets 200 and publishes user_account_verified.
+//     address, exactly one gets 200 and publishes user_account_verified; and
+//     an address is verified once, ever: the step that consumes its pending
+//     registration makes it an account (Store.Consume), registering an
+//     account answers as for a new address but publishes nothing, and the
+//     accounts are rebuilt at start from the compacted user_account_verified
+//     (Deps.AccountsLoaded holds the API back until they are).
+//   - One code per address while it lives: register and resend mail the
+//     same code again, without resetting its attempts or changing its names
+//     (Store.Register, OutcomeResent); a new code only when it expired or
+//     its attempts are used up.
+//   - At most Config.VerifyMaxFailuresPerDay wrong codes are checked per
+//     address in any 24 hours, across its codes (docs/security.md works out
+//     the guessing bound).
 //   - A code gets at most Config.CodeMaxAttempts checks, however many
 //     requests arrive at once: an attempt is counted before the code is
 //     checked (Store.Attempt).
@@ -34,12 +47,13 @@
 //
 // # What an attacker can learn
 //
-// Verify answers the same 400 for a wrong code, an unknown address and an
-// expired registration, and resend answers 202 either way. The answers that
-// do reveal a pending address are the ones the contract requires: 429 from
-// register or resend within RESEND_INTERVAL of a code sent to it, 429 from
-// verify once its attempts are used up, and 503 from resend while the broker
-// is down.
+// Verify answers the same 400 for a wrong code, an unknown address, an
+// expired registration, an account and an address out of its failure
+// budget; register answers the same 202 for a new address and an account;
+// resend answers 202 either way. The answers that do reveal a pending
+// address are the ones the contract requires: 429 from resend within
+// RESEND_INTERVAL of a mail to it, 429 from verify once its attempts are
+// used up, and 503 from resend while the broker is down.
 //
 // # Storage
 //

@@ -131,7 +131,7 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	if kind.status >= 500 {
 		logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", safePath(r)),
 			slog.Int("status", kind.status),
 			slog.String("problem", string(e.Code)),
 			slog.Any("err", e.Err))

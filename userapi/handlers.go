@@ -32,11 +32,15 @@ const contentTypeJSON = "application/json"
 // request's own context may have ended.
 const storeTimeout = 5 * time.Second
 
-// handleRegister creates or replaces the pending registration of an
-// address and publishes user_account_created with the sealed code. 202 is
-// sent only after the broker acknowledged the event; otherwise the answer
-// is 503 and the store is put back as it was when the event was certainly
-// not written, or kept when it may still arrive (see undoSend).
+// handleRegister asks the store for a code for the address and mails the
+// one it says to mail (user_account_created, with the sealed code): a new
+// code, or the same code again while it is alive, so re-registering never
+// resets the attempts nor changes the names. 202 is sent only after the
+// broker acknowledged the event; otherwise the answer is 503 (see mail). When there is nothing to mail (a mail went
+// out less than RESEND_INTERVAL ago, the address's failure budget is spent,
+// or the address is an account already) the answer is the same 202 after
+// about the time a mail takes, so neither the body nor the timing tells
+// whether the address is an account.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
 	if err := decodeRequest(w, r, &req); err != nil {
@@ -47,146 +51,219 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, errUTF8LocalPart())
 		return
 	}
-	if err := s.publisherDown(); err != nil {
-		s.error(w, r, err)
-		return
-	}
-	code, err := newCode()
+	stored, err := s.register(r.Context(), req, "")
 	if err != nil {
 		s.error(w, r, err)
 		return
 	}
+	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
+}
+
+// register is what POST /api/register and the registration page share:
+// req is valid; locale ("" for the API) travels in the event. The Pending
+// it returns holds only the address and the expiry to show, which is a
+// fresh code's when nothing was mailed, so that it tells nothing.
+func (s *Server) register(ctx context.Context, req RegisterRequest, locale string) (Pending, error) {
+	if err := s.publisherDown(); err != nil {
+		return Pending{}, err
+	}
 	now := time.Now()
-	keyID, mac := s.keyring.CodeMAC(code, "", req.Email)
-	stored, replaced, err := s.store.Register(r.Context(), Pending{
+	c, err := s.newCode(req.Email, now)
+	if err != nil {
+		return Pending{}, err
+	}
+	written, err := s.store.Register(ctx, Pending{
 		Email:     req.Email,
 		UserID:    uuid.NewString(),
 		FirstName: req.FirstName,
 		LastName:  req.LastName,
-		MACKeyID:  keyID,
-		MAC:       mac,
-		ExpiresAt: now.Add(s.cfg.CodeTTL),
-		SentAt:    now,
-	}, s.cfg.ResendInterval)
+		MACKeyID:  c.MACKeyID,
+		MAC:       c.MAC,
+		Sealed:    c.Sealed,
+		ExpiresAt: c.ExpiresAt,
+		SentAt:    c.SentAt,
+	}, s.cfg.limits())
 	if err != nil {
-		s.error(w, r, storeError(err))
-		return
+		return Pending{}, storeError(err)
 	}
-	if err := s.sendCode(r.Context(), stored, code); err != nil {
-		s.undoSend(r.Context(), err, stored, replaced)
-		s.error(w, r, err)
-		return
+	if err := s.mail(ctx, written, locale); err != nil {
+		return Pending{}, err
 	}
-	s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "replaced", replaced != nil)
-	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
+	shown := Pending{Email: req.Email, ExpiresAt: c.ExpiresAt}
+	if !written.Pending.ExpiresAt.IsZero() {
+		shown.ExpiresAt = written.Pending.ExpiresAt
+	}
+	return shown, nil
+}
+
+// newCode draws a code for email and returns what the store keeps of it:
+// its MAC and its sealed form, never the code.
+func (s *Server) newCode(email string, now time.Time) (NewCode, error) {
+	code, err := newCode(s.cfg.CodeDigits)
+	if err != nil {
+		return NewCode{}, err
+	}
+	keyID, mac := s.keyring.CodeMAC(code, "", email)
+	sealed, err := s.keyring.Seal(code, "", email)
+	if err != nil {
+		return NewCode{}, fmt.Errorf("seal code: %w", err)
+	}
+	return NewCode{MACKeyID: keyID, MAC: mac, Sealed: sealed, ExpiresAt: now.Add(s.cfg.CodeTTL), SentAt: now}, nil
+}
+
+// mail publishes the code the store said to send. When that fails the
+// store's change is undone if the event was certainly not written, and
+// kept when it may still arrive (undoSend). With nothing to send it waits
+// about as long as sending takes (maskLatency).
+func (s *Server) mail(ctx context.Context, w Written, locale string) error {
+	if !w.Sends() {
+		if w.Outcome == OutcomeLocked {
+			s.logger.InfoContext(ctx, "no code sent: the address's failure budget is spent", "user_id", w.Pending.UserID)
+		}
+		s.maskLatency(ctx)
+		return nil
+	}
+	code, err := s.keyring.Open(w.Pending.Sealed, "", w.Pending.Email)
+	if err != nil {
+		// Nothing was published: the store is put back as it was.
+		s.rollback(ctx, w.Pending, w.Replaced)
+		return fmt.Errorf("user %s: open the stored code: %w", w.Pending.UserID, err)
+	}
+	if err := s.sendCode(ctx, w.Pending, code, locale); err != nil {
+		s.undoSend(ctx, err, w.Pending, w.Replaced)
+		return err
+	}
+	s.logger.InfoContext(ctx, "code sent", "user_id", w.Pending.UserID, "same_code", w.Outcome == OutcomeResent)
+	return nil
 }
 
 // handleVerify checks a code and, when it is right, consumes the pending
-// registration and publishes user_account_verified. A wrong code, an
-// unknown address and an expired registration get the same 400, so the
-// answer never tells whether an address is pending; only a registration
-// whose attempts are used up answers differently (429).
+// registration, which makes the address an account, and publishes
+// user_account_verified. A wrong code, an unknown address, an account, an
+// expired registration and an address whose failure budget is spent get
+// the same 400, so the answer never tells whether an address is pending;
+// only a code whose attempts are used up answers differently (429).
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	var req VerifyRequest
 	if err := decodeRequest(w, r, &req); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.publisherDown(); err != nil {
+	if err := s.verify(r.Context(), req, ""); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	p, err := s.store.Attempt(r.Context(), req.Email, s.cfg.CodeMaxAttempts)
-	if errors.Is(err, ErrNotFound) {
-		// The MAC a known address would cost, so the two cases take the
-		// same time.
+	writeJSON(w, contentTypeJSON, http.StatusOK, StatusResponse{Status: "verified"})
+}
+
+// verify is what POST /api/verify and the code page share.
+func (s *Server) verify(ctx context.Context, req VerifyRequest, locale string) error {
+	if len(req.Code) != s.cfg.CodeDigits {
+		return Errorf(CodeInvalidRequest, "code must be %d digits.", s.cfg.CodeDigits)
+	}
+	if err := s.publisherDown(); err != nil {
+		return err
+	}
+	p, err := s.store.Attempt(ctx, req.Email, s.cfg.limits())
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLocked) {
+		// The MAC a checked code would cost, so the cases take the same time.
 		s.keyring.CodeMAC(req.Code, "", req.Email)
 	}
 	if err != nil {
-		s.error(w, r, storeError(err))
-		return
+		return storeError(err)
 	}
 	if !s.keyring.VerifyCodeMAC(p.MACKeyID, p.MAC, req.Code, "", req.Email) {
 		if p.Attempts >= s.cfg.CodeMaxAttempts {
 			// Worth an operator's eye: many of these are someone guessing.
-			s.logger.WarnContext(r.Context(), "verification attempts used up", "user_id", p.UserID)
+			s.logger.WarnContext(ctx, "verification attempts used up", "user_id", p.UserID)
 		}
-		s.error(w, r, errInvalidCode)
-		return
+		return errInvalidCode
 	}
-	// Only one Consume of this version succeeds: of any number of correct
+	// Only one Consume succeeds per address: of any number of correct
 	// concurrent verifies, one publishes, the others see ErrNotFound.
-	consumed, err := s.store.Consume(r.Context(), req.Email, p.Version)
+	consumed, err := s.store.Consume(ctx, p)
 	if err != nil {
-		s.error(w, r, storeError(err))
-		return
+		return storeError(err)
 	}
+	// If publishing certainly fails, the attempt failed for want of the
+	// broker, not for the code: it is given back, and the person can verify
+	// again with the same code.
+	consumed.Attempts--
+	return s.publishVerified(ctx, consumed, locale)
+}
+
+// publishVerified publishes user_account_verified for a consumed record.
+// When the broker certainly did not write it (events.ErrNotPublished) the
+// record is put back (Restore), so the same code or link works again. When
+// the outcome is unknown (a timeout) the address stays an account: the
+// event may still arrive, and putting the record back could let a second
+// verify publish a second user_account_verified for the address. The
+// person then gets a 503 and, if the event never arrives, registers again
+// once a restart rebuilds the accounts from the log (docs/security.md).
+func (s *Server) publishVerified(ctx context.Context, consumed Pending, locale string) error {
 	e, err := events.NewUserAccountVerified(events.UserAccountVerified{
 		UserID:     consumed.UserID,
 		Email:      consumed.Email,
 		FirstName:  consumed.FirstName,
 		LastName:   consumed.LastName,
 		VerifiedAt: time.Now(),
+		Locale:     locale,
 	})
 	if err == nil {
-		err = s.publish(r.Context(), e, consumed.UserID)
+		err = s.publish(ctx, e, consumed.UserID)
 	}
 	if err != nil {
-		// The attempt failed for want of the broker, not for the code: it is
-		// given back, and the person can verify again with the same code.
-		consumed.Attempts--
-		s.restore(r.Context(), consumed)
-		s.error(w, r, err)
-		return
+		if errors.Is(err, events.ErrNotPublished) {
+			s.restore(ctx, consumed)
+		} else {
+			s.logger.WarnContext(ctx, "verified event's fate unknown: the address stays an account", "user_id", consumed.UserID)
+		}
+		return err
 	}
-	s.logger.InfoContext(r.Context(), "address verified", "user_id", consumed.UserID)
-	writeJSON(w, contentTypeJSON, http.StatusOK, StatusResponse{Status: "verified"})
+	s.logger.InfoContext(ctx, "address verified", "user_id", consumed.UserID)
+	return nil
 }
 
-// handleResend issues a new code for a pending address. It answers 202
-// whether or not the address is pending, and takes about as long either
-// way (see maskLatency), so neither the status nor the timing tells. It
-// does tell in one case the contract asks for: 429 within RESEND_INTERVAL
-// of the last code. While the brokers are down it answers 503 for every
-// address, pending or not (failFast), so that tells nothing either.
+// handleResend mails the code of a pending address again (a new one when
+// its attempts are used up). It answers 202 whether or not the address is
+// pending, an account, or out of its failure budget, and takes about as
+// long either way (see maskLatency), so neither the status nor the timing
+// tells. It does tell in one case the contract asks for: 429 within
+// RESEND_INTERVAL of the last mail. While the brokers are down it answers
+// 503 for every address, pending or not (failFast), so that tells nothing
+// either.
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.publisherDown(); err != nil {
+	if err := s.resend(r.Context(), req, ""); err != nil {
 		s.error(w, r, err)
 		return
-	}
-	code, err := newCode()
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	now := time.Now()
-	keyID, mac := s.keyring.CodeMAC(code, "", req.Email)
-	stored, replaced, err := s.store.Resend(r.Context(), req.Email, NewCode{
-		MACKeyID:  keyID,
-		MAC:       mac,
-		ExpiresAt: now.Add(s.cfg.CodeTTL),
-		SentAt:    now,
-	}, s.cfg.ResendInterval)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		s.maskLatency(r.Context())
-	case err != nil:
-		s.error(w, r, storeError(err))
-		return
-	default:
-		if err := s.sendCode(r.Context(), stored, code); err != nil {
-			s.undoSend(r.Context(), err, stored, replaced)
-			s.error(w, r, err)
-			return
-		}
-		s.logger.InfoContext(r.Context(), "code sent", "user_id", stored.UserID, "resend", true)
 	}
 	writeJSON(w, contentTypeJSON, http.StatusAccepted, StatusResponse{Status: "accepted"})
+}
+
+// resend is what POST /api/resend and the code page's resend button share.
+// It returns nil whether or not the address is pending.
+func (s *Server) resend(ctx context.Context, req ResendRequest, locale string) error {
+	if err := s.publisherDown(); err != nil {
+		return err
+	}
+	c, err := s.newCode(req.Email, time.Now())
+	if err != nil {
+		return err
+	}
+	written, err := s.store.Resend(ctx, req.Email, c, s.cfg.limits())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.maskLatency(ctx)
+		return nil
+	case err != nil:
+		return storeError(err)
+	}
+	return s.mail(ctx, written, locale)
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
@@ -194,6 +271,10 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if !s.accountsLoaded() {
+		s.error(w, r, errAccountsLoading)
+		return
+	}
 	if s.ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
@@ -213,7 +294,7 @@ func storeError(err error) error {
 	switch {
 	case errors.As(err, &soon):
 		return &Error{Code: CodeResendTooSoon, Detail: "A code was sent to this address recently; retry later.", RetryAfter: soon.RetryAfter}
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrLocked):
 		return errInvalidCode
 	case errors.Is(err, ErrTooManyAttempts):
 		return Errorf(CodeTooManyAttempts, "Too many wrong codes: request a new code.")
@@ -222,19 +303,26 @@ func storeError(err error) error {
 }
 
 // sendCode seals code for p and publishes user_account_created. The plain
-// code goes no further than this call.
-func (s *Server) sendCode(ctx context.Context, p Pending, code string) error {
+// code goes no further than this call. With the pages on, a link token is
+// issued with the code (newLink) and sealed next to it.
+func (s *Server) sendCode(ctx context.Context, p Pending, code, locale string) error {
 	sealed, err := s.keyring.Seal(code, p.UserID, p.Email)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)
 	}
+	link, err := s.newLink(ctx, p)
+	if err != nil {
+		return err
+	}
 	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID:        p.UserID,
-		Email:         p.Email,
-		FirstName:     p.FirstName,
-		LastName:      p.LastName,
-		ExpiresAt:     p.ExpiresAt,
-		EncryptedCode: sealed,
+		UserID:             p.UserID,
+		Email:              p.Email,
+		FirstName:          p.FirstName,
+		LastName:           p.LastName,
+		ExpiresAt:          p.ExpiresAt,
+		EncryptedCode:      sealed,
+		EncryptedLinkToken: link,
+		Locale:             locale,
 	})
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)

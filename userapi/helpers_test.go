@@ -32,7 +32,7 @@ type harness struct {
 	producer *kafka.Producer
 	pub      *switchPublisher
 	keyring  *events.Keyring
-	store    *userapi.MemoryStore
+	store    userapi.Store
 	reg      *prometheus.Registry
 	srv      *userapi.Server
 	base     string
@@ -40,18 +40,47 @@ type harness struct {
 	client   *http.Client
 }
 
-// newHarness starts a server; configure may change the configuration.
-// Addresses in emails (added with h.email) must never appear in its logs;
-// that is checked when the test ends.
+// newHarness starts a server on a memory store; configure may change the
+// configuration. Addresses in emails (added with h.email) must never appear
+// in its logs; that is checked when the test ends.
 func newHarness(t *testing.T, configure func(*userapi.Config)) *harness {
 	t.Helper()
-	return newHarnessOn(t, eventstest.Config(t, eventstest.Brokers(t)), configure)
+	return newHarnessWith(t, harnessOptions{}, configure)
 }
 
 // newHarnessOn is newHarness with a producer built from ecfg, for tests that
 // bring their own broker (eventstest.StartRestartable).
 func newHarnessOn(t *testing.T, ecfg kafka.Config, configure func(*userapi.Config)) *harness {
 	t.Helper()
+	return newHarnessWith(t, harnessOptions{ecfg: &ecfg}, configure)
+}
+
+// harnessOptions are what some tests change besides the configuration.
+type harnessOptions struct {
+	// store, when set, replaces a new MemoryStore.
+	store userapi.Store
+	// brokers, when set, is used instead of eventstest.Brokers.
+	brokers string
+	// ecfg, when set, is the producer's configuration (brokers unused).
+	ecfg *kafka.Config
+	// keyring, when set, replaces a new random one.
+	keyring *events.Keyring
+	// loaded is passed as Deps.AccountsLoaded.
+	loaded <-chan struct{}
+}
+
+func newHarnessWith(t *testing.T, opt harnessOptions, configure func(*userapi.Config)) *harness {
+	t.Helper()
+	var ecfg kafka.Config
+	if opt.ecfg != nil {
+		ecfg = *opt.ecfg
+	} else {
+		brokers := opt.brokers
+		if brokers == "" {
+			brokers = eventstest.Brokers(t)
+		}
+		ecfg = eventstest.Config(t, brokers)
+	}
 	brokers := ecfg.Brokers
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -67,9 +96,15 @@ func newHarnessOn(t *testing.T, ecfg kafka.Config, configure func(*userapi.Confi
 		defer cancel()
 		_ = producer.Close(ctx)
 	})
-	keyring, err := events.NewRandomKeyring()
-	if err != nil {
-		t.Fatal(err)
+	keyring := opt.keyring
+	if keyring == nil {
+		if keyring, err = events.NewRandomKeyring(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := opt.store
+	if store == nil {
+		store = userapi.NewMemoryStore()
 	}
 	h := &harness{
 		t:        t,
@@ -77,7 +112,7 @@ func newHarnessOn(t *testing.T, ecfg kafka.Config, configure func(*userapi.Confi
 		producer: producer,
 		pub:      &switchPublisher{real: producer},
 		keyring:  keyring,
-		store:    userapi.NewMemoryStore(),
+		store:    store,
 		reg:      prometheus.NewRegistry(),
 		logs:     &syncBuffer{},
 		client:   &http.Client{Timeout: 30 * time.Second},
@@ -90,12 +125,13 @@ func newHarnessOn(t *testing.T, ecfg kafka.Config, configure func(*userapi.Confi
 		configure(&cfg)
 	}
 	h.srv, err = userapi.NewServer(cfg, userapi.Deps{
-		Publisher: h.pub,
-		Keyring:   keyring,
-		Store:     h.store,
-		Ready:     producer.Ping,
-		Logger:    slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Registry:  h.reg,
+		Publisher:      h.pub,
+		Keyring:        keyring,
+		Store:          h.store,
+		Ready:          producer.Ping,
+		AccountsLoaded: opt.loaded,
+		Logger:         slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Registry:       h.reg,
 	})
 	if err != nil {
 		t.Fatal(err)

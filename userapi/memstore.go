@@ -2,27 +2,52 @@ package userapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/patrickmn/go-cache"
+
+	"github.com/countersign/countersign/events"
 )
 
 // MemoryStore is the in-process Store: go-cache with a TTL per record, and
 // striped mutexes that make each method one atomic step per address.
-// Pending registrations live only in this process: a restart forgets them
-// (people register again), and replicas do not share them, so run one
-// replica or use a shared store.
+// Pending registrations and failure counts live only in this process: a
+// restart forgets them (people register again), and replicas do not share
+// them, so run one replica or use a shared store. The accounts are rebuilt
+// from the accounts log at start (ApplyAccounts), so they survive restarts.
 type MemoryStore struct {
-	c       *cache.Cache
+	c       *cache.Cache // address → *record
+	fails   *cache.Cache // address → *failures
 	seed    maphash.Seed
 	stripes [256]sync.Mutex
 	version atomic.Uint64
+
+	// links is the LinkStore table (linkstore.go).
+	linksOnce sync.Once
+	links     *cache.Cache
+
+	// accounts holds a digest of each verified address (see accountKey):
+	// 16 bytes a key instead of the address, so a million accounts take
+	// tens of megabytes (BenchmarkMemoryStoreBytesPerAccount).
+	accountsMu sync.RWMutex
+	accounts   map[accountKey]struct{}
 }
 
 var _ Store = (*MemoryStore)(nil)
+
+// accountKey is the first 128 bits of SHA-256 of the normalized address.
+// Two addresses share one only by a collision of a 128-bit hash: with a
+// billion accounts, a chance below 10^-20.
+type accountKey [16]byte
+
+func accountKeyOf(email string) accountKey {
+	sum := sha256.Sum256([]byte(email))
+	return accountKey(sum[:16])
+}
 
 // record is the stored form of Pending, kept small (see
 // BenchmarkMemoryStoreBytesPerPending): the address is the cache key and is
@@ -33,16 +58,39 @@ type record struct {
 	lastName  string
 	macKeyID  string
 	mac       []byte
+	sealed    events.SealedCode
 	expiresAt int64
 	sentAt    int64
 	version   uint64
 	attempts  int32
 }
 
+func (f *failures) safeList() []failure {
+	if f == nil {
+		return nil
+	}
+	return f.list
+}
+
+// failures are an address's wrong codes in the last Limits.FailureWindow, oldest
+// first, at most MaxFailuresPerDay of them.
+type failures struct{ list []failure }
+
+type failure struct {
+	at      int64 // Unix nanoseconds
+	version uint64
+	attempt int32
+}
+
 // NewMemoryStore returns an empty store. Expired records are swept every
 // minute; until then they take memory but are invisible.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{c: cache.New(cache.NoExpiration, time.Minute), seed: maphash.MakeSeed()}
+	return &MemoryStore{
+		c:        cache.New(cache.NoExpiration, time.Minute),
+		fails:    cache.New(cache.NoExpiration, time.Minute),
+		seed:     maphash.MakeSeed(),
+		accounts: map[accountKey]struct{}{},
+	}
 }
 
 func (m *MemoryStore) lock(email string) func() {
@@ -78,6 +126,45 @@ func (m *MemoryStore) put(email string, r *record, now time.Time) bool {
 
 func (m *MemoryStore) nextVersion() uint64 { return m.version.Add(1) }
 
+func (m *MemoryStore) isAccount(email string) bool {
+	m.accountsMu.RLock()
+	defer m.accountsMu.RUnlock()
+	_, ok := m.accounts[accountKeyOf(email)]
+	return ok
+}
+
+func (m *MemoryStore) setAccount(email string, on bool) {
+	k := accountKeyOf(email)
+	m.accountsMu.Lock()
+	defer m.accountsMu.Unlock()
+	if on {
+		m.accounts[k] = struct{}{}
+	} else {
+		delete(m.accounts, k)
+	}
+}
+
+// recentFailures returns the failures of email within the window; the
+// caller holds its stripe.
+func (m *MemoryStore) recentFailures(email string, now time.Time, window time.Duration) *failures {
+	v, ok := m.fails.Get(email)
+	if !ok {
+		return &failures{}
+	}
+	f := v.(*failures)
+	since := now.Add(-window).UnixNano()
+	i := 0
+	for i < len(f.list) && f.list[i].at <= since {
+		i++
+	}
+	f.list = f.list[i:]
+	return f
+}
+
+func (m *MemoryStore) locked(email string, now time.Time, lim Limits) bool {
+	return len(m.recentFailures(email, now, lim.window()).list) >= lim.MaxFailuresPerDay
+}
+
 func toRecord(p Pending) *record {
 	return &record{
 		userID:    p.UserID,
@@ -85,11 +172,16 @@ func toRecord(p Pending) *record {
 		lastName:  p.LastName,
 		macKeyID:  p.MACKeyID,
 		mac:       append([]byte(nil), p.MAC...),
+		sealed:    copySealed(p.Sealed),
 		expiresAt: p.ExpiresAt.UnixNano(),
 		sentAt:    p.SentAt.UnixNano(),
 		version:   p.Version,
 		attempts:  int32(p.Attempts),
 	}
+}
+
+func copySealed(s events.SealedCode) events.SealedCode {
+	return events.SealedCode{KeyID: s.KeyID, Nonce: append([]byte(nil), s.Nonce...), Ciphertext: append([]byte(nil), s.Ciphertext...)}
 }
 
 func (r *record) pending(email string) Pending {
@@ -100,6 +192,7 @@ func (r *record) pending(email string) Pending {
 		LastName:  r.lastName,
 		MACKeyID:  r.macKeyID,
 		MAC:       append([]byte(nil), r.mac...),
+		Sealed:    copySealed(r.sealed),
 		ExpiresAt: time.Unix(0, r.expiresAt).UTC(),
 		SentAt:    time.Unix(0, r.sentAt).UTC(),
 		Attempts:  int(r.attempts),
@@ -115,15 +208,17 @@ func tooSoon(cur *record, sentAt time.Time, interval time.Duration) error {
 	return nil
 }
 
-// Register implements Store.
-func (m *MemoryStore) Register(_ context.Context, p Pending, resendInterval time.Duration) (Pending, *Pending, error) {
-	defer m.lock(p.Email)()
-	now := time.Now()
+// sendAgain moves the SentAt of the live code cur: OutcomeResent.
+func (m *MemoryStore) sendAgain(email string, cur *record, sentAt time.Time) Written {
+	old := cur.pending(email)
+	cur.sentAt = sentAt.UnixNano() // in place: the stripe lock is held
+	return Written{Outcome: OutcomeResent, Pending: cur.pending(email), Replaced: &old}
+}
+
+// issue stores p as a new code: OutcomeIssued.
+func (m *MemoryStore) issue(p Pending, cur *record, now time.Time) (Written, error) {
 	var replaced *Pending
-	if cur := m.get(p.Email, now); cur != nil {
-		if err := tooSoon(cur, p.SentAt, resendInterval); err != nil {
-			return Pending{}, nil, err
-		}
+	if cur != nil {
 		old := cur.pending(p.Email)
 		replaced = &old
 		p.UserID = cur.userID
@@ -131,37 +226,54 @@ func (m *MemoryStore) Register(_ context.Context, p Pending, resendInterval time
 	p.Attempts = 0
 	p.Version = m.nextVersion()
 	if !m.put(p.Email, toRecord(p), now) {
-		return Pending{}, nil, ErrNotFound
+		return Written{}, ErrNotFound
 	}
-	return m.getCopy(p.Email, now), replaced, nil
+	return Written{Outcome: OutcomeIssued, Pending: m.get(p.Email, now).pending(p.Email), Replaced: replaced}, nil
 }
 
-// getCopy returns the stored form of a record just written, so callers see
-// exactly what the store keeps (UTC times, truncated to nanoseconds).
-func (m *MemoryStore) getCopy(email string, now time.Time) Pending {
-	return m.get(email, now).pending(email)
+// Register implements Store.
+func (m *MemoryStore) Register(_ context.Context, p Pending, lim Limits) (Written, error) {
+	defer m.lock(p.Email)()
+	now := time.Now()
+	if m.isAccount(p.Email) {
+		return Written{Outcome: OutcomeAccount}, nil
+	}
+	cur := m.get(p.Email, now)
+	switch {
+	case cur != nil && tooSoon(cur, p.SentAt, lim.ResendInterval) != nil:
+		return Written{Outcome: OutcomeQuiet, Pending: cur.pending(p.Email)}, nil
+	case m.locked(p.Email, now, lim):
+		w := Written{Outcome: OutcomeLocked}
+		if cur != nil {
+			w.Pending = cur.pending(p.Email)
+		}
+		return w, nil
+	case cur != nil && int(cur.attempts) < lim.MaxAttempts:
+		return m.sendAgain(p.Email, cur, p.SentAt), nil
+	}
+	return m.issue(p, cur, now)
 }
 
 // Resend implements Store.
-func (m *MemoryStore) Resend(_ context.Context, email string, c NewCode, resendInterval time.Duration) (Pending, *Pending, error) {
+func (m *MemoryStore) Resend(_ context.Context, email string, c NewCode, lim Limits) (Written, error) {
 	defer m.lock(email)()
 	now := time.Now()
 	cur := m.get(email, now)
-	if cur == nil {
-		return Pending{}, nil, ErrNotFound
+	if cur == nil || m.isAccount(email) {
+		return Written{}, ErrNotFound
 	}
-	if err := tooSoon(cur, c.SentAt, resendInterval); err != nil {
-		return Pending{}, nil, err
+	if err := tooSoon(cur, c.SentAt, lim.ResendInterval); err != nil {
+		return Written{}, err
 	}
-	old := cur.pending(email)
-	p := old
-	p.MACKeyID, p.MAC, p.ExpiresAt, p.SentAt = c.MACKeyID, c.MAC, c.ExpiresAt, c.SentAt
-	p.Attempts = 0
-	p.Version = m.nextVersion()
-	if !m.put(email, toRecord(p), now) {
-		return Pending{}, nil, ErrNotFound
+	if m.locked(email, now, lim) {
+		return Written{Outcome: OutcomeLocked, Pending: cur.pending(email)}, nil
 	}
-	return m.getCopy(email, now), &old, nil
+	if int(cur.attempts) < lim.MaxAttempts {
+		return m.sendAgain(email, cur, c.SentAt), nil
+	}
+	p := cur.pending(email)
+	p.MACKeyID, p.MAC, p.Sealed, p.ExpiresAt, p.SentAt = c.MACKeyID, c.MAC, c.Sealed, c.ExpiresAt, c.SentAt
+	return m.issue(p, cur, now)
 }
 
 // Rollback implements Store.
@@ -169,52 +281,97 @@ func (m *MemoryStore) Rollback(_ context.Context, written Pending, replaced *Pen
 	defer m.lock(written.Email)()
 	now := time.Now()
 	cur := m.get(written.Email, now)
-	if cur == nil || cur.version != written.Version {
-		return nil
-	}
-	if replaced == nil {
+	switch {
+	case cur == nil || cur.version != written.Version:
+	case replaced == nil:
 		m.c.Delete(written.Email)
-		return nil
+	case replaced.Version == written.Version:
+		cur.sentAt = replaced.SentAt.UnixNano()
+	default:
+		m.put(written.Email, toRecord(*replaced), now)
 	}
-	m.put(written.Email, toRecord(*replaced), now)
 	return nil
 }
 
 // Attempt implements Store.
-func (m *MemoryStore) Attempt(_ context.Context, email string, maxAttempts int) (Pending, error) {
+func (m *MemoryStore) Attempt(_ context.Context, email string, lim Limits) (Pending, error) {
 	defer m.lock(email)()
-	cur := m.get(email, time.Now())
-	if cur == nil {
+	now := time.Now()
+	cur := m.get(email, now)
+	switch {
+	case cur == nil || m.isAccount(email):
 		return Pending{}, ErrNotFound
-	}
-	if int(cur.attempts) >= maxAttempts {
+	case int(cur.attempts) >= lim.MaxAttempts:
 		return Pending{}, ErrTooManyAttempts
+	}
+	f := m.recentFailures(email, now, lim.window())
+	if len(f.list) >= lim.MaxFailuresPerDay {
+		return Pending{}, ErrLocked
 	}
 	// In place: the stripe lock is held, and every reader takes it.
 	cur.attempts++
+	f.list = append(f.list, failure{at: now.UnixNano(), version: cur.version, attempt: cur.attempts})
+	m.fails.Set(email, f, lim.window())
 	return cur.pending(email), nil
 }
 
 // Consume implements Store.
-func (m *MemoryStore) Consume(_ context.Context, email string, version uint64) (Pending, error) {
-	defer m.lock(email)()
-	cur := m.get(email, time.Now())
-	if cur == nil || cur.version != version {
+func (m *MemoryStore) Consume(_ context.Context, a Pending) (Pending, error) {
+	defer m.lock(a.Email)()
+	now := time.Now()
+	cur := m.get(a.Email, now)
+	if cur == nil || cur.version != a.Version || m.isAccount(a.Email) {
 		return Pending{}, ErrNotFound
 	}
-	m.c.Delete(email)
-	return cur.pending(email), nil
+	m.c.Delete(a.Email)
+	v, _ := m.fails.Get(a.Email)
+	f, _ := v.(*failures)
+	for i, x := range f.safeList() {
+		if x.version == a.Version && int(x.attempt) == a.Attempts {
+			f.list = append(f.list[:i:i], f.list[i+1:]...)
+			break
+		}
+	}
+	m.setAccount(a.Email, true)
+	return cur.pending(a.Email), nil
 }
 
 // Restore implements Store.
 func (m *MemoryStore) Restore(_ context.Context, p Pending) error {
 	defer m.lock(p.Email)()
 	now := time.Now()
+	m.setAccount(p.Email, false)
 	if m.get(p.Email, now) != nil {
 		return nil
 	}
 	m.put(p.Email, toRecord(p), now)
 	return nil
+}
+
+// ApplyAccounts implements Store.
+func (m *MemoryStore) ApplyAccounts(_ context.Context, changes []AccountChange) error {
+	m.accountsMu.Lock()
+	defer m.accountsMu.Unlock()
+	for _, c := range changes {
+		if c.Forgets {
+			delete(m.accounts, accountKeyOf(c.Email))
+		} else {
+			m.accounts[accountKeyOf(c.Email)] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// IsAccount implements Store.
+func (m *MemoryStore) IsAccount(_ context.Context, email string) (bool, error) {
+	return m.isAccount(email), nil
+}
+
+// Accounts returns the number of accounts held.
+func (m *MemoryStore) Accounts() int {
+	m.accountsMu.RLock()
+	defer m.accountsMu.RUnlock()
+	return len(m.accounts)
 }
 
 // Get implements Store.

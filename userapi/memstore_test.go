@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/userapi"
 	"github.com/countersign/countersign/userapi/storetest"
 )
@@ -37,16 +38,17 @@ func BenchmarkMemoryStoreBytesPerPending(b *testing.B) {
 	now := time.Now()
 	b.ResetTimer()
 	for j := 0; j < n; j++ {
-		_, _, err := s.Register(ctx, userapi.Pending{
+		_, err := s.Register(ctx, userapi.Pending{
 			Email:     fmt.Sprintf("user%07d@example.com", j),
 			UserID:    uuid.NewString(),
 			FirstName: strings.Clone("Ada"),
 			LastName:  strings.Clone("Lovelace"),
 			MACKeyID:  keyID,
 			MAC:       make([]byte, 32),
+			Sealed:    events.SealedCode{KeyID: keyID, Nonce: make([]byte, 12), Ciphertext: make([]byte, 22)},
 			ExpiresAt: now.Add(time.Hour),
 			SentAt:    now,
-		}, time.Minute)
+		}, userapi.Limits{ResendInterval: time.Minute, MaxAttempts: 5, MaxFailuresPerDay: 10})
 		if err != nil {
 			b.Fatal(err)
 		}

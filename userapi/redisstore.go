@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/countersign/countersign/events"
 )
 
 // RedisStore is the Store shared by every replica of the user API: pending
@@ -26,8 +28,16 @@ import (
 // With the default prefix "countersign:pending:":
 //
 //	countersign:pending:a:<address>  hash, one pending registration
+//	countersign:pending:f:<address>  sorted set, the address's wrong codes of
+//	                                 the last 24 hours (member version:attempt,
+//	                                 score time), expiring 24 hours after the last
 //	countersign:pending:index        sorted set, address → expiry, for Len
 //	countersign:pending:version      counter, source of Pending.Version
+//	countersign:pending:accounts     set of the verified addresses: kept by
+//	                                 Consume and Restore, and by ApplyAccounts
+//	                                 from the accounts log (Kafka is the source
+//	                                 of truth; Redis keeps a copy every replica
+//	                                 shares)
 //
 // A record's key expires at its ExpiresAt (PEXPIRE, rounded up to the
 // millisecond), so Redis frees it without any sweeper. Times are stored in
@@ -54,7 +64,7 @@ import (
 // # What Redis must be
 //
 // One primary (standalone, or with replicas and Sentinel for fail-over):
-// the scripts touch three keys that are not in one hash slot, so Redis
+// the scripts touch five keys that are not in one hash slot, so Redis
 // Cluster is not supported. A Redis replica is copied asynchronously: after
 // a fail-over the last writes may be lost, so a consumed code can come back
 // (a second 200 for it, with the same user_id, which subscribers treat as
@@ -65,11 +75,12 @@ import (
 // Errors from Redis (down, timed out, out of memory) come back wrapped and
 // unmatched by the Store errors, which the handlers answer with 503.
 type RedisStore struct {
-	rdb     *redis.Client
-	prefix  string
-	index   string
-	version string
-	timeout time.Duration
+	rdb      *redis.Client
+	prefix   string
+	index    string
+	version  string
+	accounts string
+	timeout  time.Duration
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -106,11 +117,12 @@ func NewRedisStore(rdb *redis.Client, opt RedisOptions) *RedisStore {
 		opt.Timeout = DefaultRedisTimeout
 	}
 	return &RedisStore{
-		rdb:     rdb,
-		prefix:  opt.Prefix,
-		index:   opt.Prefix + "index",
-		version: opt.Prefix + "version",
-		timeout: opt.Timeout,
+		rdb:      rdb,
+		prefix:   opt.Prefix,
+		index:    opt.Prefix + "index",
+		version:  opt.Prefix + "version",
+		accounts: opt.Prefix + "accounts",
+		timeout:  opt.Timeout,
 	}
 }
 
@@ -177,14 +189,14 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	return nil
 }
 
-// The scripts. Each gets KEYS = {record, index, version} (Len: {index}) and
-// ARGV[1] = now, ARGV[2] = address; times are Unix microseconds in decimal.
-// Numbers leave Lua only through string.format('%d'): Redis would print a
-// large double in exponent form.
+// The scripts. Each gets KEYS = {record, index, version, failures, accounts}
+// (Len: {index}) and ARGV[1] = now, ARGV[2] = address; times are Unix
+// microseconds in decimal. Numbers leave Lua only through
+// string.format('%d'): Redis would print a large double in exponent form.
 const luaPrelude = `
-local rec, idx, seq = KEYS[1], KEYS[2], KEYS[3]
+local rec, idx, seq, fails, accts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, addr = tonumber(ARGV[1]), ARGV[2]
-local FIELDS = {'u', 'f', 'l', 'k', 'm', 'e', 's', 'a', 'v'}
+local FIELDS = {'u', 'f', 'l', 'k', 'm', 'e', 's', 'a', 'v', 'ck', 'cn', 'cc'}
 
 local function live()
   local e = redis.call('HGET', rec, 'e')
@@ -209,13 +221,13 @@ local function put(r)
     return false
   end
   redis.call('HSET', rec, 'u', r[1], 'f', r[2], 'l', r[3], 'k', r[4], 'm', r[5],
-    'e', r[6], 's', r[7], 'a', r[8], 'v', r[9])
+    'e', r[6], 's', r[7], 'a', r[8], 'v', r[9], 'ck', r[10], 'cn', r[11], 'cc', r[12])
   redis.call('PEXPIRE', rec, string.format('%d', math.ceil((e - now) / 1000)))
   redis.call('ZADD', idx, r[6], addr)
   return true
 end
 
--- tooSoon returns the wait in microseconds before a code sent at sentAt is
+-- tooSoon returns the wait in microseconds before a mail sent at sentAt is
 -- allowed, or nil.
 local function tooSoon(interval, sentAt)
   local wait = tonumber(redis.call('HGET', rec, 's')) + tonumber(interval) - tonumber(sentAt)
@@ -226,69 +238,112 @@ end
 local function nextVersion()
   return string.format('%d', redis.call('INCR', seq))
 end
+
+local function isAccount()
+  return redis.call('SISMEMBER', accts, addr) == 1
+end
+
+-- lockedOut drops failures older than the window (microseconds) and says
+-- whether max of them remain.
+local function lockedOut(window, max)
+  redis.call('ZREMRANGEBYSCORE', fails, '-inf', string.format('%d', now - tonumber(window)))
+  return redis.call('ZCARD', fails) >= tonumber(max)
+end
+
+local function alive(max)
+  return tonumber(redis.call('HGET', rec, 'a')) < tonumber(max)
+end
 `
 
 var (
-	// ARGV: now, addr, interval, u, f, l, k, m, e, s
+	// ARGV: now, addr, interval, max attempts, max failures, window,
+	// u, f, l, k, m, e, s, ck, cn, cc
 	scriptRegister = redis.NewScript(luaPrelude + `
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', ARGV[1])
-local uid, replaced = ARGV[4], nil
-if live() then
-  local wait = tooSoon(ARGV[3], ARGV[10])
-  if wait then return {'soon', wait} end
+if isAccount() then return {'account'} end
+local isLive = live()
+if isLive and tooSoon(ARGV[3], ARGV[13]) then return {'quiet', read()} end
+if lockedOut(ARGV[6], ARGV[5]) then
+  if isLive then return {'locked', read()} end
+  return {'locked'}
+end
+if isLive and alive(ARGV[4]) then
+  local old = read()
+  redis.call('HSET', rec, 's', ARGV[13])
+  return {'resent', read(), old}
+end
+local uid, replaced = ARGV[7], nil
+if isLive then
   replaced = read()
   uid = replaced[1]
 end
-if not put({uid, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], '0', nextVersion()}) then
+if not put({uid, ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], '0', nextVersion(), ARGV[14], ARGV[15], ARGV[16]}) then
   return {'none'}
 end
-if replaced then return {'ok', read(), replaced} end
-return {'ok', read()}
+if replaced then return {'issued', read(), replaced} end
+return {'issued', read()}
 `)
 
-	// ARGV: now, addr, interval, k, m, e, s
+	// ARGV: now, addr, interval, max attempts, max failures, window,
+	// k, m, e, s, ck, cn, cc
 	scriptResend = redis.NewScript(luaPrelude + `
-if not live() then return {'none'} end
-local wait = tooSoon(ARGV[3], ARGV[7])
+if not live() or isAccount() then return {'none'} end
+local wait = tooSoon(ARGV[3], ARGV[10])
 if wait then return {'soon', wait} end
+if lockedOut(ARGV[6], ARGV[5]) then return {'locked', read()} end
 local old = read()
-if not put({old[1], old[2], old[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], '0', nextVersion()}) then
+if alive(ARGV[4]) then
+  redis.call('HSET', rec, 's', ARGV[10])
+  return {'resent', read(), old}
+end
+if not put({old[1], old[2], old[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10], '0', nextVersion(), ARGV[11], ARGV[12], ARGV[13]}) then
   return {'none'}
 end
-return {'ok', read(), old}
+return {'issued', read(), old}
 `)
 
-	// ARGV: now, addr, written version, '1' if a replaced record follows, its 9 values
+	// ARGV: now, addr, written version, '1' if a replaced record follows, its 12 values
 	scriptRollback = redis.NewScript(luaPrelude + `
 if not live() or redis.call('HGET', rec, 'v') ~= ARGV[3] then return {'ok'} end
 if ARGV[4] ~= '1' then
   remove()
   return {'ok'}
 end
-put({ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]})
+if ARGV[13] == ARGV[3] then
+  -- The same code was sent again: only its SentAt goes back.
+  redis.call('HSET', rec, 's', ARGV[11])
+  return {'ok'}
+end
+put({ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16]})
 return {'ok'}
 `)
 
-	// ARGV: now, addr, max attempts
+	// ARGV: now, addr, max attempts, max failures, window
 	scriptAttempt = redis.NewScript(luaPrelude + `
-if not live() then return {'none'} end
-if tonumber(redis.call('HGET', rec, 'a')) >= tonumber(ARGV[3]) then return {'void'} end
-redis.call('HINCRBY', rec, 'a', 1)
+if not live() or isAccount() then return {'none'} end
+if not alive(ARGV[3]) then return {'void'} end
+if lockedOut(ARGV[5], ARGV[4]) then return {'locked'} end
+local a = redis.call('HINCRBY', rec, 'a', 1)
+redis.call('ZADD', fails, ARGV[1], redis.call('HGET', rec, 'v') .. ':' .. string.format('%d', a))
+redis.call('PEXPIRE', fails, string.format('%d', math.ceil(tonumber(ARGV[5]) / 1000)))
 return {'ok', read()}
 `)
 
-	// ARGV: now, addr, version
+	// ARGV: now, addr, version, attempt
 	scriptConsume = redis.NewScript(luaPrelude + `
-if not live() or redis.call('HGET', rec, 'v') ~= ARGV[3] then return {'none'} end
+if not live() or redis.call('HGET', rec, 'v') ~= ARGV[3] or isAccount() then return {'none'} end
 local r = read()
 remove()
+redis.call('ZREM', fails, ARGV[3] .. ':' .. ARGV[4])
+redis.call('SADD', accts, addr)
 return {'ok', r}
 `)
 
-	// ARGV: now, addr, the record's 9 values
+	// ARGV: now, addr, the record's 12 values
 	scriptRestore = redis.NewScript(luaPrelude + `
+redis.call('SREM', accts, addr)
 if live() then return {'ok'} end
-put({ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]})
+put({ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]})
 return {'ok'}
 `)
 
@@ -308,7 +363,7 @@ return redis.call('ZCARD', KEYS[1])
 func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
 
 func (s *RedisStore) keys(email string) []string {
-	return []string{s.prefix + "a:" + email, s.index, s.version}
+	return []string{s.prefix + "a:" + email, s.index, s.version, s.prefix + "f:" + email, s.accounts}
 }
 
 // run runs one script for email and returns its reply: a status word and
@@ -334,18 +389,26 @@ func (s *RedisStore) run(ctx context.Context, op string, sc *redis.Script, email
 // recordArgs are a record's values in the scripts' FIELDS order.
 func recordArgs(p Pending) []any {
 	return []any{p.UserID, p.FirstName, p.LastName, p.MACKeyID, p.MAC,
-		micros(p.ExpiresAt), micros(p.SentAt), strconv.Itoa(p.Attempts), strconv.FormatUint(p.Version, 10)}
+		micros(p.ExpiresAt), micros(p.SentAt), strconv.Itoa(p.Attempts), strconv.FormatUint(p.Version, 10),
+		p.Sealed.KeyID, p.Sealed.Nonce, p.Sealed.Ciphertext}
 }
 
-// parseRecord reads a record as HMGET returned it.
+// limitArgs are Limits as the scripts take them.
+func limitArgs(lim Limits) []any {
+	return []any{lim.ResendInterval.Microseconds(), lim.MaxAttempts, lim.MaxFailuresPerDay, lim.window().Microseconds()}
+}
+
+// parseRecord reads a record as HMGET returned it. The sealed code's three
+// fields may be missing (a record written before they existed): a re-send
+// of it then fails to open the code.
 func parseRecord(email string, v any) (Pending, error) {
 	f, ok := v.([]any)
-	if !ok || len(f) != 9 {
+	if !ok || len(f) != 12 {
 		return Pending{}, fmt.Errorf("record of %d fields", len(f))
 	}
-	var str [9]string
+	var str [12]string
 	for i, x := range f {
-		if str[i], ok = x.(string); !ok {
+		if str[i], ok = x.(string); !ok && i < 9 {
 			return Pending{}, fmt.Errorf("record field %d missing", i)
 		}
 	}
@@ -363,6 +426,7 @@ func parseRecord(email string, v any) (Pending, error) {
 		LastName:  str[2],
 		MACKeyID:  str[3],
 		MAC:       []byte(str[4]),
+		Sealed:    events.SealedCode{KeyID: str[9], Nonce: []byte(str[10]), Ciphertext: []byte(str[11])},
 		ExpiresAt: time.UnixMicro(exp).UTC(),
 		SentAt:    time.UnixMicro(sent).UTC(),
 		Attempts:  att,
@@ -370,34 +434,46 @@ func parseRecord(email string, v any) (Pending, error) {
 	}, nil
 }
 
-// written reads the reply of Register and Resend: the stored record, then
-// the replaced one when there was one.
-func written(op, email, status string, rest []any) (Pending, *Pending, error) {
+// written reads the reply of Register and Resend: the outcome, then the
+// record as it is and the replaced one when there are.
+func written(op, email, status string, rest []any) (Written, error) {
+	var w Written
 	switch status {
 	case "none":
-		return Pending{}, nil, ErrNotFound
+		return Written{}, ErrNotFound
 	case "soon":
 		us, err := strconv.ParseInt(fmt.Sprint(rest[0]), 10, 64)
 		if err != nil {
-			return Pending{}, nil, fmt.Errorf("redis store: %s: %w", op, err)
+			return Written{}, fmt.Errorf("redis store: %s: %w", op, err)
 		}
-		return Pending{}, nil, &TooSoonError{RetryAfter: time.Duration(us) * time.Microsecond}
-	case "ok":
+		return Written{}, &TooSoonError{RetryAfter: time.Duration(us) * time.Microsecond}
+	case "issued":
+		w.Outcome = OutcomeIssued
+	case "resent":
+		w.Outcome = OutcomeResent
+	case "quiet":
+		w.Outcome = OutcomeQuiet
+	case "locked":
+		w.Outcome = OutcomeLocked
+	case "account":
+		w.Outcome = OutcomeAccount
 	default:
-		return Pending{}, nil, fmt.Errorf("redis store: %s: unexpected status %q", op, status)
+		return Written{}, fmt.Errorf("redis store: %s: unexpected status %q", op, status)
 	}
-	stored, err := parseRecord(email, rest[0])
-	if err != nil {
-		return Pending{}, nil, fmt.Errorf("redis store: %s: %w", op, err)
+	var err error
+	if len(rest) > 0 {
+		if w.Pending, err = parseRecord(email, rest[0]); err != nil {
+			return Written{}, fmt.Errorf("redis store: %s: %w", op, err)
+		}
 	}
-	if len(rest) < 2 {
-		return stored, nil, nil
+	if len(rest) > 1 {
+		old, err := parseRecord(email, rest[1])
+		if err != nil {
+			return Written{}, fmt.Errorf("redis store: %s: %w", op, err)
+		}
+		w.Replaced = &old
 	}
-	old, err := parseRecord(email, rest[1])
-	if err != nil {
-		return Pending{}, nil, fmt.Errorf("redis store: %s: %w", op, err)
-	}
-	return stored, &old, nil
+	return w, nil
 }
 
 // one reads the reply of Attempt, Consume and Get: one record or a miss.
@@ -407,6 +483,8 @@ func one(op, email, status string, rest []any) (Pending, error) {
 		return Pending{}, ErrNotFound
 	case "void":
 		return Pending{}, ErrTooManyAttempts
+	case "locked":
+		return Pending{}, ErrLocked
 	case "ok":
 		p, err := parseRecord(email, rest[0])
 		if err != nil {
@@ -418,22 +496,23 @@ func one(op, email, status string, rest []any) (Pending, error) {
 }
 
 // Register implements Store.
-func (s *RedisStore) Register(ctx context.Context, p Pending, resendInterval time.Duration) (Pending, *Pending, error) {
-	status, rest, err := s.run(ctx, "register", scriptRegister, p.Email,
-		resendInterval.Microseconds(), p.UserID, p.FirstName, p.LastName, p.MACKeyID, p.MAC,
-		micros(p.ExpiresAt), micros(p.SentAt))
+func (s *RedisStore) Register(ctx context.Context, p Pending, lim Limits) (Written, error) {
+	args := append(limitArgs(lim), p.UserID, p.FirstName, p.LastName, p.MACKeyID, p.MAC,
+		micros(p.ExpiresAt), micros(p.SentAt), p.Sealed.KeyID, p.Sealed.Nonce, p.Sealed.Ciphertext)
+	status, rest, err := s.run(ctx, "register", scriptRegister, p.Email, args...)
 	if err != nil {
-		return Pending{}, nil, err
+		return Written{}, err
 	}
 	return written("register", p.Email, status, rest)
 }
 
 // Resend implements Store.
-func (s *RedisStore) Resend(ctx context.Context, email string, c NewCode, resendInterval time.Duration) (Pending, *Pending, error) {
-	status, rest, err := s.run(ctx, "resend", scriptResend, email,
-		resendInterval.Microseconds(), c.MACKeyID, c.MAC, micros(c.ExpiresAt), micros(c.SentAt))
+func (s *RedisStore) Resend(ctx context.Context, email string, c NewCode, lim Limits) (Written, error) {
+	args := append(limitArgs(lim), c.MACKeyID, c.MAC, micros(c.ExpiresAt), micros(c.SentAt),
+		c.Sealed.KeyID, c.Sealed.Nonce, c.Sealed.Ciphertext)
+	status, rest, err := s.run(ctx, "resend", scriptResend, email, args...)
 	if err != nil {
-		return Pending{}, nil, err
+		return Written{}, err
 	}
 	return written("resend", email, status, rest)
 }
@@ -450,8 +529,8 @@ func (s *RedisStore) Rollback(ctx context.Context, w Pending, replaced *Pending)
 }
 
 // Attempt implements Store.
-func (s *RedisStore) Attempt(ctx context.Context, email string, maxAttempts int) (Pending, error) {
-	status, rest, err := s.run(ctx, "attempt", scriptAttempt, email, maxAttempts)
+func (s *RedisStore) Attempt(ctx context.Context, email string, lim Limits) (Pending, error) {
+	status, rest, err := s.run(ctx, "attempt", scriptAttempt, email, limitArgs(lim)[1:]...)
 	if err != nil {
 		return Pending{}, err
 	}
@@ -459,12 +538,58 @@ func (s *RedisStore) Attempt(ctx context.Context, email string, maxAttempts int)
 }
 
 // Consume implements Store.
-func (s *RedisStore) Consume(ctx context.Context, email string, version uint64) (Pending, error) {
-	status, rest, err := s.run(ctx, "consume", scriptConsume, email, strconv.FormatUint(version, 10))
+func (s *RedisStore) Consume(ctx context.Context, a Pending) (Pending, error) {
+	status, rest, err := s.run(ctx, "consume", scriptConsume, a.Email, strconv.FormatUint(a.Version, 10), strconv.Itoa(a.Attempts))
 	if err != nil {
 		return Pending{}, err
 	}
-	return one("consume", email, status, rest)
+	return one("consume", a.Email, status, rest)
+}
+
+// applyBatch bounds the commands of one ApplyAccounts pipeline.
+const applyBatch = 1000
+
+// ApplyAccounts implements Store: SADD and SREM on the accounts set, in
+// order, pipelined (a round trip per thousand changes).
+func (s *RedisStore) ApplyAccounts(ctx context.Context, changes []AccountChange) error {
+	for len(changes) > 0 {
+		n := min(len(changes), applyBatch)
+		if err := s.applyAccounts(ctx, changes[:n]); err != nil {
+			return err
+		}
+		changes = changes[n:]
+	}
+	return nil
+}
+
+func (s *RedisStore) applyAccounts(ctx context.Context, changes []AccountChange) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range changes {
+			if c.Forgets {
+				p.SRem(ctx, s.accounts, c.Email)
+			} else {
+				p.SAdd(ctx, s.accounts, c.Email)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis store: apply accounts: %w", err)
+	}
+	return nil
+}
+
+// IsAccount implements Store.
+func (s *RedisStore) IsAccount(ctx context.Context, email string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	ok, err := s.rdb.SIsMember(ctx, s.accounts, email).Result()
+	if err != nil {
+		return false, fmt.Errorf("redis store: is account: %w", err)
+	}
+	return ok, nil
 }
 
 // Restore implements Store.

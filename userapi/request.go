@@ -27,8 +27,6 @@ const (
 	MaxEmailLength = 254
 	// MaxNameLength is the longest first or last name, in characters.
 	MaxNameLength = 100
-	// CodeLength is the number of digits in a code.
-	CodeLength = 6
 )
 
 // RegisterRequest is the body of POST /api/register.
@@ -234,8 +232,10 @@ func isForbiddenRune(r rune) bool {
 
 func validCode(s string) (string, error) {
 	s = strings.TrimSpace(s)
-	if len(s) != CodeLength || strings.ContainsFunc(s, func(r rune) bool { return r < '0' || r > '9' }) {
-		return "", Errorf(CodeInvalidRequest, "code must be %d digits.", CodeLength)
+	// The exact length is CODE_DIGITS, which the handler checks: the body
+	// alone is checked against every length a code can have.
+	if len(s) < MinCodeDigits || len(s) > MaxCodeDigits || strings.ContainsFunc(s, func(r rune) bool { return r < '0' || r > '9' }) {
+		return "", Errorf(CodeInvalidRequest, "code must be %d to %d digits.", MinCodeDigits, MaxCodeDigits)
 	}
 	return s, nil
 }

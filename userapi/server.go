@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/templates"
 )
 
 // Deps are the server's collaborators.
@@ -44,9 +45,20 @@ type Deps struct {
 	// store's Ping). Nil means always ready.
 	Ready func(context.Context) error
 
+	// AccountsLoaded is closed once the store holds every account of the
+	// accounts log (cmd/countersign follows the compacted topic
+	// user_account_verified with kafka.FollowTopic). Until then /readyz and
+	// every /api/ route answer 503, so no request is answered from a
+	// half-built memory. Nil means nothing to wait for.
+	AccountsLoaded <-chan struct{}
+
 	// Logger receives request logs (debug) and server-side failures
 	// (error). Nil means slog.Default().
 	Logger *slog.Logger
+
+	// Pages renders the hosted pages when Config.Pages is on. Nil means
+	// the embedded pages (templates.LoadPages("", …)) with PublicURL.
+	Pages *templates.Pages
 
 	// TracerProvider makes a span of each API request, which the events
 	// it publishes continue (see traceRequests). Nil means OpenTelemetry's
@@ -67,10 +79,12 @@ type Server struct {
 	keyring   *events.Keyring
 	store     Store
 	ready     func(context.Context) error
+	loaded    <-chan struct{}
 	logger    *slog.Logger
 	tracer    trace.Tracer
 	metrics   *metrics
 	limiter   RateLimiter
+	pages     *templates.Pages
 
 	router  *mux.Router
 	handler http.Handler
@@ -108,6 +122,13 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry == nil {
 		deps.Registry = newDefaultRegistry()
 	}
+	if cfg.Pages && deps.Pages == nil {
+		p, err := templates.LoadPages("", templates.Brand{PublicURL: cfg.PublicURL})
+		if err != nil {
+			return nil, fmt.Errorf("userapi: %w", err)
+		}
+		deps.Pages = p
+	}
 	m, err := newMetrics(deps.Registry, deps.Store)
 	if err != nil {
 		return nil, fmt.Errorf("userapi: register metrics: %w", err)
@@ -118,9 +139,11 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		keyring:   deps.Keyring,
 		store:     deps.Store,
 		ready:     deps.Ready,
+		loaded:    deps.AccountsLoaded,
 		logger:    deps.Logger.With("component", "userapi"),
 		tracer:    newTracer(deps.TracerProvider),
 		metrics:   m,
+		pages:     deps.Pages,
 	}
 	if cfg.RateLimitPerIP != RateLimitOff {
 		if deps.NewRateLimiter != nil {
@@ -139,6 +162,10 @@ func (s *Server) routes(reg Registry) {
 	// redirect instead of a problem document.
 	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.wantsPage(r) {
+			s.notFoundPage(w, r)
+			return
+		}
 		s.error(w, r, Errorf(CodeNotFound, "There is no resource at this path."))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -150,6 +177,7 @@ func (s *Server) routes(reg Registry) {
 	// The API routes are wrapped one by one rather than grouped in a mux
 	// subrouter: a subrouter answers a wrong method with 404, not 405.
 	api := func(h http.HandlerFunc) http.Handler {
+		h = s.afterAccountsLoaded(h)
 		if s.limiter == nil {
 			return h
 		}
@@ -158,6 +186,8 @@ func (s *Server) routes(reg Registry) {
 	r.Handle("/api/register", api(s.handleRegister)).Methods(http.MethodPost)
 	r.Handle("/api/verify", api(s.handleVerify)).Methods(http.MethodPost)
 	r.Handle("/api/resend", api(s.handleResend)).Methods(http.MethodPost)
+
+	s.pageRoutes(r)
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)
@@ -250,6 +280,33 @@ func (s *Server) Close(ctx context.Context) error {
 	return err
 }
 
+// accountsLoaded reports whether the store holds every account yet.
+func (s *Server) accountsLoaded() bool {
+	if s.loaded == nil {
+		return true
+	}
+	select {
+	case <-s.loaded:
+		return true
+	default:
+		return false
+	}
+}
+
+var errAccountsLoading = &Error{Code: CodeUnavailable, Detail: "The service is starting; retry in a few seconds.", RetryAfter: 5 * time.Second,
+	Err: errors.New("the verified addresses are still being loaded from Kafka")}
+
+// afterAccountsLoaded answers 503 until the accounts are loaded.
+func (s *Server) afterAccountsLoaded(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.accountsLoaded() {
+			s.error(w, r, errAccountsLoading)
+			return
+		}
+		h(w, r)
+	}
+}
+
 func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, r, s.logger, err)
 }
@@ -267,7 +324,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r)
 		s.logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", safePath(r)),
 			slog.Int("status", sw.status()),
 			slog.Duration("duration", time.Since(start)))
 	})

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/countersign/countersign/events"
 )
 
 // Pending is one registration waiting for its code. It holds an HMAC of the
-// code (events.Keyring.CodeMAC), never the code, so a dump of the store
-// yields nothing a person could type in.
+// code (events.Keyring.CodeMAC), and the code sealed with the keyring
+// (events.Keyring.Seal) so the same code can be mailed again, never the
+// code itself: a dump of the store yields nothing a person could type in.
 type Pending struct {
 	// Email is the normalized address (events.NormalizeEmail) and the key.
 	Email string
@@ -26,18 +29,22 @@ type Pending struct {
 	// the record is keyed by the address, which the MAC does bind.
 	MACKeyID string
 	MAC      []byte
+	// Sealed is Keyring.Seal(code, "", Email): what a re-send opens to mail
+	// the same code again (sealed once more, for the event, with the user id).
+	Sealed events.SealedCode
 	// ExpiresAt is when the code, and the record with it, stops existing.
 	ExpiresAt time.Time
-	// SentAt is when the current code was issued; the next code for the
-	// address may be issued at SentAt + the resend interval.
+	// SentAt is when the code was last mailed (issued, or sent again); the
+	// next mail to the address may go at SentAt + the resend interval.
 	SentAt time.Time
 	// Attempts counts the verification attempts begun against the current
-	// code. Set by the store; a new code resets it to 0.
+	// code. Set by the store; only a new code resets it to 0.
 	Attempts int
 	// Version identifies one code of one address: the store sets a new value
-	// on every Register and Resend, different from every earlier one of the
-	// address. Consume and Rollback act only on the version they are given,
-	// so a request never removes a code issued after the one it saw.
+	// whenever it stores a new code, different from every earlier one of the
+	// address; sending the same code again keeps it. Consume and Rollback
+	// act only on the version they are given, so a request never removes a
+	// code issued after the one it saw.
 	Version uint64
 }
 
@@ -46,12 +53,83 @@ func (p Pending) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("user_id", p.UserID), slog.Uint64("version", p.Version))
 }
 
-// NewCode is what Resend changes: a fresh code's MAC and times.
+// NewCode is a fresh code's MAC, sealed form and times, which Resend stores
+// when the current code cannot be sent again.
 type NewCode struct {
 	MACKeyID  string
 	MAC       []byte
+	Sealed    events.SealedCode
 	ExpiresAt time.Time
 	SentAt    time.Time
+}
+
+// Limits are the settings a store applies inside its atomic steps.
+type Limits struct {
+	// ResendInterval is the least time between two mails to one address.
+	ResendInterval time.Duration
+	// MaxAttempts is how many verification attempts one code allows.
+	MaxAttempts int
+	// MaxFailuresPerDay is how many wrong codes are checked for one address
+	// in any FailureWindow, across all its codes.
+	MaxFailuresPerDay int
+	// FailureWindow is the rolling window of MaxFailuresPerDay: 24 hours
+	// (DefaultFailureWindow) when zero. Tests shorten it.
+	FailureWindow time.Duration
+}
+
+// DefaultFailureWindow is the window of VERIFY_MAX_FAILURES_PER_DAY.
+const DefaultFailureWindow = 24 * time.Hour
+
+func (l Limits) window() time.Duration {
+	if l.FailureWindow <= 0 {
+		return DefaultFailureWindow
+	}
+	return l.FailureWindow
+}
+
+// Outcome says what Register or Resend did.
+type Outcome int
+
+const (
+	// OutcomeIssued: a new code was stored (Written.Pending); mail it.
+	OutcomeIssued Outcome = iota + 1
+	// OutcomeResent: the address's code is alive; mail the same code again.
+	// Only SentAt changed: names, user id, expiry and attempts stay.
+	OutcomeResent
+	// OutcomeQuiet: the last mail went less than ResendInterval ago.
+	// Nothing changed and nothing is to be sent (Register only: Resend
+	// returns a *TooSoonError instead).
+	OutcomeQuiet
+	// OutcomeLocked: the address's failure budget is spent. No code was
+	// issued and nothing is to be sent until the window allows again.
+	OutcomeLocked
+	// OutcomeAccount: the address is a verified account. Nothing was stored
+	// and nothing is to be sent (Register only: for Resend it is
+	// ErrNotFound, as for an unknown address).
+	OutcomeAccount
+)
+
+// Written is the result of Register and Resend.
+type Written struct {
+	Outcome Outcome
+	// Pending is the address's record as it is now: the one written
+	// (Issued, Resent), or the one left alone (Quiet, and Locked when there
+	// is one). Zero when there is none.
+	Pending Pending
+	// Replaced is the record as it was before an Issued or Resent write,
+	// for Rollback; nil when the address had none.
+	Replaced *Pending
+}
+
+// Sends reports whether the outcome has a code to mail.
+func (w Written) Sends() bool { return w.Outcome == OutcomeIssued || w.Outcome == OutcomeResent }
+
+// AccountChange is one record of the accounts log (the compacted topic
+// user_account_verified): the address became an account, or, for a
+// tombstone, stopped being one.
+type AccountChange struct {
+	Email   string
+	Forgets bool
 }
 
 // Store errors. Implementations return them (or wrap them) so handlers can
@@ -63,11 +141,14 @@ var (
 	// ErrTooManyAttempts: the current code's attempts are used up; the
 	// registration is void until it expires or a new code replaces it.
 	ErrTooManyAttempts = errors.New("verification attempts used up")
+	// ErrLocked: the address's failure budget (Limits.MaxFailuresPerDay)
+	// is spent; the attempt was refused without a check.
+	ErrLocked = errors.New("failure budget spent")
 	// ErrTooSoon is matched by every *TooSoonError.
 	ErrTooSoon = errors.New("code sent too recently")
 )
 
-// TooSoonError refuses a new code within the resend interval of the last one.
+// TooSoonError refuses a mail within the resend interval of the last one.
 type TooSoonError struct {
 	// RetryAfter is how long until a new code may be issued (> 0).
 	RetryAfter time.Duration
@@ -80,7 +161,8 @@ func (e *TooSoonError) Error() string {
 // Is makes errors.Is(err, ErrTooSoon) true.
 func (e *TooSoonError) Is(target error) bool { return target == ErrTooSoon }
 
-// Store keeps pending registrations. Every method is one atomic step on one
+// Store keeps pending registrations, the verified addresses (accounts), and
+// each address's recent wrong codes. Every method is one atomic step on one
 // address: handlers never read a record, change it and write it back, so a
 // store shared by many replicas (Redis, each method a Lua script) is as
 // correct as the in-process one. Two requests for one address are serialised
@@ -89,51 +171,72 @@ func (e *TooSoonError) Is(target error) bool { return target == ErrTooSoon }
 //
 // All methods must be safe for concurrent use. Records disappear at their
 // ExpiresAt; an expired record is treated as absent by every method. Records
-// returned are copies the caller may keep and change.
+// returned are copies the caller may keep and change. A code is alive while
+// its record exists and its Attempts are below Limits.MaxAttempts; it is void
+// when they are used up.
 //
 // The contract is tested by storetest.Run, which every implementation runs.
 type Store interface {
-	// Register makes p the pending registration of p.Email: a new one, or
-	// replacing the current one (void or not) with p's names and code. When
-	// it replaces one, the replaced record's UserID is kept and p.UserID is
-	// ignored. Attempts starts at 0 and Version is set by the store.
-	//
-	// If a code was issued for the address less than resendInterval before
-	// p.SentAt, nothing changes and the error is a *TooSoonError.
-	//
-	// It returns the record as stored and, when one was replaced, that
-	// record as it was (for Rollback).
-	Register(ctx context.Context, p Pending, resendInterval time.Duration) (stored Pending, replaced *Pending, err error)
+	// Register asks for a code for p.Email; p carries a new code, names and
+	// user id, used only when a new code is issued. In order:
+	//   - the address is an account: OutcomeAccount, nothing changes;
+	//   - it has a record whose SentAt is less than ResendInterval before
+	//     p.SentAt: OutcomeQuiet, nothing changes;
+	//   - its failure budget is spent: OutcomeLocked, nothing changes;
+	//   - its code is alive: OutcomeResent, only SentAt becomes p.SentAt;
+	//   - otherwise (no record, or a void one): OutcomeIssued, p is stored
+	//     with Attempts 0 and a new Version, keeping a void record's UserID.
+	Register(ctx context.Context, p Pending, lim Limits) (Written, error)
 
-	// Resend replaces the code of the pending registration of email with c,
-	// keeping the user id and names, and resets Attempts (a void record
-	// becomes usable again). ErrNotFound if there is none; a *TooSoonError
-	// under the same rule as Register, comparing with c.SentAt.
-	Resend(ctx context.Context, email string, c NewCode, resendInterval time.Duration) (stored Pending, replaced *Pending, err error)
+	// Resend asks for the code of email to be mailed again. ErrNotFound if
+	// the address has no record or is an account; a *TooSoonError within
+	// ResendInterval of the record's SentAt (compared with c.SentAt); then
+	// OutcomeLocked, OutcomeResent, or, for a void record, OutcomeIssued
+	// with c's code (user id and names kept, Attempts 0, a new Version).
+	Resend(ctx context.Context, email string, c NewCode, lim Limits) (Written, error)
 
-	// Rollback undoes a Register or Resend whose code could not be sent: if
-	// the record of written.Email still has written.Version, it is replaced
-	// by replaced, or removed when replaced is nil or has expired. A record
-	// with any other version (a later request replaced it) is left alone.
+	// Rollback undoes a Register or Resend whose mail could not be sent: if
+	// the record of written.Email still has written.Version, then when
+	// replaced has that version too (OutcomeResent) only its SentAt is put
+	// back; otherwise the record is replaced by replaced, or removed when
+	// replaced is nil or has expired. A record with any other version (a
+	// later request replaced it) is left alone.
 	Rollback(ctx context.Context, written Pending, replaced *Pending) error
 
 	// Attempt begins one verification attempt against the current code of
-	// email and returns the record with Attempts counting this attempt.
-	// ErrNotFound if there is no record; ErrTooManyAttempts if maxAttempts
-	// attempts were already begun (the count then stays put). Counting before
-	// the code is checked is what bounds the guesses: N concurrent attempts
-	// still get only maxAttempts checks.
-	Attempt(ctx context.Context, email string, maxAttempts int) (Pending, error)
+	// email and returns the record with Attempts counting this attempt. It
+	// counts the attempt as a failure of the address too, until Consume
+	// takes it back: reserving before the code is checked is what bounds
+	// the guesses, as N concurrent attempts still get only MaxAttempts
+	// checks per code and MaxFailuresPerDay per window. ErrNotFound if
+	// there is no record or the address is an account; ErrTooManyAttempts
+	// if the code is void; ErrLocked if the failure budget is spent. In
+	// those cases nothing is counted.
+	Attempt(ctx context.Context, email string, lim Limits) (Pending, error)
 
-	// Consume removes the record of email if it still has version, and
-	// returns it. ErrNotFound otherwise. Of any number of concurrent Consume
-	// calls for one version, exactly one succeeds.
-	Consume(ctx context.Context, email string, version uint64) (Pending, error)
+	// Consume is the right code's step: if the record of email still has
+	// the attempt's Version and the address is not an account, it removes
+	// the record, takes the attempt's failure back, and makes the address
+	// an account, and returns the record. ErrNotFound otherwise. Of any
+	// number of concurrent Consume calls for one address, whatever their
+	// versions, at most one succeeds until Restore or a forgetting
+	// ApplyAccounts.
+	Consume(ctx context.Context, attempt Pending) (Pending, error)
 
-	// Restore puts back a record that Consume removed, after the event that
-	// should have followed could not be published. It does nothing when the
-	// address has a record again (the newer one wins) or p has expired.
+	// Restore undoes a Consume after the event that should have followed
+	// could not be published: the address is no longer an account, and p
+	// is put back unless the address has a record again (the newer one
+	// wins) or p has expired.
 	Restore(ctx context.Context, p Pending) error
+
+	// ApplyAccounts applies records of the accounts log in order, making
+	// addresses accounts or forgetting them. Forgetting an address makes it
+	// as new: it may register again.
+	ApplyAccounts(ctx context.Context, changes []AccountChange) error
+
+	// IsAccount reports whether email is an account. Handlers do not need
+	// it; it is for tests and operators.
+	IsAccount(ctx context.Context, email string) (bool, error)
 
 	// Get returns the record of email without changing it (ErrNotFound).
 	// Handlers do not need it; it is for tests and operators.
@@ -142,4 +245,23 @@ type Store interface {
 	// Len returns the number of records held. It may count records that
 	// expired but were not swept yet; it feeds a gauge.
 	Len(ctx context.Context) (int, error)
+
+	// LinkStore keeps the verification links' MACs (linkstore.go).
+	LinkStore
+}
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeIssued:
+		return "issued"
+	case OutcomeResent:
+		return "resent"
+	case OutcomeQuiet:
+		return "quiet"
+	case OutcomeLocked:
+		return "locked"
+	case OutcomeAccount:
+		return "account"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
 }

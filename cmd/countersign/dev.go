@@ -72,7 +72,18 @@ func runDev(ctx context.Context, env *Env, cfg *config) error {
 	}
 	defer api.Close()
 	if err := api.Open(); err != nil {
-		return err
+		return fmt.Errorf("HTTP_ADDR=%q: %w (set HTTP_ADDR to a free address)", cfg.UserAPI.WithDefaults().HTTPAddr, err)
+	}
+	inboxLine := "off (DEV_INBOX_ADDR=off, or mail goes to SMTP_HOST)"
+	if cfg.SMTP.Host == "" {
+		addr, stopInbox, err := serveInbox(cfg.DevInboxAddr, outboxDir(cfg))
+		if err != nil {
+			return err
+		}
+		defer stopInbox()
+		if addr != "" {
+			inboxLine = "http://" + addr + "/"
+		}
 	}
 
 	// The workers stop after the API has drained, not with ctx; the first
@@ -92,13 +103,18 @@ func runDev(ctx context.Context, env *Env, cfg *config) error {
 	fmt.Fprintf(env.Stdout, `
 Countersign dev is running. Ctrl-C stops it.
 
+  Pages        %s/   (register here; PUBLIC_URL %s)
+  Inbox        %s
+  User API     %s   (/api/register, /api/verify, /api/resend, /healthz, /readyz, /metrics)
   Kafka        %s
-  User API     %s   (/healthz, /readyz, /metrics)
   Notifier     consumer group %s, mail to %s
   Recommender  consumer group %s
   Audit        consumer group %s, every event into %s
 
-Try it:
+Try it in a browser: open %s/ and register, then open the inbox
+(%s), read the code or click the link, and confirm.
+
+Or with curl:
   curl -sS -X POST %s/api/register -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace"}'
   # the code is in the newest mail:
@@ -106,7 +122,7 @@ Try it:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, kafkaLine, base, n.GroupID(), mailLine, r.GroupID(), aud.GroupID(), audStore, base, outboxDir(cfg), base)
+`, base, cfg.UserAPI.PublicURL, inboxLine, base, kafkaLine, n.GroupID(), mailLine, r.GroupID(), aud.GroupID(), audStore, base, inboxLine, base, outboxDir(cfg), base)
 
 	select {
 	case <-ctx.Done():

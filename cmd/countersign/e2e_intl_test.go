@@ -34,9 +34,9 @@ func TestInternationalAddressesEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info"}
-	dir := t.TempDir()
 	httpAddr := freeAddr(t)
+	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info", "PUBLIC_URL=http://" + httpAddr}
+	dir := t.TempDir()
 	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
 	base := "http://" + httpAddr
 	waitHTTP(t, api, base+"/readyz", 90*time.Second)

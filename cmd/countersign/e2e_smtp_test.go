@@ -50,7 +50,7 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 
 	dir := t.TempDir()
 	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
-	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info"}
+	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info", "PUBLIC_URL=http://" + httpAddr}
 	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
 	ntf := start(t, dir, append([]string{
 		"NOTIFIER_GROUP_ID=" + group,

@@ -149,6 +149,7 @@ func waitHTTP(t testing.TB, p *proc, url string, timeout time.Duration) {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-p.done:
+			p.done <- err // for the cleanup, which waits on it
 			t.Fatalf("countersign exited early: %v\n%s", err, p.output())
 		default:
 		}
@@ -258,7 +259,7 @@ func TestDevEndToEnd(t *testing.T) {
 
 	// Both topics hold the events, keyed by the normalized address, read by
 	// a client independent of the binary.
-	for _, topic := range events.Topics {
+	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} {
 		recs := readWithKcat(t, brokers, topic, email)
 		if len(recs) != 1 {
 			t.Errorf("%s: %d records keyed %s, want 1", topic, len(recs), email)
@@ -383,6 +384,10 @@ func TestBadSettingsStopTheStart(t *testing.T) {
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "CODE_TTL=48h"}, []string{"CODE_TTL", "1s to 24h"}},
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "HTTP_ADDR=localhost"}, []string{"HTTP_ADDR", "host:port"}},
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PENDING_STORE=mysql://db"}, []string{"PENDING_STORE", "redis://"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1"}, []string{"PUBLIC_URL", "PAGES"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PUBLIC_URL=accounts.example.com"}, []string{"PUBLIC_URL", "absolute"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PAGES=maybe"}, []string{"PAGES", "true or false"}},
+		{"notifier", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "SUPPORT_EMAIL=Help <h@x.example>"}, []string{"SUPPORT_EMAIL"}},
 		{"dev", []string{"KAFKA_BROKERS=127.0.0.1:1", "PUBLISH_TIMEOUT=1ms"}, []string{"PUBLISH_TIMEOUT"}},
 		{"dev", []string{"KAFKA_BROKERS=127.0.0.1:1", "NOTIFIER_COMMIT_EVERY=0"}, []string{"NOTIFIER_COMMIT_EVERY"}},
 	}

@@ -3,6 +3,7 @@
 //
 //	countersign userapi|notifier|recommender|audit|dev|keygen [-h]
 //	countersign replay-dlq notifier|recommender [-h]
+//	countersign forget <address> [-h]
 //
 // Settings come from the environment, and from a .env file in the working
 // directory when there is one (variables already set win). `-h` on each
@@ -77,6 +78,18 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 			return 2
 		}
 		name, cmd, rest = name+" "+rest[0], replayCommand(rest[0]), rest[1:]
+	}
+	if name == "forget" {
+		// Its one argument is the address; settings come as usual.
+		switch {
+		case len(rest) > 0 && isHelp(rest[0]):
+			printCommandHelp(stdout, "forget <address>", cmd)
+			return 0
+		case len(rest) != 1 || strings.HasPrefix(rest[0], "-"):
+			fmt.Fprintln(stderr, "Usage: countersign forget <address>")
+			return 2
+		}
+		cmd, rest = forgetCommand(rest[0]), nil
 	}
 	for _, a := range rest {
 		switch {
@@ -165,22 +178,23 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"userapi": {"serve the user API (register, verify, resend)",
-			concat(userapiSettings, kafkaSettings, keySettings, logSettings, otelSettings), runUserAPI},
+			concat(userapiSettings, brandSettings, []string{"TEMPLATES_DIR"}, kafkaSettings, keySettings, logSettings, otelSettings), runUserAPI},
 		"notifier": {"mail verification codes and confirmations (consumer group notification-service)",
-			concat(notifierSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runNotifier},
+			concat(notifierSettings, publicURLSettings, brandSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runNotifier},
 		"recommender": {"mail starter recommendations to verified users (consumer group recommendation-service)",
-			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings, otelSettings), runRecommender},
+			concat(recommenderSettings, publicURLSettings, brandSettings, mailSettings, opsSettings, kafkaSettings, logSettings, otelSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
-			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, auditSettings, mailSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
+			concat(devSettings, userapiSettings, brandSettings, notifierSettings, recommenderSettings, auditSettings, mailSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
 		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
 			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
 		"audit":       auditCommand,
+		"forget":      {forgetSummary, forgetSettings, nil},
 		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},
 		"healthcheck": {"GET a URL and exit 0 on a 2xx answer (for container health checks): healthcheck <url>", nil, nil},
 	}
 }
 
-var commandOrder = []string{"userapi", "notifier", "recommender", "audit", "dev", "replay-dlq", "keygen", "healthcheck"}
+var commandOrder = []string{"userapi", "notifier", "recommender", "audit", "dev", "replay-dlq", "forget", "keygen", "healthcheck"}
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: countersign <command> [-h]")

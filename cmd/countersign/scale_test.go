@@ -122,7 +122,11 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 		"PENDING_STORE=" + rds.URL(),
 		"RATE_LIMIT_PER_IP=0",
 		"CODE_MAX_ATTEMPTS=100",
+		"VERIFY_MAX_FAILURES_PER_DAY=100",
 		"LOG_LEVEL=info",
+		// The replicas sit behind one public address; each issues links
+		// the other can follow (one Redis).
+		"PUBLIC_URL=https://accounts.example.com",
 	}
 	dir := t.TempDir()
 	var procs []*proc
@@ -144,9 +148,10 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 			t.Fatalf("register on A: %d", st)
 		}
 		code := codeFromEvent(t, brokers, keys, email, 1)
-		// The resend interval is one for both replicas.
-		if st, _ := api.post(b+"/api/register", registerBody(email)); st != http.StatusTooManyRequests {
-			t.Errorf("register again on B within RESEND_INTERVAL: %d, want 429", st)
+		// The resend interval is one for both replicas: a register again
+		// on B is a double click (202, nothing sent), a resend is refused.
+		if st, _ := api.post(b+"/api/register", registerBody(email)); st != http.StatusAccepted {
+			t.Errorf("register again on B within RESEND_INTERVAL: %d, want 202", st)
 		}
 		if st, _ := api.post(b+"/api/resend", fmt.Sprintf(`{"email":%q}`, email)); st != http.StatusTooManyRequests {
 			t.Errorf("resend on B within RESEND_INTERVAL: %d, want 429", st)
@@ -220,6 +225,65 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 		got := eventstest.CountTopic(t, brokers, events.TopicUserAccountVerified, 3*time.Second, eventstest.ByKey(email))
 		if len(got) != 1 {
 			t.Errorf("%d user_account_verified events for the address, want 1", len(got))
+		}
+	})
+
+	// Issue 13: registers (with other names) and right-code verifies of one
+	// address at once, over both replicas, give one account, ever.
+	t.Run("RushOfRegistersAndVerifiesOneAccount", func(t *testing.T) {
+		email := eventstest.UniqueEmail(t)
+		if st, _ := api.post(b+"/api/register", registerBody(email)); st != http.StatusAccepted {
+			t.Fatalf("register on B: %d", st)
+		}
+		code := codeFromEvent(t, brokers, keys, email, 1)
+		evil := fmt.Sprintf(`{"email":%q,"first_name":"Mallory","last_name":"Evil"}`, email)
+		const n = 400
+		var mu sync.Mutex
+		statuses := map[string]int{}
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		for i := range n {
+			path, body := "/api/verify", verifyBody(email, code)
+			if i%4 >= 2 {
+				path, body = "/api/register", evil
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				st, _ := api.post(base[i%2]+path, body)
+				mu.Lock()
+				statuses[fmt.Sprintf("%s %d", path, st)]++
+				mu.Unlock()
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		t.Logf("%d concurrent registers and verifies over 2 replicas: %v", n, statuses)
+		if statuses["/api/verify 200"] != 1 {
+			t.Errorf("%d verifies got 200, want exactly 1", statuses["/api/verify 200"])
+		}
+		if statuses["/api/register 202"] != n/2 {
+			t.Errorf("%d registers got 202, want all %d", statuses["/api/register 202"], n/2)
+		}
+		// Afterwards too: the code again, a register on each replica.
+		for _, u := range base {
+			if st, _ := api.post(u+"/api/verify", verifyBody(email, code)); st != http.StatusBadRequest {
+				t.Errorf("the code again after the rush: %d, want 400", st)
+			}
+			if st, _ := api.post(u+"/api/register", evil); st != http.StatusAccepted {
+				t.Errorf("register of the account: %d, want 202", st)
+			}
+		}
+		got := eventstest.CountTopic(t, brokers, events.TopicUserAccountVerified, 3*time.Second, eventstest.ByKey(email))
+		if len(got) != 1 {
+			t.Errorf("%d user_account_verified events for the address, want 1", len(got))
+		}
+		if d, err := eventstest.Decode(t, got[0]).UserAccountVerified(); err != nil || d.FirstName != "Ada" {
+			t.Errorf("verified %+v, %v: want the owner's names", d, err)
+		}
+		if created := eventstest.CountTopic(t, brokers, events.TopicUserAccountCreated, time.Second, eventstest.ByKey(email)); len(created) != 1 {
+			t.Errorf("%d user_account_created events, want 1 (the rest within RESEND_INTERVAL, or for an account)", len(created))
 		}
 	})
 
@@ -362,7 +426,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 		_ = producer.Close(ctx)
 	})
 	partitions := 0
-	for range events.Topics {
+	for range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} { // the notifier's topics
 		partitions += 3 // KAFKA_TOPIC_PARTITIONS default, as EnsureTopics made them
 	}
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	netmail "net/mail"
 	"net/url"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/countersign/countersign/cmd/internal/platform"
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -27,6 +29,11 @@ type config struct {
 	MetricsAddr string
 	// EmbeddedKafkaAddr is where dev's embedded broker listens.
 	EmbeddedKafkaAddr string
+	// PagesOff is PAGES=false: the binary serves the pages unless told not
+	// to (the package's zero Config does not, see parseConfig).
+	PagesOff bool
+	// DevInboxAddr is where dev serves the outbox as a web inbox.
+	DevInboxAddr string
 	// Tracing is read from the OTEL_* settings (tracing.go).
 	Tracing tracingConfig
 }
@@ -101,7 +108,11 @@ var settingsTable = []Setting{
 		apply: duration(func(c *config) *time.Duration { return &c.UserAPI.CodeTTL }, "15m")},
 	{Name: "CODE_MAX_ATTEMPTS", Default: "5", Help: "verify attempts per code; then 429 until a new code",
 		apply: whole(func(c *config) *int { return &c.UserAPI.CodeMaxAttempts }, 1)},
-	{Name: "RESEND_INTERVAL", Default: "60s", Help: "least time between two codes sent to one address",
+	{Name: "CODE_DIGITS", Default: "6", Help: "length of a code in digits, from 6 to 10 (uniform, from crypto/rand)",
+		apply: whole(func(c *config) *int { return &c.UserAPI.CodeDigits }, userapi.MinCodeDigits)},
+	{Name: "VERIFY_MAX_FAILURES_PER_DAY", Default: "10", Help: "wrong codes checked per address in any 24 hours, across its codes; past it every verify of the address is refused and no code is sent (docs/security.md)",
+		apply: whole(func(c *config) *int { return &c.UserAPI.VerifyMaxFailuresPerDay }, 1)},
+	{Name: "RESEND_INTERVAL", Default: "60s", Help: "least time between two mails of a code to one address; register and resend send the same code while it lives",
 		apply: duration(func(c *config) *time.Duration { return &c.UserAPI.ResendInterval }, "60s")},
 	{Name: "RATE_LIMIT_PER_IP", Default: "60", Help: "requests per minute per client IP on /api/, shared by the replicas with a Redis PENDING_STORE; 0 switches the limit off",
 		apply: func(c *config, name, v string) error {
@@ -139,6 +150,23 @@ var settingsTable = []Setting{
 			// have no reason to warn about a relay without SMTPUTF8.
 			c.UserAPI.ASCIILocalPartOnly = !b
 			c.SMTP.ASCIILocalPartOnly = !b
+			return nil
+		}},
+	{Name: "PAGES", Default: "true", Help: "serve the hosted pages (register, enter the code, confirm a link) and put a verification link in every code mail; needs PUBLIC_URL",
+		apply: func(c *config, name, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s=%q: want true or false", name, v)
+			}
+			c.PagesOff = !b
+			return nil
+		}},
+	{Name: "PUBLIC_URL", Help: "where people open the pages, e.g. https://accounts.example.com (dev: http:// + HTTP_ADDR); links in mails are built on it; required by userapi when PAGES is on",
+		apply: func(c *config, _, v string) error {
+			if err := userapi.ValidatePublicURL(v); err != nil {
+				return err
+			}
+			c.setPublicURL(strings.TrimRight(v, "/"))
 			return nil
 		}},
 	{Name: "PENDING_STORE", Default: "memory", Help: "where pending registrations live: memory (one replica only) or redis://[:password@]host:port/db (rediss:// for TLS), shared by every replica (password never logged)",
@@ -213,8 +241,26 @@ var settingsTable = []Setting{
 		apply: text(func(c *config) *string { return &c.SMTP.From })},
 	{Name: "MAIL_OUTBOX_DIR", Default: "./outbox", Help: "where mails are written when SMTP_HOST is empty",
 		apply: text(func(c *config) *string { return &c.OutboxDir })},
-	{Name: "TEMPLATES_DIR", Help: "directory whose email/<name>/*.gotmpl files replace the embedded templates",
+	{Name: "TEMPLATES_DIR", Help: "directory whose email/<name>/*.gotmpl (mails) and pages/<name>.html.gotmpl (pages) files replace the embedded templates",
 		apply: text(func(c *config) *string { return &c.TemplatesDir })},
+
+	// Branding (pages and mails).
+	{Name: "PRODUCT_NAME", Default: templates.DefaultProductName, Help: "the product's name in every page and mail",
+		apply: func(c *config, name, v string) error {
+			if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' }) || len(v) > 100 {
+				return fmt.Errorf("%s: want one line of at most 100 characters", name)
+			}
+			c.Brand.ProductName = v
+			return nil
+		}},
+	{Name: "SUPPORT_EMAIL", Help: "contact address shown in pages and mails; empty shows none",
+		apply: func(c *config, name, v string) error {
+			if a, err := netmail.ParseAddress(v); err != nil || a.Name != "" || a.Address != v {
+				return fmt.Errorf("%s=%q: want a bare address such as help@example.com", name, v)
+			}
+			c.Brand.SupportEmail = v
+			return nil
+		}},
 
 	// Operations endpoint of the workers.
 	{Name: "METRICS_ADDR", Default: notifierOpsAddr + " (notifier), " + recommenderOpsAddr + " (recommender), " + auditOpsAddr + " (audit)", Help: "listen address of /metrics, /healthz and /readyz; off disables it",
@@ -240,6 +286,8 @@ var settingsTable = []Setting{
 	// Dev mode.
 	{Name: "EMBEDDED_KAFKA_ADDR", Default: DefaultEmbeddedKafkaAddr, Help: "where dev's embedded broker listens when KAFKA_BROKERS is empty",
 		apply: text(func(c *config) *string { return &c.EmbeddedKafkaAddr })},
+	{Name: "DEV_INBOX_ADDR", Default: DefaultDevInboxAddr, Help: "where dev serves the outbox as a web inbox (when SMTP_HOST is empty); off disables it",
+		apply: text(func(c *config) *string { return &c.DevInboxAddr })},
 }
 
 // Default operations addresses of the workers (METRICS_ADDR).
@@ -260,13 +308,15 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "CODE_DIGITS", "VERIFY_MAX_FAILURES_PER_DAY", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART", "PAGES", "PUBLIC_URL"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
+	publicURLSettings   = []string{"PUBLIC_URL"}
+	brandSettings       = []string{"PRODUCT_NAME", "SUPPORT_EMAIL"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR", "ALLOW_UTF8_LOCAL_PART"}
 	auditSettings       = []string{"AUDIT_GROUP_ID", "AUDIT_DATABASE_URL", "AUDIT_BATCH_SIZE", "AUDIT_BATCH_INTERVAL"}
 	opsSettings         = []string{"METRICS_ADDR"}
-	devSettings         = []string{"EMBEDDED_KAFKA_ADDR"}
+	devSettings         = []string{"EMBEDDED_KAFKA_ADDR", "DEV_INBOX_ADDR"}
 )
 
 // text sets a string field.
@@ -319,6 +369,7 @@ func parseConfig(names []string, env map[string]string) (config, error) {
 	if err != nil {
 		return c, err
 	}
+	c.pageDefaults(names)
 	return c, c.validate(names)
 }
 

@@ -179,17 +179,30 @@ func TestUserAPISettings(t *testing.T) {
 		"RATE_LIMIT_BURST":    "5",
 		"PUBLISH_TIMEOUT":     "2s",
 		"TRUST_PROXY_HEADERS": "true",
+		"PUBLIC_URL":          "https://accounts.example.com/",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The pages are on unless PAGES=false.
 	want := userapi.Config{HTTPAddr: ":9090", CodeTTL: 10 * time.Minute, CodeMaxAttempts: 3, ResendInterval: 30 * time.Second,
-		RateLimitPerIP: 120, RateLimitBurst: 5, PublishTimeout: 2 * time.Second, TrustProxyHeaders: true}
+		RateLimitPerIP: 120, RateLimitBurst: 5, PublishTimeout: 2 * time.Second, TrustProxyHeaders: true,
+		Pages: true, PublicURL: "https://accounts.example.com"}
 	if c.UserAPI != want {
 		t.Errorf("got %+v, want %+v", c.UserAPI, want)
 	}
+	if c, err := parseConfig(userapiSettings, map[string]string{"PAGES": "false"}); err != nil || c.UserAPI.Pages {
+		t.Errorf("PAGES=false: pages %v, %v", c.UserAPI.Pages, err)
+	}
+	if _, err := parseConfig(userapiSettings, nil); err == nil || !strings.Contains(err.Error(), "PUBLIC_URL") {
+		t.Errorf("no PUBLIC_URL with the pages on: %v, want an error naming PUBLIC_URL", err)
+	}
+	if c, err := parseConfig(concat(devSettings, userapiSettings), map[string]string{"HTTP_ADDR": "0.0.0.0:8081"}); err != nil ||
+		c.UserAPI.PublicURL != "http://127.0.0.1:8081" || c.Notifier.PublicURL != c.UserAPI.PublicURL || c.Brand.PublicURL != c.UserAPI.PublicURL {
+		t.Errorf("dev's PUBLIC_URL: %q %q %q, %v", c.UserAPI.PublicURL, c.Notifier.PublicURL, c.Brand.PublicURL, err)
+	}
 
-	c, err = parseConfig(userapiSettings, map[string]string{"RATE_LIMIT_PER_IP": "0"})
+	c, err = parseConfig(userapiSettings, map[string]string{"RATE_LIMIT_PER_IP": "0", "PAGES": "false"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +219,7 @@ func TestUserAPISettings(t *testing.T) {
 		"PUBLISH_TIMEOUT":     `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
 		"TRUST_PROXY_HEADERS": `TRUST_PROXY_HEADERS="abc": want true or false`,
 	} {
-		_, err := parseConfig(userapiSettings, map[string]string{k: "abc"})
+		_, err := parseConfig(userapiSettings, map[string]string{k: "abc", "PAGES": "false"})
 		if err == nil || !strings.Contains(err.Error(), v) {
 			t.Errorf("%s=abc: error %v, want it to contain %q", k, err, v)
 		}
@@ -219,7 +232,7 @@ func TestUserAPISettings(t *testing.T) {
 		}
 	}
 	// Values that parse but cannot work are refused by validate.
-	_, err = parseConfig(userapiSettings, map[string]string{"CODE_TTL": "48h"})
+	_, err = parseConfig(userapiSettings, map[string]string{"CODE_TTL": "48h", "PAGES": "false"})
 	if err == nil || !strings.Contains(err.Error(), "CODE_TTL") {
 		t.Errorf("CODE_TTL=48h: %v", err)
 	}

@@ -105,7 +105,7 @@ func TestTracingAcrossProcesses(t *testing.T) {
 	dir := t.TempDir()
 	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
 	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + col.srv.URL, "OTEL_BSP_SCHEDULE_DELAY=100"}
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + col.srv.URL, "OTEL_BSP_SCHEDULE_DELAY=100", "PUBLIC_URL=http://" + httpAddr}
 	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
 	ntf := start(t, dir, append([]string{
 		"NOTIFIER_GROUP_ID=" + group, "OTEL_SERVICE_NAME=mailer",

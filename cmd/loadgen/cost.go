@@ -579,6 +579,9 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 		env := []string{
 			"KAFKA_BROKERS=" + o.brokers, "HTTP_ADDR=" + addr, "RATE_LIMIT_PER_IP=0",
 			"PENDING_STORE=memory", "CODE_ENCRYPTION_KEYS=" + keys, "LOG_LEVEL=warn",
+			// The JSON API alone, as docs/benchmarks.md measured it: with
+			// the pages on, each code also writes its link to the store.
+			"PAGES=false",
 		}
 		for k, val := range o.kafkaProps {
 			env = append(env, "KAFKA_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))+"="+val)

@@ -7,11 +7,18 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/countersign/countersign/events"
 )
 
 // EnsureTopics creates the topics that do not exist yet, with cfg.Partitions
-// partitions and cfg.ReplicationFactor replicas. Existing topics are left as
-// they are. It is safe to call from every process at start-up.
+// partitions, cfg.ReplicationFactor replicas and the settings the contract
+// names for them (events.TopicConfigs, such as cleanup.policy=compact for
+// user_account_verified). Existing topics keep their partitions; the
+// settings of events.TopicConfigs are set on them when they differ (a
+// deployment upgraded from a version that created the topic without them),
+// and when that is refused the error says which setting to change by hand.
+// It is safe to call from every process at start-up.
 func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -36,16 +43,58 @@ func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 	}
 	specs := make([]ckafka.TopicSpecification, len(topics))
 	for i, t := range topics {
-		specs[i] = ckafka.TopicSpecification{Topic: t, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor}
+		specs[i] = ckafka.TopicSpecification{Topic: t, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor, Config: events.TopicConfigs[t]}
 	}
 	res, err := a.CreateTopics(ctx, specs)
 	if err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
+	var existing []string
 	for _, r := range res {
-		if c := r.Error.Code(); c != ckafka.ErrNoError && c != ckafka.ErrTopicAlreadyExists {
+		switch c := r.Error.Code(); c {
+		case ckafka.ErrNoError:
+		case ckafka.ErrTopicAlreadyExists:
+			if events.TopicConfigs[r.Topic] != nil {
+				existing = append(existing, r.Topic)
+			}
+		default:
 			return fmt.Errorf("ensure topic %s: %w", r.Topic, r.Error)
 		}
+	}
+	for _, t := range existing {
+		if err := ensureTopicConfig(ctx, a, t, events.TopicConfigs[t]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureTopicConfig sets the settings of want on an existing topic where
+// they differ.
+func ensureTopicConfig(ctx context.Context, a *ckafka.AdminClient, topic string, want map[string]string) error {
+	res, err := a.DescribeConfigs(ctx, []ckafka.ConfigResource{{Type: ckafka.ResourceTopic, Name: topic}})
+	if err != nil {
+		return fmt.Errorf("ensure topic %s: describe configs: %w", topic, err)
+	}
+	var change []ckafka.ConfigEntry
+	for name, v := range want {
+		var have string
+		if len(res) == 1 {
+			have = res[0].Config[name].Value
+		}
+		if have != v {
+			change = append(change, ckafka.ConfigEntry{Name: name, Value: v, IncrementalOperation: ckafka.AlterConfigOpTypeSet})
+		}
+	}
+	if len(change) == 0 {
+		return nil
+	}
+	out, err := a.IncrementalAlterConfigs(ctx, []ckafka.ConfigResource{{Type: ckafka.ResourceTopic, Name: topic, Config: change}})
+	if err == nil && len(out) == 1 && out[0].Error.Code() != ckafka.ErrNoError {
+		err = out[0].Error
+	}
+	if err != nil {
+		return fmt.Errorf("ensure topic %s: set %v (kafka-configs.sh --alter --entity-type topics --entity-name %s --add-config ...): %w", topic, want, topic, err)
 	}
 	return nil
 }

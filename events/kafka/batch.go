@@ -373,6 +373,15 @@ func (b *BatchConsumer) add(ctx context.Context, m *ckafka.Message) bool {
 		return false
 	}
 	off := int64(m.TopicPartition.Offset)
+	if m.Value == nil {
+		// A tombstone on a compacted topic (events.TopicConfigs) is no
+		// event: it is read past, as the subscribers do.
+		if len(b.next) == 0 {
+			b.batchStart = time.Now()
+		}
+		b.next[p] = off + 1
+		return true
+	}
 	e, err := b.bc.Decode(m.Value)
 	if err != nil {
 		if !b.deadLetter(ctx, m, err) {

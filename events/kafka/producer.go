@@ -145,6 +145,21 @@ func (pr *Producer) Publish(ctx context.Context, e events.Event) (err error) {
 	return nil
 }
 
+// PublishTombstone sends a record with key and no value to topic and waits
+// for the broker's acknowledgement: on a compacted topic it deletes the key
+// (every earlier record of it) once the cleaner has run, and readers of
+// the log see it as the key's deletion meanwhile.
+func (pr *Producer) PublishTombstone(ctx context.Context, topic, key string) error {
+	msg := &ckafka.Message{
+		TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
+		Key:            []byte(key),
+	}
+	if err := pr.produce(ctx, msg); err != nil {
+		return fmt.Errorf("publish tombstone to %s: %w", topic, err)
+	}
+	return nil
+}
+
 // produce sends one record and waits for its delivery report. Errors
 // before the record is handed to librdkafka match events.ErrNotPublished;
 // so do delivery reports that say the broker refused it (notWritten).

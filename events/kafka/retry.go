@@ -17,8 +17,18 @@ import (
 func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 	start := time.Now()
 	res := Result{Topic: *m.TopicPartition.Topic, Partition: m.TopicPartition.Partition, Offset: int64(m.TopicPartition.Offset)}
-	e, err := events.Decode(m.Value)
-	if err == nil {
+	var (
+		e   events.Event
+		err error
+	)
+	if m.Value == nil {
+		// A tombstone on a compacted topic (events.TopicConfigs): it deletes
+		// its key for readers of the log, and is no event to handle.
+		res.Outcome = OutcomeSkipped
+	} else {
+		e, err = events.Decode(m.Value)
+	}
+	if err == nil && res.Outcome == "" {
 		e.Key = string(m.Key)
 		res.EventID = e.ID
 		hctx, span := startProcessSpan(ctx, s.tracer, s.sc.GroupID, m, e)
@@ -43,7 +53,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 			return false
 		}
 		s.kit.countDeadLettered(s.sc.GroupID, res.Topic)
-	} else {
+	} else if res.Outcome == "" {
 		res.Outcome = OutcomeHandled
 	}
 	if _, serr := s.consumer.StoreMessage(m); serr != nil {

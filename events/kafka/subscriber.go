@@ -21,6 +21,9 @@ type Outcome string
 const (
 	OutcomeHandled      Outcome = "handled"
 	OutcomeDeadLettered Outcome = "dead_lettered"
+	// OutcomeSkipped: a tombstone (a record without a value), which is no
+	// event: the handler is not called.
+	OutcomeSkipped Outcome = "skipped"
 )
 
 // Result reports one finished record to SubscriberConfig.OnResult.

@@ -16,11 +16,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -31,27 +33,39 @@ func Run(t *testing.T, newStore func(t *testing.T) userapi.Store) {
 		fn   func(*testing.T, userapi.Store)
 	}{
 		{"RegisterNew", testRegisterNew},
-		{"RegisterReplacesKeepingUserID", testRegisterReplaces},
-		{"RegisterTooSoon", testRegisterTooSoon},
+		{"RegisterAliveSendsSameCode", testRegisterAliveSendsSameCode},
+		{"RegisterQuietWithinInterval", testRegisterQuiet},
+		{"RegisterVoidIssuesNewCode", testRegisterVoidIssues},
 		{"ResendUnknown", testResendUnknown},
-		{"ResendReplacesCode", testResendReplacesCode},
+		{"ResendAliveSendsSameCode", testResendAliveSendsSameCode},
+		{"ResendVoidIssuesNewCode", testResendVoidIssues},
 		{"ResendTooSoon", testResendTooSoon},
 		{"AttemptCountsAndVoids", testAttemptCountsAndVoids},
-		{"NewCodeRevivesVoid", testNewCodeRevivesVoid},
+		{"FailureBudgetAcrossCodes", testFailureBudgetAcrossCodes},
+		{"FailureBudgetVoidAnswersVoid", testFailureBudgetVoid},
+		{"FailureBudgetConcurrent", testFailureBudgetConcurrent},
+		{"FailureBudgetRolls", testFailureBudgetRolls},
+		{"ConsumeGivesItsFailureBack", testConsumeGivesFailureBack},
 		{"ConcurrentAttemptsBounded", testConcurrentAttemptsBounded},
-		{"ConsumeOnce", testConsumeOnce},
+		{"ConsumeMakesAnAccount", testConsumeMakesAccount},
 		{"ConsumeWrongVersion", testConsumeWrongVersion},
 		{"ConcurrentConsumeExactlyOne", testConcurrentConsume},
+		{"ApplyAccountsInOrder", testApplyAccounts},
+		{"ForgottenAccountRegistersAsNew", testForgottenRegisters},
+		{"ApplyManyAccounts", testApplyManyAccounts},
 		{"RestoreAfterConsume", testRestoreAfterConsume},
 		{"RestoreYieldsToNewer", testRestoreYieldsToNewer},
 		{"RestoreExpired", testRestoreExpired},
 		{"RollbackNew", testRollbackNew},
 		{"RollbackReplaced", testRollbackReplaced},
+		{"RollbackResentPutsSentAtBack", testRollbackResent},
 		{"RollbackLeavesNewerAlone", testRollbackLeavesNewer},
 		{"Expiry", testExpiry},
 		{"AddressesIndependent", testAddressesIndependent},
 		{"CopiesReturned", testCopiesReturned},
 		{"Len", testLen},
+		{"LinkFollowsItsCode", testLinkFollowsItsCode},
+		{"LinkExpires", testLinkExpires},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,6 +82,13 @@ const (
 	interval = time.Minute
 )
 
+// lim are the limits of most tests: 5 attempts a code, 100 failures a day.
+var lim = userapi.Limits{ResendInterval: interval, MaxAttempts: 5, MaxFailuresPerDay: 100}
+
+func limits(attempts, failures int) userapi.Limits {
+	return userapi.Limits{ResendInterval: interval, MaxAttempts: attempts, MaxFailuresPerDay: failures}
+}
+
 func email(t *testing.T) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -75,6 +96,10 @@ func email(t *testing.T) string {
 }
 
 func mac(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+func sealed(b byte) events.SealedCode {
+	return events.SealedCode{KeyID: "k1", Nonce: bytes.Repeat([]byte{b}, 12), Ciphertext: bytes.Repeat([]byte{b}, 22)}
+}
 
 // pending returns a record for addr whose code was sent at sentAt.
 func pending(addr string, sentAt time.Time, m byte) userapi.Pending {
@@ -85,18 +110,63 @@ func pending(addr string, sentAt time.Time, m byte) userapi.Pending {
 		LastName:  "Lovelace",
 		MACKeyID:  "k1",
 		MAC:       mac(m),
+		Sealed:    sealed(m),
 		ExpiresAt: sentAt.Add(ttl),
 		SentAt:    sentAt,
 	}
 }
 
-func mustRegister(t *testing.T, s userapi.Store, p userapi.Pending) (userapi.Pending, *userapi.Pending) {
+func newCode(sentAt time.Time, m byte) userapi.NewCode {
+	return userapi.NewCode{MACKeyID: "k1", MAC: mac(m), Sealed: sealed(m), ExpiresAt: sentAt.Add(ttl), SentAt: sentAt}
+}
+
+func register(t *testing.T, s userapi.Store, p userapi.Pending, l userapi.Limits, want userapi.Outcome) userapi.Written {
 	t.Helper()
-	stored, replaced, err := s.Register(ctx, p, interval)
+	w, err := s.Register(ctx, p, l)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
-	return stored, replaced
+	if w.Outcome != want {
+		t.Fatalf("Register outcome %v, want %v", w.Outcome, want)
+	}
+	return w
+}
+
+// mustRegister registers a new code and returns the stored record.
+func mustRegister(t *testing.T, s userapi.Store, p userapi.Pending) userapi.Pending {
+	t.Helper()
+	return register(t, s, p, lim, userapi.OutcomeIssued).Pending
+}
+
+func resend(t *testing.T, s userapi.Store, addr string, c userapi.NewCode, l userapi.Limits, want userapi.Outcome) userapi.Written {
+	t.Helper()
+	w, err := s.Resend(ctx, addr, c, l)
+	if err != nil {
+		t.Fatalf("Resend: %v", err)
+	}
+	if w.Outcome != want {
+		t.Fatalf("Resend outcome %v, want %v", w.Outcome, want)
+	}
+	return w
+}
+
+func attempts(t *testing.T, s userapi.Store, addr string, l userapi.Limits, n int) userapi.Pending {
+	t.Helper()
+	var p userapi.Pending
+	for i := 0; i < n; i++ {
+		var err error
+		if p, err = s.Attempt(ctx, addr, l); err != nil {
+			t.Fatalf("attempt %d: %v", i+1, err)
+		}
+	}
+	return p
+}
+
+func wantAttemptErr(t *testing.T, s userapi.Store, addr string, l userapi.Limits, want error) {
+	t.Helper()
+	if p, err := s.Attempt(ctx, addr, l); !errors.Is(err, want) {
+		t.Fatalf("Attempt = %+v, %v; want %v", p, err, want)
+	}
 }
 
 func mustGet(t *testing.T, s userapi.Store, addr string) userapi.Pending {
@@ -115,29 +185,55 @@ func wantNotFound(t *testing.T, s userapi.Store, addr string) {
 	}
 }
 
+func wantAccount(t *testing.T, s userapi.Store, addr string, want bool) {
+	t.Helper()
+	got, err := s.IsAccount(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("IsAccount = %v, want %v", got, want)
+	}
+}
+
 func sameTime(a, b time.Time) bool { return a.Equal(b) || a.Sub(b).Abs() < time.Millisecond }
 
 func checkSame(t *testing.T, got, want userapi.Pending) {
 	t.Helper()
 	if got.Email != want.Email || got.UserID != want.UserID || got.FirstName != want.FirstName ||
 		got.LastName != want.LastName || got.MACKeyID != want.MACKeyID || !bytes.Equal(got.MAC, want.MAC) ||
+		got.Sealed.KeyID != want.Sealed.KeyID || !bytes.Equal(got.Sealed.Nonce, want.Sealed.Nonce) ||
+		!bytes.Equal(got.Sealed.Ciphertext, want.Sealed.Ciphertext) ||
 		!sameTime(got.ExpiresAt, want.ExpiresAt) || !sameTime(got.SentAt, want.SentAt) ||
 		got.Attempts != want.Attempts || got.Version != want.Version {
 		t.Fatalf("record\n got %#v\nwant %#v", got, want)
 	}
 }
 
+// verifyAccount makes addr an account the way the right code does.
+func verifyAccount(t *testing.T, s userapi.Store, addr string) userapi.Pending {
+	t.Helper()
+	mustRegister(t, s, pending(addr, time.Now(), 9))
+	a := attempts(t, s, addr, lim, 1)
+	p, err := s.Consume(ctx, a)
+	if err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	return p
+}
+
 func testRegisterNew(t *testing.T, s userapi.Store) {
 	addr := email(t)
 	p := pending(addr, time.Now(), 1)
 	p.Attempts, p.Version = 7, 99 // the store decides both
-	stored, replaced, err := s.Register(ctx, p, interval)
-	if err != nil {
-		t.Fatal(err)
+	w := register(t, s, p, lim, userapi.OutcomeIssued)
+	if w.Replaced != nil {
+		t.Errorf("replaced = %+v for a new address", w.Replaced)
 	}
-	if replaced != nil {
-		t.Errorf("replaced = %+v for a new address", replaced)
+	if !w.Sends() {
+		t.Error("a new code is not to be sent")
 	}
+	stored := w.Pending
 	if stored.Attempts != 0 || stored.Version == 0 || stored.Version == 99 {
 		t.Errorf("stored attempts %d version %d: want 0 and a store-chosen nonzero version", stored.Attempts, stored.Version)
 	}
@@ -147,95 +243,120 @@ func testRegisterNew(t *testing.T, s userapi.Store) {
 	checkSame(t, mustGet(t, s, addr), want)
 }
 
-func testRegisterReplaces(t *testing.T, s userapi.Store) {
+// The takeover of issue 13: a third party re-registers a pending address
+// with other names. The same code is sent again, and nothing else changes.
+func testRegisterAliveSendsSameCode(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	t0 := time.Now().Add(-2 * interval)
-	first, _ := mustRegister(t, s, pending(addr, t0, 1))
-	if _, err := s.Attempt(ctx, addr, 5); err != nil {
-		t.Fatal(err)
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	attempts(t, s, addr, lim, 2)
+	now := time.Now()
+	evil := pending(addr, now, 2)
+	evil.UserID, evil.FirstName, evil.LastName = "someone-else", "Visit evil.example/claim", "now"
+	w := register(t, s, evil, lim, userapi.OutcomeResent)
+	if !w.Sends() {
+		t.Error("the same code is not to be sent again")
 	}
+	want := first
+	want.Attempts, want.SentAt = 2, now
+	checkSame(t, w.Pending, want)
+	checkSame(t, mustGet(t, s, addr), want)
+	old := first
+	old.Attempts = 2
+	if w.Replaced == nil {
+		t.Fatal("replaced = nil, want the record before")
+	}
+	checkSame(t, *w.Replaced, old)
+}
+
+func testRegisterQuiet(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	t0 := time.Now()
+	first := mustRegister(t, s, pending(addr, t0, 1))
+	w := register(t, s, pending(addr, t0.Add(interval/4), 2), lim, userapi.OutcomeQuiet)
+	if w.Sends() || w.Replaced != nil {
+		t.Errorf("quiet register %+v: nothing to send or undo", w)
+	}
+	checkSame(t, w.Pending, first)
+	checkSame(t, mustGet(t, s, addr), first)
+	// A void code within the interval is quiet too: no mail before its time.
+	attempts(t, s, addr, lim, lim.MaxAttempts)
+	register(t, s, pending(addr, t0.Add(interval/2), 3), lim, userapi.OutcomeQuiet)
+	// At exactly the interval a mail may go.
+	register(t, s, pending(addr, t0.Add(interval), 4), lim, userapi.OutcomeIssued)
+}
+
+func testRegisterVoidIssues(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	attempts(t, s, addr, lim, lim.MaxAttempts)
 	second := pending(addr, time.Now(), 2)
-	second.UserID = "someone-else"
-	second.FirstName = "Grace"
-	stored, replaced := mustRegister(t, s, second)
-	if replaced == nil {
-		t.Fatal("replaced = nil, want the first record")
-	}
-	wantOld := first
-	wantOld.Attempts = 1
-	checkSame(t, *replaced, wantOld)
+	second.UserID, second.FirstName = "someone-else", "Grace"
+	w := register(t, s, second, lim, userapi.OutcomeIssued)
+	stored := w.Pending
 	if stored.UserID != first.UserID {
 		t.Errorf("user id %q, want the first registration's %q kept", stored.UserID, first.UserID)
 	}
-	if stored.FirstName != "Grace" || !bytes.Equal(stored.MAC, mac(2)) || stored.Attempts != 0 {
-		t.Errorf("stored %+v: want the new names and code, attempts reset", stored)
+	if stored.FirstName != "Grace" || !bytes.Equal(stored.MAC, mac(2)) || stored.Attempts != 0 || stored.Version == first.Version {
+		t.Errorf("stored %+v: want the new names and code, attempts reset, a new version", stored)
 	}
-	if stored.Version == first.Version {
-		t.Error("version unchanged by a new code")
+	old := first
+	old.Attempts = lim.MaxAttempts
+	if w.Replaced == nil {
+		t.Fatal("replaced = nil")
 	}
+	checkSame(t, *w.Replaced, old)
 	checkSame(t, mustGet(t, s, addr), stored)
-}
-
-func testRegisterTooSoon(t *testing.T, s userapi.Store) {
-	addr := email(t)
-	t0 := time.Now()
-	first, _ := mustRegister(t, s, pending(addr, t0, 1))
-	_, _, err := s.Register(ctx, pending(addr, t0.Add(interval/4), 2), interval)
-	var soon *userapi.TooSoonError
-	if !errors.As(err, &soon) || !errors.Is(err, userapi.ErrTooSoon) {
-		t.Fatalf("Register within the interval: %v, want *TooSoonError", err)
-	}
-	if want := interval * 3 / 4; soon.RetryAfter.Round(time.Millisecond) != want {
-		t.Errorf("RetryAfter = %v, want %v", soon.RetryAfter, want)
-	}
-	checkSame(t, mustGet(t, s, addr), first)
-	// At exactly the interval it is allowed.
-	mustRegister(t, s, pending(addr, t0.Add(interval), 3))
 }
 
 func testResendUnknown(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	_, _, err := s.Resend(ctx, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(1), ExpiresAt: time.Now().Add(ttl), SentAt: time.Now()}, interval)
-	if !errors.Is(err, userapi.ErrNotFound) {
+	if _, err := s.Resend(ctx, addr, newCode(time.Now(), 1), lim); !errors.Is(err, userapi.ErrNotFound) {
 		t.Fatalf("Resend of an unknown address: %v, want ErrNotFound", err)
 	}
 	wantNotFound(t, s, addr)
 }
 
-func testResendReplacesCode(t *testing.T, s userapi.Store) {
+func testResendAliveSendsSameCode(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	first, _ := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
-	if _, err := s.Attempt(ctx, addr, 5); err != nil {
-		t.Fatal(err)
-	}
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	attempts(t, s, addr, lim, 1)
 	now := time.Now()
-	c := userapi.NewCode{MACKeyID: "k2", MAC: mac(2), ExpiresAt: now.Add(ttl), SentAt: now}
-	stored, replaced, err := s.Resend(ctx, addr, c, interval)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := resend(t, s, addr, newCode(now, 2), lim, userapi.OutcomeResent)
 	want := first
-	want.MACKeyID, want.MAC, want.ExpiresAt, want.SentAt = c.MACKeyID, c.MAC, c.ExpiresAt, c.SentAt
-	want.Attempts, want.Version = 0, stored.Version
-	if stored.Version == first.Version {
+	want.Attempts, want.SentAt = 1, now
+	checkSame(t, w.Pending, want)
+	checkSame(t, mustGet(t, s, addr), want)
+}
+
+func testResendVoidIssues(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	attempts(t, s, addr, lim, lim.MaxAttempts)
+	now := time.Now()
+	c := newCode(now, 2)
+	w := resend(t, s, addr, c, lim, userapi.OutcomeIssued)
+	want := first
+	want.MACKeyID, want.MAC, want.Sealed, want.ExpiresAt, want.SentAt = c.MACKeyID, c.MAC, c.Sealed, c.ExpiresAt, c.SentAt
+	want.Attempts, want.Version = 0, w.Pending.Version
+	if w.Pending.Version == first.Version {
 		t.Error("version unchanged by a new code")
 	}
-	checkSame(t, stored, want)
+	checkSame(t, w.Pending, want)
 	old := first
-	old.Attempts = 1
-	if replaced == nil {
+	old.Attempts = lim.MaxAttempts
+	if w.Replaced == nil {
 		t.Fatal("replaced = nil")
 	}
-	checkSame(t, *replaced, old)
+	checkSame(t, *w.Replaced, old)
 }
 
 func testResendTooSoon(t *testing.T, s userapi.Store) {
 	addr := email(t)
 	t0 := time.Now()
-	first, _ := mustRegister(t, s, pending(addr, t0, 1))
-	_, _, err := s.Resend(ctx, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(2), ExpiresAt: t0.Add(ttl), SentAt: t0.Add(time.Second)}, interval)
+	first := mustRegister(t, s, pending(addr, t0, 1))
+	_, err := s.Resend(ctx, addr, newCode(t0.Add(time.Second), 2), lim)
 	var soon *userapi.TooSoonError
-	if !errors.As(err, &soon) {
+	if !errors.As(err, &soon) || !errors.Is(err, userapi.ErrTooSoon) {
 		t.Fatalf("Resend within the interval: %v, want *TooSoonError", err)
 	}
 	if want := interval - time.Second; soon.RetryAfter.Round(time.Millisecond) != want {
@@ -246,59 +367,113 @@ func testResendTooSoon(t *testing.T, s userapi.Store) {
 
 func testAttemptCountsAndVoids(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	if _, err := s.Attempt(ctx, addr, 3); !errors.Is(err, userapi.ErrNotFound) {
-		t.Fatalf("Attempt on unknown address: %v, want ErrNotFound", err)
-	}
-	stored, _ := mustRegister(t, s, pending(addr, time.Now(), 1))
+	l := limits(3, 100)
+	wantAttemptErr(t, s, addr, l, userapi.ErrNotFound)
+	stored := mustRegister(t, s, pending(addr, time.Now(), 1))
 	for i := 1; i <= 3; i++ {
-		p, err := s.Attempt(ctx, addr, 3)
-		if err != nil {
-			t.Fatalf("attempt %d: %v", i, err)
-		}
+		p := attempts(t, s, addr, l, 1)
 		want := stored
 		want.Attempts = i
 		checkSame(t, p, want)
 	}
 	for i := 0; i < 2; i++ {
-		if _, err := s.Attempt(ctx, addr, 3); !errors.Is(err, userapi.ErrTooManyAttempts) {
-			t.Fatalf("attempt past the limit: %v, want ErrTooManyAttempts", err)
-		}
+		wantAttemptErr(t, s, addr, l, userapi.ErrTooManyAttempts)
 	}
 	if p := mustGet(t, s, addr); p.Attempts != 3 {
 		t.Errorf("attempts = %d after the limit, want it to stay 3", p.Attempts)
 	}
-	// A void record is still the current code: Consume of its version works
-	// only for callers that began an attempt before the limit.
-	if _, err := s.Consume(ctx, addr, stored.Version); err != nil {
-		t.Errorf("Consume of a void record's version: %v", err)
+}
+
+// The guessing of issue 13: new codes do not buy new guesses once the
+// address's budget is spent.
+func testFailureBudgetAcrossCodes(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	l := limits(5, 7)
+	mustRegister(t, s, pending(addr, time.Now().Add(-10*interval), 1))
+	attempts(t, s, addr, l, 5)
+	resend(t, s, addr, newCode(time.Now().Add(-8*interval), 2), l, userapi.OutcomeIssued)
+	attempts(t, s, addr, l, 2)
+	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
+	if p := mustGet(t, s, addr); p.Attempts != 2 {
+		t.Errorf("attempts = %d, want 2: a refused attempt does not count", p.Attempts)
+	}
+	before := mustGet(t, s, addr)
+	w := register(t, s, pending(addr, time.Now(), 3), l, userapi.OutcomeLocked)
+	if w.Sends() {
+		t.Error("a locked register is to send")
+	}
+	resend(t, s, addr, newCode(time.Now(), 4), l, userapi.OutcomeLocked)
+	checkSame(t, mustGet(t, s, addr), before)
+
+	// Without a record, a locked address is given no new code either.
+	other := email(t)
+	mustRegister(t, s, pending(other, time.Now().Add(-3*interval), 1))
+	attempts(t, s, other, limits(2, 2), 2)
+	register(t, s, pending(other, time.Now(), 2), limits(2, 2), userapi.OutcomeLocked)
+}
+
+func testFailureBudgetVoid(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	l := limits(2, 2)
+	mustRegister(t, s, pending(addr, time.Now(), 1))
+	attempts(t, s, addr, l, 2)
+	// Void and locked: the answer of a void code.
+	wantAttemptErr(t, s, addr, l, userapi.ErrTooManyAttempts)
+	// Locked only (a bigger attempt limit): the answer of a wrong code.
+	wantAttemptErr(t, s, addr, limits(5, 2), userapi.ErrLocked)
+}
+
+func testFailureBudgetConcurrent(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	l := limits(100, 7)
+	mustRegister(t, s, pending(addr, time.Now(), 1))
+	var ok, locked atomic.Int32
+	parallel(200, func(int) {
+		_, err := s.Attempt(ctx, addr, l)
+		switch {
+		case err == nil:
+			ok.Add(1)
+		case errors.Is(err, userapi.ErrLocked):
+			locked.Add(1)
+		default:
+			t.Errorf("Attempt: %v", err)
+		}
+	})
+	if ok.Load() != 7 || locked.Load() != 193 {
+		t.Errorf("%d attempts began and %d refused, want 7 and 193", ok.Load(), locked.Load())
 	}
 }
 
-func testNewCodeRevivesVoid(t *testing.T, s userapi.Store) {
+func testFailureBudgetRolls(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	mustRegister(t, s, pending(addr, time.Now().Add(-3*interval), 1))
-	for i := 0; i < 2; i++ {
-		if _, err := s.Attempt(ctx, addr, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := s.Attempt(ctx, addr, 2); !errors.Is(err, userapi.ErrTooManyAttempts) {
-		t.Fatalf("want void, got %v", err)
-	}
-	now := time.Now().Add(-interval - time.Second)
-	if _, _, err := s.Resend(ctx, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(2), ExpiresAt: now.Add(ttl), SentAt: now}, interval); err != nil {
-		t.Fatalf("Resend of a void record: %v", err)
-	}
-	if p, err := s.Attempt(ctx, addr, 2); err != nil || p.Attempts != 1 {
-		t.Fatalf("Attempt after Resend: %+v, %v; want attempts 1", p, err)
-	}
-	if _, err := s.Attempt(ctx, addr, 2); err != nil {
+	l := limits(5, 2)
+	l.FailureWindow = 400 * time.Millisecond
+	mustRegister(t, s, pending(addr, time.Now(), 1))
+	attempts(t, s, addr, l, 2)
+	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
+	time.Sleep(l.FailureWindow + 200*time.Millisecond)
+	attempts(t, s, addr, l, 2)
+	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
+}
+
+func testConsumeGivesFailureBack(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	l := limits(5, 2)
+	mustRegister(t, s, pending(addr, time.Now(), 1))
+	attempts(t, s, addr, l, 1)
+	a := attempts(t, s, addr, l, 1)
+	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
+	consumed, err := s.Consume(ctx, a)
+	if err != nil {
 		t.Fatal(err)
 	}
-	mustRegister(t, s, pending(addr, time.Now(), 3))
-	if p, err := s.Attempt(ctx, addr, 2); err != nil || p.Attempts != 1 {
-		t.Fatalf("Attempt after Register: %+v, %v; want attempts 1", p, err)
+	// The right code's attempt is not a failure: after a failed publish
+	// the person may try once more.
+	if err := s.Restore(ctx, consumed); err != nil {
+		t.Fatal(err)
 	}
+	attempts(t, s, addr, l, 1)
+	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
 }
 
 func testConcurrentAttemptsBounded(t *testing.T, s userapi.Store) {
@@ -308,7 +483,7 @@ func testConcurrentAttemptsBounded(t *testing.T, s userapi.Store) {
 	var ok, void atomic.Int32
 	seen := make([]atomic.Bool, limit+1)
 	parallel(n, func(int) {
-		p, err := s.Attempt(ctx, addr, limit)
+		p, err := s.Attempt(ctx, addr, limits(limit, 1000))
 		switch {
 		case err == nil:
 			ok.Add(1)
@@ -326,39 +501,57 @@ func testConcurrentAttemptsBounded(t *testing.T, s userapi.Store) {
 	}
 }
 
-func testConsumeOnce(t *testing.T, s userapi.Store) {
+// The second account of issue 13: a verified address stays verified.
+func testConsumeMakesAccount(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	stored, _ := mustRegister(t, s, pending(addr, time.Now(), 1))
-	got, err := s.Consume(ctx, addr, stored.Version)
+	wantAccount(t, s, addr, false)
+	stored := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	a := attempts(t, s, addr, lim, 1)
+	got, err := s.Consume(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSame(t, got, stored)
+	want := stored
+	want.Attempts = 1
+	checkSame(t, got, want)
 	wantNotFound(t, s, addr)
-	if _, err := s.Consume(ctx, addr, stored.Version); !errors.Is(err, userapi.ErrNotFound) {
+	wantAccount(t, s, addr, true)
+	if _, err := s.Consume(ctx, a); !errors.Is(err, userapi.ErrNotFound) {
 		t.Errorf("second Consume: %v, want ErrNotFound", err)
 	}
+	w := register(t, s, pending(addr, time.Now(), 2), lim, userapi.OutcomeAccount)
+	if w.Sends() || w.Replaced != nil || w.Pending.Email != "" {
+		t.Errorf("register of an account: %+v, want nothing stored or sent", w)
+	}
+	wantNotFound(t, s, addr)
+	if _, err := s.Resend(ctx, addr, newCode(time.Now(), 3), lim); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("Resend of an account: %v, want ErrNotFound", err)
+	}
+	wantAttemptErr(t, s, addr, lim, userapi.ErrNotFound)
 }
 
 func testConsumeWrongVersion(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	if _, err := s.Consume(ctx, addr, 1); !errors.Is(err, userapi.ErrNotFound) {
+	if _, err := s.Consume(ctx, userapi.Pending{Email: addr, Version: 1, Attempts: 1}); !errors.Is(err, userapi.ErrNotFound) {
 		t.Errorf("Consume of unknown address: %v, want ErrNotFound", err)
 	}
-	first, _ := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
-	second, _ := mustRegister(t, s, pending(addr, time.Now(), 2))
-	if _, err := s.Consume(ctx, addr, first.Version); !errors.Is(err, userapi.ErrNotFound) {
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-3*interval), 1))
+	a := attempts(t, s, addr, lim, lim.MaxAttempts)
+	second := register(t, s, pending(addr, time.Now(), 2), lim, userapi.OutcomeIssued).Pending
+	if _, err := s.Consume(ctx, a); !errors.Is(err, userapi.ErrNotFound) || a.Version != first.Version {
 		t.Errorf("Consume of a replaced version: %v, want ErrNotFound", err)
 	}
 	checkSame(t, mustGet(t, s, addr), second)
+	wantAccount(t, s, addr, false)
 }
 
 func testConcurrentConsume(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	stored, _ := mustRegister(t, s, pending(addr, time.Now(), 1))
+	mustRegister(t, s, pending(addr, time.Now(), 1))
+	a := attempts(t, s, addr, lim, 1)
 	var won atomic.Int32
 	parallel(500, func(int) {
-		_, err := s.Consume(ctx, addr, stored.Version)
+		_, err := s.Consume(ctx, a)
 		switch {
 		case err == nil:
 			won.Add(1)
@@ -371,33 +564,89 @@ func testConcurrentConsume(t *testing.T, s userapi.Store) {
 	}
 }
 
-func testRestoreAfterConsume(t *testing.T, s userapi.Store) {
-	addr := email(t)
-	stored, _ := mustRegister(t, s, pending(addr, time.Now(), 1))
-	if _, err := s.Attempt(ctx, addr, 5); err != nil {
-		t.Fatal(err)
-	}
-	consumed, err := s.Consume(ctx, addr, stored.Version)
+func testApplyAccounts(t *testing.T, s userapi.Store) {
+	a, b, c, d := email(t), email(t), email(t), email(t)
+	err := s.ApplyAccounts(ctx, []userapi.AccountChange{
+		{Email: a}, {Email: b}, {Email: a, Forgets: true},
+		{Email: c}, {Email: c, Forgets: true},
+		{Email: d, Forgets: true}, {Email: d},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantAccount(t, s, a, false)
+	wantAccount(t, s, b, true)
+	wantAccount(t, s, c, false)
+	wantAccount(t, s, d, true)
+	register(t, s, pending(b, time.Now(), 1), lim, userapi.OutcomeAccount)
+	mustRegister(t, s, pending(a, time.Now(), 1))
+	// Applying the log again (a restart's rebuild) changes nothing.
+	if err := s.ApplyAccounts(ctx, []userapi.AccountChange{{Email: b}, {Email: b}}); err != nil {
+		t.Fatal(err)
+	}
+	wantAccount(t, s, b, true)
+}
+
+// A rebuild hands over thousands of changes at once; the last word on an
+// address wins.
+func testApplyManyAccounts(t *testing.T, s userapi.Store) {
+	prefix := email(t)
+	var changes []userapi.AccountChange
+	for i := range 2500 {
+		changes = append(changes, userapi.AccountChange{Email: fmt.Sprintf("%d-%s", i, prefix)})
+	}
+	changes = append(changes, userapi.AccountChange{Email: "7-" + prefix, Forgets: true})
+	if err := s.ApplyAccounts(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	wantAccount(t, s, "2499-"+prefix, true)
+	wantAccount(t, s, "0-"+prefix, true)
+	wantAccount(t, s, "7-"+prefix, false)
+}
+
+func testForgottenRegisters(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	verifyAccount(t, s, addr)
+	if err := s.ApplyAccounts(ctx, []userapi.AccountChange{{Email: addr, Forgets: true}}); err != nil {
+		t.Fatal(err)
+	}
+	wantAccount(t, s, addr, false)
+	p := pending(addr, time.Now(), 2)
+	p.FirstName = "Grace"
+	if got := mustRegister(t, s, p); got.FirstName != "Grace" || got.UserID != p.UserID {
+		t.Errorf("registered %+v, want a new registration with the new names and user id", got)
+	}
+	verifyAccount(t, s, email(t))
+}
+
+func testRestoreAfterConsume(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	mustRegister(t, s, pending(addr, time.Now(), 1))
+	a := attempts(t, s, addr, lim, 1)
+	consumed, err := s.Consume(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumed.Attempts--
 	if err := s.Restore(ctx, consumed); err != nil {
 		t.Fatal(err)
 	}
+	wantAccount(t, s, addr, false)
 	checkSame(t, mustGet(t, s, addr), consumed)
-	if _, err := s.Consume(ctx, addr, stored.Version); err != nil {
+	a = attempts(t, s, addr, lim, 1)
+	if _, err := s.Consume(ctx, a); err != nil {
 		t.Errorf("Consume after Restore: %v", err)
 	}
+	wantAccount(t, s, addr, true)
 }
 
 func testRestoreYieldsToNewer(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	stored, _ := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
-	consumed, err := s.Consume(ctx, addr, stored.Version)
-	if err != nil {
+	consumed := verifyAccount(t, s, addr)
+	if err := s.ApplyAccounts(ctx, []userapi.AccountChange{{Email: addr, Forgets: true}}); err != nil {
 		t.Fatal(err)
 	}
-	newer, _ := mustRegister(t, s, pending(addr, time.Now(), 2))
+	newer := mustRegister(t, s, pending(addr, time.Now(), 2))
 	if err := s.Restore(ctx, consumed); err != nil {
 		t.Fatal(err)
 	}
@@ -416,8 +665,8 @@ func testRestoreExpired(t *testing.T, s userapi.Store) {
 
 func testRollbackNew(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	stored, replaced := mustRegister(t, s, pending(addr, time.Now(), 1))
-	if err := s.Rollback(ctx, stored, replaced); err != nil {
+	w := register(t, s, pending(addr, time.Now(), 1), lim, userapi.OutcomeIssued)
+	if err := s.Rollback(ctx, w.Pending, w.Replaced); err != nil {
 		t.Fatal(err)
 	}
 	wantNotFound(t, s, addr)
@@ -427,29 +676,42 @@ func testRollbackNew(t *testing.T, s userapi.Store) {
 
 func testRollbackReplaced(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	first, _ := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
-	second, replaced := mustRegister(t, s, pending(addr, time.Now(), 2))
-	if err := s.Rollback(ctx, second, replaced); err != nil {
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-4*interval), 1))
+	attempts(t, s, addr, lim, lim.MaxAttempts)
+	first.Attempts = lim.MaxAttempts
+	w := register(t, s, pending(addr, time.Now().Add(-2*interval), 2), lim, userapi.OutcomeIssued)
+	if err := s.Rollback(ctx, w.Pending, w.Replaced); err != nil {
 		t.Fatal(err)
 	}
 	checkSame(t, mustGet(t, s, addr), first)
 
-	now := time.Now()
-	resent, replaced, err := s.Resend(ctx, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(3), ExpiresAt: now.Add(ttl), SentAt: now}, interval)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Rollback(ctx, resent, replaced); err != nil {
+	w = resend(t, s, addr, newCode(time.Now(), 3), lim, userapi.OutcomeIssued)
+	if err := s.Rollback(ctx, w.Pending, w.Replaced); err != nil {
 		t.Fatal(err)
 	}
 	checkSame(t, mustGet(t, s, addr), first)
 }
 
+func testRollbackResent(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	w := register(t, s, pending(addr, time.Now(), 2), lim, userapi.OutcomeResent)
+	// An attempt between the mail and its rollback stays counted.
+	attempts(t, s, addr, lim, 1)
+	if err := s.Rollback(ctx, w.Pending, w.Replaced); err != nil {
+		t.Fatal(err)
+	}
+	want := first
+	want.Attempts = 1
+	checkSame(t, mustGet(t, s, addr), want)
+}
+
 func testRollbackLeavesNewer(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	first, replaced := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
-	second, _ := mustRegister(t, s, pending(addr, time.Now(), 2))
-	if err := s.Rollback(ctx, first, replaced); err != nil {
+	w := register(t, s, pending(addr, time.Now().Add(-4*interval), 1), lim, userapi.OutcomeIssued)
+	attempts(t, s, addr, lim, lim.MaxAttempts)
+	second := register(t, s, pending(addr, time.Now(), 2), lim, userapi.OutcomeIssued).Pending
+	if err := s.Rollback(ctx, w.Pending, w.Replaced); err != nil {
 		t.Fatal(err)
 	}
 	checkSame(t, mustGet(t, s, addr), second)
@@ -461,51 +723,52 @@ func testExpiry(t *testing.T, s userapi.Store) {
 	now := time.Now()
 	p := pending(addr, now, 1)
 	p.ExpiresAt = now.Add(short)
-	stored, _ := mustRegister(t, s, p)
+	stored := mustRegister(t, s, p)
 	time.Sleep(short + 200*time.Millisecond)
 	wantNotFound(t, s, addr)
-	if _, err := s.Attempt(ctx, addr, 5); !errors.Is(err, userapi.ErrNotFound) {
-		t.Errorf("Attempt after expiry: %v, want ErrNotFound", err)
-	}
-	if _, err := s.Consume(ctx, addr, stored.Version); !errors.Is(err, userapi.ErrNotFound) {
+	wantAttemptErr(t, s, addr, lim, userapi.ErrNotFound)
+	if _, err := s.Consume(ctx, userapi.Pending{Email: addr, Version: stored.Version, Attempts: 1}); !errors.Is(err, userapi.ErrNotFound) {
 		t.Errorf("Consume after expiry: %v, want ErrNotFound", err)
 	}
-	now = time.Now()
-	if _, _, err := s.Resend(ctx, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(2), ExpiresAt: now.Add(ttl), SentAt: now}, interval); !errors.Is(err, userapi.ErrNotFound) {
+	if _, err := s.Resend(ctx, addr, newCode(time.Now(), 2), lim); !errors.Is(err, userapi.ErrNotFound) {
 		t.Errorf("Resend after expiry: %v, want ErrNotFound", err)
 	}
 	// An expired record does not count against the resend interval, and is
 	// not "replaced".
-	if _, replaced := mustRegister(t, s, pending(addr, time.Now(), 3)); replaced != nil {
-		t.Errorf("replaced = %+v, want nil after expiry", replaced)
+	if w := register(t, s, pending(addr, time.Now(), 3), lim, userapi.OutcomeIssued); w.Replaced != nil {
+		t.Errorf("replaced = %+v, want nil after expiry", w.Replaced)
 	}
 }
 
 func testAddressesIndependent(t *testing.T, s userapi.Store) {
 	a, b := email(t), email(t)
-	pa, _ := mustRegister(t, s, pending(a, time.Now(), 1))
-	pb, _ := mustRegister(t, s, pending(b, time.Now(), 2))
+	pa := mustRegister(t, s, pending(a, time.Now(), 1))
+	pb := mustRegister(t, s, pending(b, time.Now(), 2))
 	if pa.Version == pb.Version && pa.UserID == pb.UserID {
 		t.Error("two addresses share a record")
 	}
-	if _, err := s.Attempt(ctx, a, 1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Consume(ctx, a, pa.Version); err != nil {
+	attempts(t, s, a, limits(1, 1), 1)
+	wantAttemptErr(t, s, a, limits(5, 1), userapi.ErrLocked)
+	if _, err := s.Consume(ctx, userapi.Pending{Email: a, Version: pa.Version, Attempts: 1}); err != nil {
 		t.Fatal(err)
 	}
 	checkSame(t, mustGet(t, s, b), pb)
+	wantAccount(t, s, b, false)
+	attempts(t, s, b, limits(5, 1), 1)
 }
 
 func testCopiesReturned(t *testing.T, s userapi.Store) {
 	addr := email(t)
 	p := pending(addr, time.Now(), 1)
-	stored, _ := mustRegister(t, s, p)
+	stored := mustRegister(t, s, p)
 	p.MAC[0] ^= 0xff
+	p.Sealed.Ciphertext[0] ^= 0xff
 	stored.MAC[0] ^= 0xff
+	stored.Sealed.Nonce[0] ^= 0xff
 	got := mustGet(t, s, addr)
 	got.MAC[0] ^= 0xff
-	if again := mustGet(t, s, addr); !bytes.Equal(again.MAC, mac(1)) {
+	if again := mustGet(t, s, addr); !bytes.Equal(again.MAC, mac(1)) || !bytes.Equal(again.Sealed.Ciphertext, sealed(1).Ciphertext) ||
+		!bytes.Equal(again.Sealed.Nonce, sealed(1).Nonce) {
 		t.Error("changing a record passed in or returned changed the stored one")
 	}
 }
@@ -542,4 +805,86 @@ func parallel(n int, fn func(i int)) {
 	}
 	close(start)
 	wg.Wait()
+}
+
+// linkStore is the store's userapi.LinkStore; every implementation of the
+// package has one.
+func linkStore(t *testing.T, s userapi.Store) userapi.LinkStore {
+	t.Helper()
+	ls, ok := s.(userapi.LinkStore)
+	if !ok {
+		t.Fatalf("%T does not implement userapi.LinkStore", s)
+	}
+	return ls
+}
+
+// A link points at one version of one record: a new code leaves it
+// pointing at a version Consume no longer accepts, and Consume of its own
+// version succeeds once.
+func testLinkFollowsItsCode(t *testing.T, s userapi.Store) {
+	ls := linkStore(t, s)
+	addr := email(t)
+	stored := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	link := mac(0xA1)
+	if err := ls.PutLink(ctx, link, addr, stored.Version, stored.ExpiresAt); err != nil {
+		t.Fatal(err)
+	}
+	gotAddr, gotVersion, err := ls.Link(ctx, link)
+	if err != nil || gotAddr != addr || gotVersion != stored.Version {
+		t.Fatalf("Link = %q, %d, %v; want %q, %d", gotAddr, gotVersion, err, addr, stored.Version)
+	}
+	if _, _, err := ls.Link(ctx, mac(0xA2)); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("Link of an unknown MAC: %v, want ErrNotFound", err)
+	}
+	// The code's attempts are used up, so a resend stores a new code: the
+	// old link's version is dead.
+	attempts(t, s, addr, lim, lim.MaxAttempts)
+	resent := resend(t, s, addr, userapi.NewCode{MACKeyID: "k1", MAC: mac(2), ExpiresAt: time.Now().Add(ttl), SentAt: time.Now()}, lim, userapi.OutcomeIssued).Pending
+	if _, err := s.Consume(ctx, userapi.Pending{Email: addr, Version: gotVersion}); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("Consume with the replaced code's link: %v, want ErrNotFound", err)
+	}
+	link2 := mac(0xA3)
+	if err := ls.PutLink(ctx, link2, addr, resent.Version, resent.ExpiresAt); err != nil {
+		t.Fatal(err)
+	}
+	_, v2, err := ls.Link(ctx, link2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Consume(ctx, userapi.Pending{Email: addr, Version: v2}); err != nil {
+		t.Fatalf("Consume with the current link: %v", err)
+	}
+	if _, err := s.Consume(ctx, userapi.Pending{Email: addr, Version: v2}); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("second Consume with the link: %v, want ErrNotFound", err)
+	}
+}
+
+func testLinkExpires(t *testing.T, s userapi.Store) {
+	ls := linkStore(t, s)
+	addr := email(t)
+	link := mac(0xB1)
+	if err := ls.PutLink(ctx, link, addr, 1, time.Now().Add(300*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.PutLink(ctx, mac(0xB2), addr, 1, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ls.Link(ctx, mac(0xB2)); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("a link put after its expiry: %v, want ErrNotFound", err)
+	}
+	// Polled with a generous bound: only "eventually gone" is asserted.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, _, err := ls.Link(ctx, link)
+		if errors.Is(err, userapi.ErrNotFound) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the link outlived its expiry by 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/recommender"
+	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -46,6 +47,10 @@ type Config struct {
 	SMTP         mail.SMTPConfig
 	OutboxDir    string
 	TemplatesDir string
+
+	// Brand is the product name, support address and public URL every
+	// page and mail shows (PRODUCT_NAME, SUPPORT_EMAIL, PUBLIC_URL).
+	Brand templates.Brand
 
 	// Logger is every service's logger; nil discards.
 	Logger *slog.Logger

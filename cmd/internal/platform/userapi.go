@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -17,15 +18,18 @@ type UserAPI struct {
 	Producer *kafka.Producer
 	// Store describes the pending store for the start-up log line, without
 	// a password.
-	Store  string
-	store  *pendingStore
-	closed bool
-	cfg    Config
+	Store    string
+	store    *pendingStore
+	accounts *accountsFollower
+	closed   bool
+	cfg      Config
 }
 
 // NewUserAPI builds the user API of cfg: a producer whose delivery timeout
 // is the API's PUBLISH_TIMEOUT, the pending store PendingStore names
-// (waiting up to StartTimeout for Redis), and the server, registering its
+// (waiting up to StartTimeout for Redis), a follower of the accounts log
+// (user_account_verified) that loads the verified addresses into the store
+// (the server answers 503 until it has), and the server, registering its
 // metrics with reg (nil: a registry of its own), countersign_ready among
 // them. The topics must exist
 // (EnsureTopics). deps, when given, adjust the server's dependencies before
@@ -51,9 +55,21 @@ func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...f
 		return nil, err
 	}
 	a.Store = a.store.desc
+	// The verified addresses are loaded from the accounts log before the
+	// API answers (Deps.AccountsLoaded), and followed afterwards.
+	a.accounts = followAccounts(cfg.Kafka, a.store.Store, cfg.logger())
 	d := userapi.Deps{
 		Publisher: producer, Keyring: cfg.Keys, Store: a.store.Store, NewRateLimiter: a.store.newRateLimiter,
-		Ready: a.store.ready(producer.Ping), Logger: cfg.logger(), Registry: reg,
+		Ready: a.store.ready(producer.Ping), AccountsLoaded: a.accounts.loaded, Logger: cfg.logger(), Registry: reg,
+	}
+	if cfg.UserAPI.Pages {
+		// The pages from TEMPLATES_DIR over the embedded ones, with the brand.
+		brand := cfg.Brand
+		brand.PublicURL = cfg.UserAPI.PublicURL
+		if d.Pages, err = templates.LoadPages(cfg.TemplatesDir, brand); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
 	}
 	for _, f := range deps {
 		f(&d)
@@ -86,6 +102,9 @@ func (a *UserAPI) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
+	if a.accounts != nil {
+		a.accounts.stop()
+	}
 	if perr := a.Producer.Close(ctx); perr != nil {
 		a.cfg.logger().Error("close producer", "err", perr)
 	}

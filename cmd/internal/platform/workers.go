@@ -20,7 +20,7 @@ type Mail struct {
 // NewMail loads the templates (TemplatesDir over the embedded ones) and
 // builds the sender: SMTP when cfg.SMTP.Host is set, the outbox otherwise.
 func NewMail(cfg Config) (*Mail, error) {
-	tpl, err := templates.Load(cfg.TemplatesDir)
+	tpl, err := templates.Load(cfg.TemplatesDir, templates.WithBrand(cfg.Brand))
 	if err != nil {
 		return nil, err
 	}

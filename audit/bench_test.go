@@ -67,7 +67,30 @@ func withClock(c *batchClock) audit.Option {
 // join is not in it.
 func BenchmarkAuditBacklog(b *testing.B) {
 	for _, be := range benchBackends {
-		b.Run(be.name, func(b *testing.B) {
+		b.Run(be.name, func(b *testing.B) { benchBacklog(b, be) })
+	}
+}
+
+// BenchmarkAuditBacklogModes: the backlog with the writer pipelined (the
+// default) and sequential (each batch written before the next is read),
+// one after the other in every round: run with -count 3 or more and
+// compare within a round.
+func BenchmarkAuditBacklogModes(b *testing.B) {
+	for _, be := range benchBackends {
+		for _, mode := range []struct {
+			name       string
+			sequential bool
+		}{{"sequential", true}, {"pipelined", false}} {
+			b.Run(be.name+"/"+mode.name, func(b *testing.B) {
+				benchBacklog(b, be, func(bc *kafka.BatchConfig) { bc.Sequential = mode.sequential })
+			})
+		}
+	}
+}
+
+func benchBacklog(b *testing.B, be benchBackend, opts ...audit.Option) {
+	{
+		{
 			for range b.N {
 				b.StopTimer()
 				brokers := eventstest.Brokers(b)
@@ -77,7 +100,7 @@ func BenchmarkAuditBacklog(b *testing.B) {
 				produce(b, brokers, history(b, burst, suffix))
 				clock := &batchClock{}
 				b.StartTimer()
-				r := startAudit(b, brokers, store, audit.Config{GroupID: eventstest.UniqueGroup(b)}, withClock(clock))
+				r := startAudit(b, brokers, store, audit.Config{GroupID: eventstest.UniqueGroup(b)}, append(opts, withClock(clock))...)
 				waitBatches(b, clock, burst, 10*time.Minute)
 				b.StopTimer()
 				_ = r.stop()
@@ -88,7 +111,7 @@ func BenchmarkAuditBacklog(b *testing.B) {
 					b.Fatalf("%d rows, %d distinct; want %d", rows, distinct, burst)
 				}
 			}
-		})
+		}
 	}
 }
 

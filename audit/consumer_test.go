@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -263,9 +264,93 @@ func TestTwoInstancesOneGroup(t *testing.T) {
 // runs it with synchronous_commit=off, so the outage (an immediate stop)
 // may also take the last committed batches with it: the consumer notices
 // that the database's offsets went back and reads those events again.
+//
+// "sqlite-locked" is SQLite's outage: an embedded database cannot be
+// stopped, but another process can hold its write lock (an operator's
+// sqlite3 shell inside BEGIN EXCLUSIVE, a backup or a vacuum holding it
+// too long). Each write then waits busy_timeout (30 s) and fails.
 func TestDatabaseDownThenBack(t *testing.T) {
 	t.Run("durable", func(t *testing.T) { testDatabaseDownThenBack(t, pgtest.Durable()) })
 	t.Run("lossy", func(t *testing.T) { testDatabaseDownThenBack(t) })
+	t.Run("sqlite-locked", testSQLiteLocked)
+}
+
+func testSQLiteLocked(t *testing.T) {
+	sqlite3, err := exec.LookPath("sqlite3")
+	if err != nil {
+		t.Fatal("sqlite3 not found: install it (apt-get install sqlite3)")
+	}
+	brokers := eventstest.Brokers(t)
+	ensureTopics(t, brokers)
+	path := t.TempDir() + "/audit.db"
+	store := openStore(t, "sqlite://"+path)
+	suffix := eventstest.Suffix() + "@example.com"
+	group := eventstest.UniqueGroup(t)
+	r := startAudit(t, brokers, store, audit.Config{GroupID: group, BatchSize: 20, BatchInterval: 100 * time.Millisecond},
+		func(bc *kafka.BatchConfig) { bc.MaxBackoff = time.Second; bc.WriteTimeout = 5 * time.Second })
+	first := history(t, 100, suffix)
+	produce(t, brokers, first)
+	waitRows(t, store, suffix, len(first), 2*time.Minute)
+
+	// Another process takes the write lock and keeps it.
+	locker := exec.Command(sqlite3, path)
+	stdin, err := locker.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := locker.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	locker.Stderr = os.Stderr
+	if err := locker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			_, _ = io.WriteString(stdin, "COMMIT;\n.quit\n")
+			_ = stdin.Close()
+			_ = locker.Wait()
+		}
+	}
+	t.Cleanup(release)
+	if _, err := io.WriteString(stdin, ".timeout 120000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "locked" {
+		t.Fatalf("sqlite3 did not take the lock: %q, %v", line, err)
+	}
+
+	second := history(t, 200, "b"+suffix)
+	produce(t, brokers, second)
+	deadline := time.Now().Add(3 * time.Minute)
+	for r.a.Ready(context.Background()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Ready still nil three minutes into the lock")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mustf(t, testutil.ToFloat64(r.a.Metrics().DatabaseErrors) >= 1, "not ready, but no failed write")
+	// Nothing of the second lot is in (the lock holder's snapshot aside,
+	// readers still work in WAL mode).
+	mustf(t, count(t, store, `SELECT count(*) FROM audit_events WHERE email LIKE ?`, "%b"+suffix) == 0, "rows written under another process's lock")
+	release()
+
+	total := len(first) + len(second)
+	waitRows(t, store, suffix, total, 3*time.Minute)
+	deadline = time.Now().Add(2 * time.Minute)
+	for r.a.Ready(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready two minutes after the lock was released")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = r.stop()
+	rows, distinct := suffixRows(t, store, suffix)
+	mustf(t, rows == total && distinct == total, "audit_events: %d rows, %d distinct; want %d", rows, distinct, total)
 }
 
 func testDatabaseDownThenBack(t *testing.T, opts ...pgtest.Option) {

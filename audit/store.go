@@ -77,6 +77,16 @@ func ParseDatabaseURL(s string) (Dialect, string, error) {
 		// 64 MiB of page cache: the event_id and email indexes take
 		// random keys, and each batch touches pages all over them.
 		q.Add("_pragma", "cache_size(-65536)")
+		// A multi-row INSERT … ON CONFLICT keeps a statement journal (to
+		// undo just that statement); in memory, not in a temp file, that
+		// is a fifth of the write's syscalls gone. It holds nothing a
+		// crash needs: the transaction is lost or committed whole.
+		q.Add("_pragma", "temp_store(MEMORY)")
+		// Checkpoint (copy the WAL into the database file) every 10,000
+		// pages (40 MiB of WAL) rather than 1,000: index pages rewritten
+		// by consecutive batches are copied once, not once per batch.
+		// Committed transactions are as durable either way.
+		q.Add("_pragma", "wal_autocheckpoint(10000)")
 		q.Set("_txlock", "immediate")
 		return SQLite, "file:" + path + "?" + q.Encode(), nil
 	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):

@@ -102,6 +102,11 @@ type BatchConfig struct {
 	// whenever that changes (nil when they are revoked), e.g. to drop the
 	// lag series of partitions that went to another member.
 	OnAssignment func(ps []Partition)
+	// Sequential waits for each batch's Write before reading on. By
+	// default a full batch is written by a second goroutine while the
+	// consumer reads and decodes the next one (at most one write in
+	// flight); benchmarks set this to compare.
+	Sequential bool
 }
 
 func (c *BatchConfig) setDefaults() {
@@ -164,6 +169,12 @@ func (c BatchConfig) Validate() error {
 // first; if that fails the batch is dropped and its partitions' next owner
 // reads it again.
 //
+// A full batch is written by a second goroutine while the consumer reads
+// the next one (unless BatchConfig.Sequential). At most one write is in
+// flight and the next starts only after it committed, so batches commit in
+// order; a failed one is put back in front of the open batch and retried
+// with it. Revoke, shutdown and a lost assignment wait for it first.
+//
 // It also stores the written offsets in the consumer group (committed in
 // the background) so that the usual tools show its lag; it never reads them.
 type BatchConsumer struct {
@@ -182,6 +193,9 @@ type BatchConsumer struct {
 	pending    []BatchRecord
 	next       map[Partition]int64
 	batchStart time.Time
+	// inflight is the batch being written by the writer goroutine, if
+	// any. Only the consuming goroutine starts and settles it.
+	inflight *inflightWrite
 
 	// assigned are the partitions the group gave this member; stored is,
 	// per assigned partition, the offset the store holds (-1: none yet).
@@ -289,7 +303,7 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 				continue
 			}
 			if len(b.pending) >= b.bc.Size && !b.outage.Load() {
-				b.flush(ctx, "size")
+				b.flushAsync(ctx, "size")
 			}
 		case ckafka.Error:
 			if ev.IsFatal() {
@@ -298,6 +312,7 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 			}
 			b.logger.Warn("kafka consumer error", "err", ev)
 		}
+		b.settle(false)
 		now := time.Now()
 		if b.needAssign.Load() && !now.Before(b.retryAt) {
 			b.assignFromStore(ctx)
@@ -307,7 +322,11 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 			if len(b.pending) >= b.bc.Size {
 				reason = "size"
 			}
-			b.flush(ctx, reason)
+			if b.outage.Load() {
+				b.flush(ctx, reason)
+			} else {
+				b.flushAsync(ctx, reason)
+			}
 		}
 		if b.bc.OnLag != nil && now.Sub(b.lastLag) >= time.Second {
 			b.lastLag = now
@@ -382,27 +401,108 @@ func (b *BatchConsumer) add(ctx context.Context, m *ckafka.Message) bool {
 	return true
 }
 
-// flush writes the open batch. It returns true when nothing is left open.
+// inflightWrite is a batch handed to the writer goroutine.
+type inflightWrite struct {
+	batch  Batch
+	reason string
+	done   chan writeResult
+}
+
+type writeResult struct {
+	err error
+	d   time.Duration
+}
+
+// flush writes the open batch and waits for it (and for any write in
+// flight before it). It returns true when nothing is left open.
 func (b *BatchConsumer) flush(ctx context.Context, reason string) bool {
+	if !b.settle(true) {
+		// The write in flight failed: its batch is open again, in front
+		// of what arrived since, and retried after the backoff.
+		return false
+	}
 	if len(b.next) == 0 {
 		return true
 	}
 	if b.outage.Load() && b.rewound(ctx) {
 		return true
 	}
-	batch := Batch{Records: b.pending, Next: b.next}
-	start := time.Now()
+	b.startWrite(ctx, reason)
+	return b.settle(true) && len(b.next) == 0
+}
+
+// flushAsync hands the open batch to the writer and returns: the consumer
+// reads the next batch while this one is written. It first waits for the
+// previous write, so at most one is in flight and batches commit in order;
+// when that one failed, its records join the open batch and nothing new is
+// started (the outage's retries are synchronous).
+func (b *BatchConsumer) flushAsync(ctx context.Context, reason string) {
+	if b.bc.Sequential {
+		b.flush(ctx, reason)
+		return
+	}
+	if !b.settle(true) || len(b.next) == 0 {
+		return
+	}
+	b.startWrite(ctx, reason)
+}
+
+// startWrite hands the open batch to a goroutine that writes it, and opens
+// an empty one. There must be no write in flight.
+func (b *BatchConsumer) startWrite(ctx context.Context, reason string) {
+	w := &inflightWrite{batch: Batch{Records: b.pending, Next: b.next}, reason: reason, done: make(chan writeResult, 1)}
+	b.inflight = w
+	b.pending = make([]BatchRecord, 0, b.bc.Size)
+	b.next = map[Partition]int64{}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.bc.WriteTimeout)
-	err := b.store.Write(wctx, b.bc.GroupID, batch)
-	cancel()
-	if err != nil {
-		b.writeFailed(err, len(batch.Records))
+	go func() {
+		defer cancel()
+		start := time.Now()
+		err := b.store.Write(wctx, b.bc.GroupID, w.batch)
+		w.done <- writeResult{err: err, d: time.Since(start)}
+	}()
+}
+
+// settle collects the result of the write in flight: waiting for it when
+// wait is set, else only if it is done. On success the offsets it stored
+// become the consumer's; on failure its batch is put back in front of the
+// open one (its records and offsets come first, and the open batch's
+// offsets, later on each partition, win) and the outage begins. It returns
+// false when the write it collected failed, or is still running.
+func (b *BatchConsumer) settle(wait bool) bool {
+	w := b.inflight
+	if w == nil {
+		return true
+	}
+	var res writeResult
+	if wait {
+		res = <-w.done
+	} else {
+		select {
+		case res = <-w.done:
+		default:
+			return false
+		}
+	}
+	b.inflight = nil
+	batch := w.batch
+	if res.err != nil {
+		b.pending = append(batch.Records, b.pending...)
+		for p, off := range b.next {
+			batch.Next[p] = off
+		}
+		if len(b.next) == 0 {
+			b.batchStart = time.Now()
+		}
+		b.next = batch.Next
+		b.writeFailed(res.err, len(b.pending))
 		return false
 	}
-	d := time.Since(start)
 	tps := make([]ckafka.TopicPartition, 0, len(batch.Next))
 	for p, off := range batch.Next {
-		b.stored[p] = off
+		if b.assigned[p] {
+			b.stored[p] = off
+		}
 		topic := p.Topic
 		tps = append(tps, ckafka.TopicPartition{Topic: &topic, Partition: p.Partition, Offset: ckafka.Offset(off)})
 	}
@@ -418,10 +518,8 @@ func (b *BatchConsumer) flush(ctx context.Context, reason string) bool {
 			b.logger.Debug("store offsets in the group", "err", err)
 		}
 	}
-	b.pending = nil
-	b.next = map[Partition]int64{}
 	if b.bc.OnBatch != nil {
-		b.bc.OnBatch(BatchStats{Records: len(batch.Records), Duration: d, Reason: reason})
+		b.bc.OnBatch(BatchStats{Records: len(batch.Records), Duration: res.d, Reason: w.reason})
 	}
 	return true
 }
@@ -545,6 +643,10 @@ func (b *BatchConsumer) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 		if c.AssignmentLost() {
 			// Another member may own them already: writing now could move
 			// its offsets backwards. Drop the batch; it is read again.
+			// A write in flight is waited for first: it was started
+			// while they were ours, and a late commit could move the new
+			// owner's offsets backwards.
+			b.settle(true)
 			b.logger.Warn("partitions lost: dropping the open batch", "partitions", partitionList(e.Partitions), "records", len(b.pending))
 		} else {
 			b.logger.Info("partitions revoked", "partitions", partitionList(e.Partitions))

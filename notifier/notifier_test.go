@@ -115,14 +115,16 @@ func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 func (h *harness) publishCreated(t *testing.T, email, code string) events.Event {
 	t.Helper()
 	userID := "u-" + eventstest.Suffix()
-	sealed, err := h.keyring.Seal(code, userID, email)
+	cd := events.UserAccountCreated{
+		UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+		ExpiresAt: time.Now().Add(15 * time.Minute),
+	}
+	sealed, err := h.keyring.Seal(code, cd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
-		ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
-	})
+	cd.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +275,11 @@ func TestUnopenableCodeIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	email := eventstest.UniqueEmail(t)
-	sealed, _ := other.Seal("444444", "u1", email) // a key the notifier does not hold
-	e, _ := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
-		ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed})
+	cd := events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
+		ExpiresAt: time.Now().Add(time.Hour)}
+	sealed, _ := other.Seal("444444", cd) // a key the notifier does not hold
+	cd.EncryptedCode = sealed
+	e, _ := events.NewUserAccountCreated(cd)
 	h.publish(t, e)
 	dl := eventstest.ReadTopic(t, h.brokers, kafka.DeadLetterTopic(r.group), 1, 30*time.Second, eventstest.ByKey(email))[0]
 	if reason, _ := eventstest.Header(dl, kafka.HeaderDLQError); !strings.Contains(reason, "cannot be opened") {
@@ -359,9 +363,11 @@ func TestExpiredCodeSendsNoMail(t *testing.T) {
 	h := newHarness(t)
 	h.start(t, notifier.Config{})
 	email := eventstest.UniqueEmail(t)
-	sealed, _ := h.keyring.Seal("888888", "u1", email)
-	e, _ := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
-		ExpiresAt: time.Now().Add(-time.Minute), EncryptedCode: sealed})
+	cd := events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
+		ExpiresAt: time.Now().Add(-time.Minute)}
+	sealed, _ := h.keyring.Seal("888888", cd)
+	cd.EncryptedCode = sealed
+	e, _ := events.NewUserAccountCreated(cd)
 	h.publish(t, e)
 	after := h.publishCreated(t, email, "999999") // same key, so handled after the expired one
 	m := h.mailsTo(t, email, 1, 30*time.Second)

@@ -281,9 +281,11 @@ func TestCreatedEventsAreIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	unverified := eventstest.UniqueEmail(t)
-	sealed, _ := kr.Seal("123456", "u-1", unverified)
-	created, err := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u-1", Email: unverified,
-		FirstName: "Ada", LastName: "Lovelace", ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed})
+	cd := events.UserAccountCreated{UserID: "u-1", Email: unverified,
+		FirstName: "Ada", LastName: "Lovelace", ExpiresAt: time.Now().Add(time.Hour)}
+	sealed, _ := kr.Seal("123456", cd)
+	cd.EncryptedCode = sealed
+	created, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		t.Fatal(err)
 	}

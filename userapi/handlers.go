@@ -206,18 +206,19 @@ func storeError(err error) error {
 // sendCode seals code for p and publishes user_account_created. The plain
 // code goes no further than this call.
 func (s *Server) sendCode(ctx context.Context, p Pending, code string) error {
-	sealed, err := s.keyring.Seal(code, p.UserID, p.Email)
+	d := events.UserAccountCreated{
+		UserID:    p.UserID,
+		Email:     p.Email,
+		FirstName: p.FirstName,
+		LastName:  p.LastName,
+		ExpiresAt: p.ExpiresAt,
+	}
+	sealed, err := s.keyring.Seal(code, d)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID:        p.UserID,
-		Email:         p.Email,
-		FirstName:     p.FirstName,
-		LastName:      p.LastName,
-		ExpiresAt:     p.ExpiresAt,
-		EncryptedCode: sealed,
-	})
+	d.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(d)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)
 	}

@@ -89,7 +89,7 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sealed, err := keys.Open(created.EncryptedCode, created.UserID, created.Email); err != nil || sealed != code {
+	if sealed, err := keys.Open(created); err != nil || sealed != code {
 		t.Errorf("the event's sealed code opens to %q (%v); the mail says %q", sealed, err, code)
 	}
 

@@ -241,14 +241,16 @@ func benchNotifiers(b *testing.B, instances, partitions int, delay time.Duration
 	evs := make([]events.Event, b.N)
 	for i := range evs {
 		email := fmt.Sprintf("bench-%s-%d@example.com", eventstest.Suffix(), i)
-		sealed, err := keys.Seal("123456", "u", email)
+		cd := events.UserAccountCreated{
+			UserID: "u", Email: email, FirstName: "Ada", LastName: "Lovelace",
+			ExpiresAt: time.Now().Add(time.Hour),
+		}
+		sealed, err := keys.Seal("123456", cd)
 		if err != nil {
 			b.Fatal(err)
 		}
-		evs[i], err = events.NewUserAccountCreated(events.UserAccountCreated{
-			UserID: "u", Email: email, FirstName: "Ada", LastName: "Lovelace",
-			ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed,
-		})
+		cd.EncryptedCode = sealed
+		evs[i], err = events.NewUserAccountCreated(cd)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -54,7 +54,7 @@ func codeFromEvent(t *testing.T, brokers string, keys *events.Keyring, email str
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, err := keys.Open(d.EncryptedCode, d.UserID, d.Email)
+	code, err := keys.Open(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,14 +408,16 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 			email := eventstest.UniqueEmail(t)
 			addrs = append(addrs, email)
 			userID := "u-" + eventstest.Suffix()
-			sealed, err := keys.Seal("123456", userID, email)
+			cd := events.UserAccountCreated{
+				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+				ExpiresAt: time.Now().Add(15 * time.Minute),
+			}
+			sealed, err := keys.Seal("123456", cd)
 			if err != nil {
 				t.Fatal(err)
 			}
-			created, err := events.NewUserAccountCreated(events.UserAccountCreated{
-				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
-				ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
-			})
+			cd.EncryptedCode = sealed
+			created, err := events.NewUserAccountCreated(cd)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,12 @@ const (
 	EnvRateLimitBurst    = "RATE_LIMIT_BURST"
 	EnvPublishTimeout    = "PUBLISH_TIMEOUT"
 	EnvTrustProxyHeaders = "TRUST_PROXY_HEADERS"
+
+	// Issue 14.
+	EnvCodeMaxSendsPerDay  = "CODE_MAX_SENDS_PER_DAY"
+	EnvCodeMaxSendsPerHour = "CODE_MAX_SENDS_PER_HOUR"
+	EnvTrustedProxies      = "TRUSTED_PROXIES"
+	EnvPendingMax          = "PENDING_MAX"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -31,6 +38,9 @@ const (
 	DefaultRateLimitPerIP  = 60
 	DefaultRateLimitBurst  = 20
 	DefaultPublishTimeout  = 10 * time.Second
+
+	DefaultCodeMaxSendsPerDay = 10
+	DefaultPendingMax         = 1_000_000
 )
 
 // RateLimitOff as Config.RateLimitPerIP switches the per-IP limit off
@@ -88,7 +98,41 @@ type Config struct {
 	// (TRUST_PROXY_HEADERS, default false). Turn it on only behind exactly
 	// one proxy that sets the header: otherwise any client can pick its own
 	// IP and escape the limit.
+	//
+	// Refused since issue 14: a single trusted hop cannot be told from a
+	// client that sends the header itself. Set TrustedProxies instead.
 	TrustProxyHeaders bool
+
+	// CodeMaxSendsPerDay is how many code mails one mailbox may be sent in
+	// 24 hours (CODE_MAX_SENDS_PER_DAY, default 10, at least 1). A mailbox
+	// is the address without its +tag and, for gmail.com and
+	// googlemail.com, without the dots of its local part (see Mailbox).
+	// Past it, register and resend answer 202 and send nothing, counted in
+	// countersign_code_mails_held_back_total{budget="mailbox"}.
+	CodeMaxSendsPerDay int
+
+	// CodeMaxSendsPerHour is how many code mails the whole platform may send
+	// in an hour (CODE_MAX_SENDS_PER_HOUR, default 0: no limit). Past it,
+	// as above, with budget="platform". It bounds what a botnet, which the
+	// per-client limit does not stop, can make the platform send.
+	CodeMaxSendsPerHour int
+
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is read
+	// (TRUSTED_PROXIES, comma-separated CIDRs or addresses; empty: the
+	// header is ignored and the peer address is the client). Only when the
+	// connection comes from one of them is the header read, from the right,
+	// skipping addresses in these prefixes; the first other address is the
+	// client. A client cannot pick its own IP: whatever it writes into the
+	// header lies left of what the trusted proxies appended.
+	TrustedProxies []netip.Prefix
+
+	// PendingMax is how many pending registrations the store may hold
+	// (PENDING_MAX, default 1,000,000). Past it register answers 503 with
+	// Retry-After, counted in countersign_pending_refused_total, instead of
+	// growing the store until it runs out of memory. With typical fields a
+	// registration takes about 320 B in the memory store, at most about
+	// 1.4 KB.
+	PendingMax int
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +156,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.CodeMaxSendsPerDay == 0 {
+		c.CodeMaxSendsPerDay = DefaultCodeMaxSendsPerDay
+	}
+	if c.PendingMax == 0 {
+		c.PendingMax = DefaultPendingMax
 	}
 }
 
@@ -147,7 +197,41 @@ func (c Config) Validate() error {
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
 		return fmt.Errorf("%s=%s: want a duration from 100ms to 5m", EnvPublishTimeout, c.PublishTimeout)
 	}
+	if c.TrustProxyHeaders {
+		return fmt.Errorf("%s=true is no longer accepted: it let any client pick its own IP; set %s to your proxies' addresses (CIDRs, comma-separated) instead", EnvTrustProxyHeaders, EnvTrustedProxies)
+	}
+	if c.CodeMaxSendsPerDay < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvCodeMaxSendsPerDay, c.CodeMaxSendsPerDay)
+	}
+	if c.CodeMaxSendsPerHour < 0 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 0 (0: no limit)", EnvCodeMaxSendsPerHour, c.CodeMaxSendsPerHour)
+	}
+	if c.PendingMax < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvPendingMax, c.PendingMax)
+	}
 	return nil
+}
+
+// ParseTrustedProxies parses TRUSTED_PROXIES: CIDRs such as 10.0.0.0/8 or
+// fd00::/8, or single addresses, separated by commas.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s entry %d (%q): want a CIDR such as 10.0.0.0/8 or an IP address", EnvTrustedProxies, i+1, f)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv, or a
@@ -207,6 +291,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvTrustProxyHeaders, v))
 		}
 		c.TrustProxyHeaders = b
+	}
+	whole(EnvCodeMaxSendsPerDay, &c.CodeMaxSendsPerDay, 1)
+	whole(EnvCodeMaxSendsPerHour, &c.CodeMaxSendsPerHour, 0)
+	whole(EnvPendingMax, &c.PendingMax, 1)
+	if v, ok := get(EnvTrustedProxies); ok {
+		p, err := ParseTrustedProxies(v)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.TrustedProxies = p
 	}
 	return c, errors.Join(errs...)
 }

@@ -42,6 +42,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
+	if err := s.checkPendingRoom(r.Context()); err != nil { // PENDING_MAX (issue 14)
+		s.error(w, r, err)
+		return
+	}
 	code, err := newCode()
 	if err != nil {
 		s.error(w, r, err)
@@ -63,7 +67,20 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, storeError(err))
 		return
 	}
+	// Mail budgets (issue 14): past one, the same 202, and no mail.
+	held, refund, err := s.spendMail(r.Context(), stored)
+	if err != nil || held {
+		s.rollback(r.Context(), stored, replaced)
+		if err != nil {
+			s.error(w, r, err)
+		} else {
+			s.maskLatency(r.Context())
+			writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
+		}
+		return
+	}
 	if err := s.sendCode(r.Context(), stored, code); err != nil {
+		refund()
 		s.rollback(r.Context(), stored, replaced)
 		s.error(w, r, err)
 		return
@@ -161,7 +178,19 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, storeError(err))
 		return
 	default:
+		// Mail budgets (issue 14): past one, the same 202, and no mail.
+		held, refund, err := s.spendMail(r.Context(), stored)
+		if err != nil || held {
+			s.rollback(r.Context(), stored, replaced)
+			if err != nil {
+				s.error(w, r, err)
+				return
+			}
+			s.maskLatency(r.Context())
+			break
+		}
 		if err := s.sendCode(r.Context(), stored, code); err != nil {
+			refund()
 			s.rollback(r.Context(), stored, replaced)
 			s.error(w, r, err)
 			return

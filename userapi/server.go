@@ -208,7 +208,7 @@ func (s *Server) Open() error {
 	}
 	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("userapi: listen %s: %w", s.cfg.HTTPAddr, err)
+		return fmt.Errorf("userapi: listen %s=%s: %w", EnvHTTPAddr, s.cfg.HTTPAddr, err)
 	}
 	s.ln = ln
 	s.srv = &http.Server{

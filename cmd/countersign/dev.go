@@ -68,7 +68,7 @@ func runDev(ctx context.Context, env *Env) error {
 		return err
 	}
 
-	// One registry: the user API's /metrics shows every part's metrics.
+	// One registry: /metrics on METRICS_ADDR shows every part's metrics.
 	// The workers are built first: that validates their settings, while the
 	// user API waits for Kafka (and Redis).
 	reg := newRegistry()
@@ -85,6 +85,13 @@ func runDev(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer closeDeps()
+	// Every part's metrics on the user API's METRICS_ADDR (issue 14: never
+	// on the public HTTP_ADDR).
+	stopOps, err := serveOps(env, defaultUserAPIOpsAddr, reg, api.Ready)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	if err := api.Open(); err != nil {
 		return err
 	}
@@ -108,7 +115,8 @@ func runDev(ctx context.Context, env *Env) error {
 Countersign dev is running. Ctrl-C stops it.
 
   Kafka        %s
-  User API     %s   (/healthz, /readyz, /metrics)
+  User API     %s   (/healthz, /readyz)
+  Metrics      %s   (/metrics, /healthz, /readyz)
   Notifier     consumer group %s, mail to %s
   Recommender  consumer group %s
 
@@ -120,7 +128,7 @@ Try it:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, kafkaLine, base, cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine, cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), base, outboxDir(env), base)
+`, kafkaLine, base, opsLine(env), cmp.Or(notCfg.GroupID, notifier.DefaultGroupID), mailLine, cmp.Or(recCfg.GroupID, recommender.DefaultGroupID), base, outboxDir(env), base)
 
 	select {
 	case <-ctx.Done():
@@ -133,6 +141,18 @@ Try it:
 		return err
 	}
 	return apiErr
+}
+
+// opsLine is where dev serves /metrics, for the banner.
+func opsLine(env *Env) string {
+	addr := strings.TrimSpace(env.Getenv("METRICS_ADDR"))
+	switch addr {
+	case "":
+		return "http://" + defaultUserAPIOpsAddr
+	case "off":
+		return "off (METRICS_ADDR=off)"
+	}
+	return "http://" + addr
 }
 
 func outboxDir(env *Env) string {

@@ -50,7 +50,7 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 	dir := t.TempDir()
 	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
 	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info"}
-	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
+	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=" + freeAddr(t)}, common...), "userapi")
 	ntf := start(t, dir, append([]string{
 		"NOTIFIER_GROUP_ID=" + group,
 		"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + strconv.Itoa(smtp.Port()), "SMTP_TLS=none",

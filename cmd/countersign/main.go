@@ -126,13 +126,13 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"userapi": {"serve the user API (register, verify, resend)",
-			concat(userapiSettings, kafkaSettings, keySettings, logSettings), runUserAPI},
+			concat(userapiSettings, opsSettings, kafkaSettings, keySettings, logSettings), runUserAPI},
 		"notifier": {"mail verification codes and confirmations (consumer group notification-service)",
 			concat(notifierSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings), runNotifier},
 		"recommender": {"mail starter recommendations to verified users (consumer group recommendation-service)",
 			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
-			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, kafkaSettings, keySettings, logSettings), runDev},
+			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings), runDev},
 		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
 			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
 		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},

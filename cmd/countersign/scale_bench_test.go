@@ -82,7 +82,7 @@ func startUserAPIs(b *testing.B, store string, replicas int) ([]string, *cpuMete
 	var base []string
 	for range replicas {
 		addr := freeAddr(b)
-		p := benchStart(b, dir, append(env, "HTTP_ADDR="+addr), "userapi")
+		p := benchStart(b, dir, append(env, "HTTP_ADDR="+addr, "METRICS_ADDR=off"), "userapi")
 		benchWaitReady(b, p, "http://"+addr+"/readyz")
 		base = append(base, "http://"+addr)
 		cpu.pids["userapi"] = append(cpu.pids["userapi"], p.cmd.Process.Pid)

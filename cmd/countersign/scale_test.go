@@ -129,7 +129,7 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 	var base []string
 	for range 2 {
 		addr := freeAddr(t)
-		procs = append(procs, start(t, dir, append(common, "HTTP_ADDR="+addr), "userapi"))
+		procs = append(procs, start(t, dir, append(common, "HTTP_ADDR="+addr, "METRICS_ADDR="+freeAddr(t)), "userapi"))
 		base = append(base, "http://"+addr)
 	}
 	for i, p := range procs {

@@ -93,11 +93,18 @@ func runUserAPI(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	srv, store, closeDeps, err := newUserAPI(ctx, env, cfg, kcfg, keys, newRegistry())
+	reg := newRegistry()
+	srv, store, closeDeps, err := newUserAPI(ctx, env, cfg, kcfg, keys, reg)
 	if err != nil {
 		return err
 	}
 	defer closeDeps()
+	// /metrics on METRICS_ADDR, never on the public HTTP_ADDR (issue 14).
+	stopOps, err := serveOps(env, defaultUserAPIOpsAddr, reg, srv.Ready)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	if err := srv.Open(); err != nil {
 		return err
 	}
@@ -106,6 +113,9 @@ func runUserAPI(ctx context.Context, env *Env) error {
 	env.Logger.Info("shutting down: draining HTTP, then flushing the producer")
 	return closeServer(srv)
 }
+
+// defaultUserAPIOpsAddr is METRICS_ADDR's default for userapi and dev.
+const defaultUserAPIOpsAddr = "127.0.0.1:9100"
 
 // newUserAPI builds a user API with its producer and pending store, after
 // creating the topics when missing. closeDeps flushes the producer and
@@ -140,7 +150,8 @@ func newUserAPI(ctx context.Context, env *Env, cfg userapi.Config, kcfg kafka.Co
 	}
 	srv, err = userapi.NewServer(cfg, userapi.Deps{
 		Publisher: producer, Keyring: keys, Store: store.Store, NewRateLimiter: store.newRateLimiter,
-		Ready: store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
+		NewMailBudget: store.newMailBudget,
+		Ready:         store.ready(producer.Ping), Logger: env.Logger, Registry: reg,
 	})
 	if err != nil {
 		closeDeps()
@@ -285,7 +296,7 @@ func serveOps(env *Env, defaultAddr string, reg *prometheus.Registry, ready func
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("METRICS_ADDR=%q: %w", addr, err)
+		return nil, fmt.Errorf("METRICS_ADDR=%q: %w (set METRICS_ADDR to a free address, or off)", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -35,7 +35,11 @@ var settingsTable = []Setting{
 	{"RATE_LIMIT_PER_IP", "60", "requests per minute per client IP on /api/, shared by the replicas with a Redis PENDING_STORE; 0 switches the limit off"},
 	{"RATE_LIMIT_BURST", "20", "requests a client IP may make at once before the rate applies"},
 	{"PUBLISH_TIMEOUT", "10s", "wait for the broker's acknowledgement before answering 503"},
-	{"TRUST_PROXY_HEADERS", "false", "take the client IP from X-Forwarded-For (only behind one trusted proxy)"},
+	{"TRUST_PROXY_HEADERS", "false", "refused when true since issue 14 (any client could pick its IP): set TRUSTED_PROXIES"},
+	{"TRUSTED_PROXIES", "", "reverse proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-For is read, from the right, skipping trusted hops; empty: the header is ignored"},
+	{"CODE_MAX_SENDS_PER_DAY", "10", "code mails one mailbox (address without +tag; gmail dots ignored) may get in 24 h; past it register/resend answer 202 and send nothing; shared by the replicas with a Redis PENDING_STORE"},
+	{"CODE_MAX_SENDS_PER_HOUR", "0", "code mails the whole platform may send in an hour; 0 means no limit"},
+	{"PENDING_MAX", "1000000", "pending registrations held at most; past it register answers 503 with Retry-After"},
 	{"PENDING_STORE", "memory", "where pending registrations live: memory (one replica only) or redis://[:password@]host:port/db (rediss:// for TLS), shared by every replica (password never logged)"},
 
 	// Notifier.
@@ -67,7 +71,7 @@ var settingsTable = []Setting{
 	{"TEMPLATES_DIR", "", "directory whose email/<name>/*.gotmpl files replace the embedded templates"},
 
 	// Operations endpoint of the workers.
-	{"METRICS_ADDR", "127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics, /healthz and /readyz; off disables it"},
+	{"METRICS_ADDR", "127.0.0.1:9100 (userapi, dev), 127.0.0.1:9101 (notifier), 127.0.0.1:9102 (recommender)", "listen address of /metrics, /healthz and /readyz; never the public HTTP_ADDR; off disables it"},
 
 	// Dev mode.
 	{"EMBEDDED_KAFKA_ADDR", "127.0.0.1:9092", "where dev's embedded broker listens when KAFKA_BROKERS is empty"},
@@ -85,7 +89,7 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "TRUSTED_PROXIES", "CODE_MAX_SENDS_PER_DAY", "CODE_MAX_SENDS_PER_HOUR", "PENDING_MAX", "PENDING_STORE"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
 	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR"}

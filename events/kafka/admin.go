@@ -11,7 +11,9 @@ import (
 
 // EnsureTopics creates the topics that do not exist yet, with cfg.Partitions
 // partitions and cfg.ReplicationFactor replicas. Existing topics are left as
-// they are. It is safe to call from every process at start-up.
+// they are. It is safe to call from every process at start-up. A topic the
+// principal may not create (TOPIC_AUTHORIZATION_FAILED, on a cluster with
+// ACLs) is skipped, not an error: see docs/security.md.
 func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -43,7 +45,16 @@ func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
 	for _, r := range res {
-		if c := r.Error.Code(); c != ckafka.ErrNoError && c != ckafka.ErrTopicAlreadyExists {
+		c := r.Error.Code()
+		if c == ckafka.ErrTopicAuthorizationFailed {
+			// Least privilege (docs/security.md): a service may not create
+			// topics, and the broker answers so whether or not the topic
+			// exists (and, for a topic the service does not use, whether or
+			// not it may see it). Creating topics is then the operator's
+			// job; a missing one shows up where it is used.
+			continue
+		}
+		if c != ckafka.ErrNoError && c != ckafka.ErrTopicAlreadyExists {
 			return fmt.Errorf("ensure topic %s: %w", r.Topic, r.Error)
 		}
 	}

@@ -267,8 +267,8 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 
 func TestSchemaDocumentHeader(t *testing.T) {
 	doc := loadAsyncAPI(t)
-	if doc["asyncapi"] != "3.0.0" {
-		t.Errorf("asyncapi = %v, want 3.0.0", doc["asyncapi"])
+	if doc["asyncapi"] != "3.1.0" {
+		t.Errorf("asyncapi = %v, want 3.1.0", doc["asyncapi"])
 	}
 	info := asMap(t, doc["info"], "info")
 	if info["title"] != "Countersign events" {

@@ -152,7 +152,7 @@ func NewSender(cfg SMTPConfig, outboxDir string, logger *slog.Logger) (Sender, e
 	if cfg.Host != "" {
 		return NewSMTPSender(cfg, logger)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	o, err := NewOutboxSender(outboxDir, OutboxFrom(cfg.From))
 	if err != nil {
 		return nil, err

@@ -69,8 +69,9 @@ type SMTPConfig struct {
 	TLSConfig *tls.Config
 }
 
-// withDefaults returns c with every unset field at its default.
-func (c SMTPConfig) withDefaults() SMTPConfig {
+// WithDefaults returns c with every unset field at its default, as NewSender
+// and Validate apply them.
+func (c SMTPConfig) WithDefaults() SMTPConfig {
 	if c.Port == 0 {
 		c.Port = DefaultSMTPPort
 	}
@@ -93,7 +94,7 @@ func (c SMTPConfig) withDefaults() SMTPConfig {
 // variable. It checks the configuration with its defaults applied. An empty
 // Host is valid: it selects the outbox.
 func (c SMTPConfig) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	var errs []error
 	if c.Host != "" {
 		if strings.ContainsAny(c.Host, " /:") && net.ParseIP(c.Host) == nil {

@@ -65,7 +65,7 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 	if cfg.Host == "" {
 		return nil, errors.New("smtp sender: SMTP_HOST is empty")
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

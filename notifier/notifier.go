@@ -38,8 +38,7 @@ type Config struct {
 
 // WithDefaults returns c with its zero-valued fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	c.Prefix = Prefix
-	c.WorkerConfig = c.WorkerConfig.WithDefaults(DefaultGroupID)
+	c.WorkerConfig = c.WorkerConfig.Of(Prefix, DefaultGroupID)
 	return c
 }
 
@@ -52,6 +51,27 @@ type Deps struct {
 	Logger    *slog.Logger
 	// Registerer receives the notifier's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
+}
+
+// check reports a missing collaborator and fills in the logger.
+func (d *Deps) check() error {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	var missing []string
+	if d.Keyring == nil {
+		missing = append(missing, "code encryption keys: set CODE_ENCRYPTION_KEYS (the user API's keys; `countersign keygen` prints one)")
+	}
+	if d.Templates == nil {
+		missing = append(missing, "templates")
+	}
+	if d.Sender == nil {
+		missing = append(missing, "mail sender")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("notifier: no %s", strings.Join(missing, ", no "))
+	}
+	return nil
 }
 
 // Notifier mails a verification code for every user_account_created event
@@ -73,19 +93,8 @@ const (
 // Replay, Ready and DeadLetterTopic come from the kit (kafka.Worker).
 func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Notifier, error) {
 	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), deps.check()); err != nil {
 		return nil, err
-	}
-	switch {
-	case deps.Keyring == nil:
-		return nil, errors.New("notifier: no code encryption keys: set CODE_ENCRYPTION_KEYS (the user API's keys; `countersign keygen` prints one)")
-	case deps.Templates == nil:
-		return nil, errors.New("notifier: no templates")
-	case deps.Sender == nil:
-		return nil, errors.New("notifier: no mail sender")
-	}
-	if deps.Logger == nil {
-		deps.Logger = slog.Default()
 	}
 	n := &Notifier{
 		deps:    deps,

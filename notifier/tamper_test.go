@@ -53,9 +53,9 @@ func TestEditedEventIsDeadLetteredAndSendsNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A replay keeps the id too; the dedupe must not be what stops it.
-		h.publish(t, forged)
+		eventstest.Publish(t, h.producer, forged)
 	}
-	h.publish(t, real)
+	eventstest.Publish(t, h.producer, real)
 
 	dl := eventstest.ReadTopic(t, h.brokers, kafka.DeadLetterTopic(r.group), len(edits), 60*time.Second, eventstest.ByKey(email))
 	for _, rec := range dl {
@@ -63,9 +63,9 @@ func TestEditedEventIsDeadLetteredAndSendsNothing(t *testing.T) {
 			t.Errorf("dlq-error %q, want the seal's refusal", reason)
 		}
 	}
-	got := h.mailsTo(t, email, 1, 60*time.Second)
+	h.smtp.WaitFor(t, email, 1, 60*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	got = h.mailsSoFar(email)
+	got := h.smtp.MessagesTo(email)
 	if len(got) != 1 {
 		t.Fatalf("%d mails, want 1 (the untouched event's)", len(got))
 	}

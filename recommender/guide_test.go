@@ -24,6 +24,8 @@ import (
 // Paths are relative to the repository root.
 const guidePath = "../docs/subscribers.md"
 
+const module = "github.com/countersign/countersign"
+
 var codeMarker = regexp.MustCompile("(?s)<!-- code: ([^ #]+)(?:#([a-z]+))? -->\n```go\n(.*?)```\n")
 
 func readGuide(t *testing.T) string {

@@ -68,8 +68,7 @@ type Config struct {
 
 // WithDefaults returns c with its zero-valued fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	c.Prefix = Prefix
-	c.WorkerConfig = c.WorkerConfig.WithDefaults(DefaultGroupID)
+	c.WorkerConfig = c.WorkerConfig.Of(Prefix, DefaultGroupID)
 	return c
 }
 

@@ -7,9 +7,7 @@ package recommender_test
 
 import (
 	"context"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +17,8 @@ import (
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
-	"github.com/countersign/countersign/mail"
+	"github.com/countersign/countersign/internal/mailworkertest"
+	"github.com/countersign/countersign/internal/promtest"
 	"github.com/countersign/countersign/mail/smtptest"
 	"github.com/countersign/countersign/recommender"
 	"github.com/countersign/countersign/templates"
@@ -39,20 +38,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{brokers: eventstest.Brokers(t), smtp: smtptest.Start(t), catalog: mustCatalog(t, "")}
 	h.kafka = eventstest.Config(t, h.brokers)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := kafka.EnsureTopics(ctx, h.kafka, events.Topics...); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if h.producer, err = kafka.NewProducer(h.kafka); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = h.producer.Close(ctx)
-	})
+	h.producer = eventstest.Producer(t, h.kafka)
 	return h
 }
 
@@ -68,7 +54,7 @@ type running struct {
 // since the group also handles the history other tests left in the topic.
 func (r running) checkCounter(t *testing.T, name, label string, want float64) {
 	t.Helper()
-	got := counterValue(t, r.registry, name, label)
+	got := promtest.Counter(t, r.registry, name, labelValues(label)...)
 	if got == want || (eventstest.RealBroker() && got > want) {
 		return
 	}
@@ -78,91 +64,23 @@ func (r running) checkCounter(t *testing.T, name, label string, want float64) {
 // start runs a recommender with a group of its own until the test ends.
 func (h *harness) start(t *testing.T, cfg recommender.Config) running {
 	t.Helper()
-	if cfg.GroupID == "" {
-		cfg.GroupID = eventstest.UniqueGroup(t)
-	}
-	if cfg.InitialBackoff == 0 {
-		cfg.InitialBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
-	}
-	sender, err := mail.NewSMTPSender(mail.SMTPConfig{Host: h.smtp.Host(), Port: h.smtp.Port(), TLS: mail.TLSNone,
-		From: "Countersign <no-reply@countersign.test>"}, eventstest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl, err := templates.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.WorkerConfig = eventstest.TestWorker(t, cfg.WorkerConfig)
 	reg := prometheus.NewRegistry()
 	r, err := recommender.New(cfg, recommender.Deps{
-		Kafka: h.kafka, Templates: tpl, Sender: sender, Logger: eventstest.Logger(t), Registerer: reg,
+		Kafka: h.kafka, Templates: templates.Embedded(), Sender: h.smtp.Sender(t), Logger: eventstest.Logger(t), Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			runErr = <-done
-			_ = sender.Close()
-		})
-		return runErr
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	stop := eventstest.Run(t, r, nil)
 	return running{rec: r, registry: reg, group: cfg.GroupID, stop: stop}
-}
-
-func (h *harness) publish(t *testing.T, e events.Event) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := h.producer.Publish(ctx, e); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func (h *harness) publishVerified(t *testing.T, email string) events.Event {
 	t.Helper()
 	e := verifiedEvent(t, "u-"+eventstest.Suffix(), email)
-	h.publish(t, e)
+	eventstest.Publish(t, h.producer, e)
 	return e
-}
-
-// mailsTo waits until n mails to addr arrived and returns them.
-func (h *harness) mailsTo(t *testing.T, addr string, n int, timeout time.Duration) []smtptest.Received {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := h.mailsSoFar(addr)
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d mails to %s within %v, want %d", len(got), addr, timeout, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (h *harness) mailsSoFar(addr string) []smtptest.Received {
-	var out []smtptest.Received
-	for _, m := range h.smtp.Messages() {
-		for _, to := range m.To {
-			if to == addr {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
 }
 
 // checkItems asserts that m carries exactly the items the catalogue picks
@@ -206,7 +124,7 @@ func TestVerifiedUserGetsGettingStartedMail(t *testing.T) {
 	e := h.publishVerified(t, email)
 	d, _ := e.UserAccountVerified()
 
-	m := h.mailsTo(t, email, 1, 30*time.Second)[0]
+	m := h.smtp.WaitFor(t, email, 1, 30*time.Second)[0]
 	if !strings.Contains(strings.ToLower(m.Subject()), "getting started") {
 		t.Errorf("subject %q", m.Subject())
 	}
@@ -235,8 +153,8 @@ func TestRedeliveredEventSendsTheSameItems(t *testing.T) {
 	h.start(t, recommender.Config{WorkerConfig: kafka.WorkerConfig{DedupeWindow: time.Nanosecond}}) // forgets at once
 	email := eventstest.UniqueEmail(t)
 	e := h.publishVerified(t, email)
-	h.publish(t, e) // the same event again, same id and key
-	got := h.mailsTo(t, email, 2, 30*time.Second)
+	eventstest.Publish(t, h.producer, e) // the same event again, same id and key
+	got := h.smtp.WaitFor(t, email, 2, 30*time.Second)
 	d, _ := e.UserAccountVerified()
 	for _, m := range got {
 		h.checkItems(t, m, d.UserID, email)
@@ -257,12 +175,12 @@ func TestSameEventTwiceWithinTheWindowSendsOneMail(t *testing.T) {
 	r := h.start(t, recommender.Config{})
 	email := eventstest.UniqueEmail(t)
 	e := h.publishVerified(t, email)
-	h.publish(t, e)
+	eventstest.Publish(t, h.producer, e)
 	// Same key, so same partition and handled after the duplicate.
 	marker := h.publishVerified(t, email)
-	got := h.mailsTo(t, email, 2, 30*time.Second)
+	got := h.smtp.WaitFor(t, email, 2, 30*time.Second)
 	time.Sleep(300 * time.Millisecond) // room for a wrong third mail
-	if got = h.mailsSoFar(email); len(got) != 2 {
+	if got = h.smtp.MessagesTo(email); len(got) != 2 {
 		t.Fatalf("%d mails, want 2 (one per event id)", len(got))
 	}
 	if strings.Contains(got[0].MessageID(), marker.ID) == strings.Contains(got[1].MessageID(), marker.ID) {
@@ -276,27 +194,16 @@ func TestSameEventTwiceWithinTheWindowSendsOneMail(t *testing.T) {
 func TestCreatedEventsAreIgnored(t *testing.T) {
 	h := newHarness(t)
 	r := h.start(t, recommender.Config{})
-	kr, err := events.NewRandomKeyring()
-	if err != nil {
-		t.Fatal(err)
-	}
 	unverified := eventstest.UniqueEmail(t)
-	cd := events.UserAccountCreated{UserID: "u-1", Email: unverified,
-		FirstName: "Ada", LastName: "Lovelace", ExpiresAt: time.Now().Add(time.Hour)}
-	sealed, _ := kr.Seal("123456", cd)
-	cd.EncryptedCode = sealed
-	created, err := events.NewUserAccountCreated(cd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.publish(t, created)
+	created := eventstest.Created(t, nil, unverified, "123456")
+	eventstest.Publish(t, h.producer, created)
 	verified := eventstest.UniqueEmail(t)
 	h.publishVerified(t, verified)
-	h.mailsTo(t, verified, 1, 30*time.Second)
+	h.smtp.WaitFor(t, verified, 1, 30*time.Second)
 	// The created event was published first; give a wrong subscription time
 	// to show itself.
 	time.Sleep(time.Second)
-	if n := len(h.mailsSoFar(unverified)); n != 0 {
+	if n := len(h.smtp.MessagesTo(unverified)); n != 0 {
 		t.Errorf("%d mails for a user_account_created event, want none", n)
 	}
 	// No mail could also mean "read and ignored"; the group's offsets show
@@ -363,74 +270,34 @@ func TestLateSubscriberReceivesHistory(t *testing.T) {
 	// Only now does the service exist: a new group, no committed offsets.
 	h.start(t, recommender.Config{})
 	for _, u := range users {
-		m := h.mailsTo(t, u.email, 1, 60*time.Second)
+		m := h.smtp.WaitFor(t, u.email, 1, 60*time.Second)
 		h.checkItems(t, m[0], u.id, u.email)
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, u := range users {
-		if got := len(h.mailsSoFar(u.email)); got != 1 {
+		if got := len(h.smtp.MessagesTo(u.email)); got != 1 {
 			t.Errorf("%d mails to one verified user, want 1", got)
 		}
 	}
 }
 
-func TestTemporaryFailureIsRetried(t *testing.T) {
+// The failure handling every mail-sending worker shares, run against the
+// recommender; its own counters are checked after the dead letter.
+func TestMailWorkerContract(t *testing.T) {
 	h := newHarness(t)
-	r := h.start(t, recommender.Config{})
-	email := eventstest.UniqueEmail(t)
-	h.smtp.FailNextFor(email, 2, 451, "4.3.0 try again later")
-	h.publishVerified(t, email)
-	h.mailsTo(t, email, 1, 30*time.Second)
-	r.checkCounter(t, "countersign_recommender_mails_failed_total", "temporary", 2)
-}
-
-// A 5xx is permanent: the event goes to "<group-id>.dlq" at once, unchanged
-// and with the dlq-* headers, and the recommender goes on with the next one.
-func TestPermanentFailureIsDeadLettered(t *testing.T) {
-	h := newHarness(t)
-	r := h.start(t, recommender.Config{})
-	bad := eventstest.UniqueEmail(t)
-	// By recipient: on a shared cluster the group also mails other tests'
-	// verified users from the topic's history.
-	h.smtp.FailNextFor(bad, 1, 550, "5.1.1 mailbox unavailable")
-	e := h.publishVerified(t, bad)
-	waitFor(t, 30*time.Second, func() bool { return h.smtp.RejectedFor(bad) == 1 })
-	good := eventstest.UniqueEmail(t)
-	h.publishVerified(t, good)
-	h.mailsTo(t, good, 1, 30*time.Second)
-
-	orig := eventstest.ReadTopic(t, h.brokers, events.TopicUserAccountVerified, 1, 30*time.Second, eventstest.ByKey(bad))[0]
-	dlq := r.group + ".dlq"
-	dl := eventstest.ReadTopic(t, h.brokers, dlq, 1, 30*time.Second, eventstest.ByKey(bad))[0]
-	if string(dl.Value) != string(orig.Value) {
-		t.Errorf("dead letter's value differs from the original record")
-	}
-	if got := eventstest.Decode(t, dl).ID; got != e.ID {
-		t.Errorf("dead-lettered %s, want %s", got, e.ID)
-	}
-	want := map[string]string{
-		events.HeaderContentType: events.ContentType, // the original headers are kept
-		kafka.HeaderDLQTopic:     events.TopicUserAccountVerified,
-		kafka.HeaderDLQPartition: strconv.Itoa(int(orig.TopicPartition.Partition)),
-		kafka.HeaderDLQOffset:    strconv.FormatInt(int64(orig.TopicPartition.Offset), 10),
-		kafka.HeaderDLQGroup:     r.group,
-		kafka.HeaderDLQAttempts:  "1", // a 5xx is not retried
-	}
-	for k, v := range want {
-		if got, ok := eventstest.Header(dl, k); !ok || got != v {
-			t.Errorf("header %s = %q, want %q", k, got, v)
-		}
-	}
-	reason, _ := eventstest.Header(dl, kafka.HeaderDLQError)
-	if !strings.Contains(reason, "550") || strings.Contains(reason, bad) {
-		t.Errorf("dlq-error %q: want the SMTP code and no address", reason)
-	}
-	at, _ := eventstest.Header(dl, kafka.HeaderDLQFailedAt)
-	if ts, err := time.Parse(time.RFC3339Nano, at); err != nil || time.Since(ts) > time.Minute {
-		t.Errorf("dlq-failed-at %q", at)
-	}
-	r.checkCounter(t, "countersign_recommender_dead_lettered_total", "", 1)
-	r.checkCounter(t, "countersign_recommender_mails_failed_total", "permanent", 1)
+	var last running
+	mailworkertest.Run(t, mailworkertest.Worker{
+		Brokers: h.brokers, SMTP: h.smtp,
+		Start: func(t *testing.T) string {
+			last = h.start(t, recommender.Config{})
+			return last.group
+		},
+		Publish: func(t *testing.T, to string) (events.Event, string) { return h.publishVerified(t, to), "" },
+		DeadLettered: func(t *testing.T) {
+			last.checkCounter(t, "countersign_recommender_dead_lettered_total", "", 1)
+			last.checkCounter(t, "countersign_recommender_mails_failed_total", "permanent", 1)
+		},
+	})
 }
 
 // docs/subscribers.md recommends re-processing one group's dead letters by
@@ -459,7 +326,7 @@ func TestDeadLettersReplayedForOneGroupOnly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- replay.Run(ctx) }()
-	m := h.mailsTo(t, email, 1, 30*time.Second)
+	m := h.smtp.WaitFor(t, email, 1, 30*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -472,16 +339,5 @@ func TestDeadLettersReplayedForOneGroupOnly(t *testing.T) {
 	// can then miss a copy but never invent one.)
 	if got := eventstest.CountTopic(t, h.brokers, events.TopicUserAccountVerified, 2*time.Second, eventstest.ByKey(email)); len(got) > 1 {
 		t.Errorf("%d records of the address on %s, want only the original", len(got), events.TopicUserAccountVerified)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

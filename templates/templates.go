@@ -31,6 +31,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	texttemplate "text/template"
 	"time"
 )
@@ -106,6 +107,24 @@ type Set struct {
 	verified       *mailTemplate
 	gettingStarted *mailTemplate
 }
+
+// Embedded returns the embedded templates, parsed and checked once. It
+// panics if they are broken, which the package's tests rule out (like
+// template.Must for templates compiled into the binary).
+func Embedded() *Set {
+	embeddedOnce.Do(func() {
+		var err error
+		if embeddedSet, err = Load(""); err != nil {
+			panic(err)
+		}
+	})
+	return embeddedSet
+}
+
+var (
+	embeddedOnce sync.Once
+	embeddedSet  *Set
+)
 
 // Load parses every template, taking each file from dir when it exists there
 // and from the embedded defaults otherwise; dir is the TEMPLATES_DIR override

@@ -1,17 +1,15 @@
 package userapi
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 )
 
-// Environment variables read by ConfigFromEnv. The names are a contract with
-// operators and never change.
+// Environment variables of the settings, named in errors (cmd/countersign
+// reads them). The names are a contract with operators and never change.
 const (
 	EnvHTTPAddr          = "HTTP_ADDR"
 	EnvCodeTTL           = "CODE_TTL"
@@ -49,7 +47,7 @@ const (
 const RateLimitOff = -1
 
 // Config is the user API's configuration. The zero value of every field means
-// its default; ConfigFromEnv fills it from the environment.
+// its default; cmd/countersign fills it from the environment.
 type Config struct {
 	// HTTPAddr is the listen address (HTTP_ADDR, default 127.0.0.1:8080).
 	// Loopback by default: exposing the API is a deliberate act, usually
@@ -232,75 +230,4 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-// ConfigFromEnv reads the configuration through getenv (os.Getenv, or a
-// lookup in a .env map). Unset or empty variables keep their defaults. Errors
-// name the variable and what it accepts. The result is not validated yet:
-// NewServer applies defaults and validates.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	var c Config
-	var errs []error
-	get := func(name string) (string, bool) {
-		v := strings.TrimSpace(getenv(name))
-		return v, v != ""
-	}
-	duration := func(name string, dst *time.Duration, example string) {
-		if v, ok := get(name); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				errs = append(errs, fmt.Errorf("%s=%q: want a duration such as %s", name, v, example))
-				return
-			}
-			*dst = d
-		}
-	}
-	whole := func(name string, dst *int, min int) {
-		if v, ok := get(name); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < min {
-				errs = append(errs, fmt.Errorf("%s=%q: want a whole number ≥ %d", name, v, min))
-				return
-			}
-			*dst = n
-		}
-	}
-
-	if v, ok := get(EnvHTTPAddr); ok {
-		c.HTTPAddr = v
-	}
-	duration(EnvCodeTTL, &c.CodeTTL, "15m")
-	whole(EnvCodeMaxAttempts, &c.CodeMaxAttempts, 1)
-	duration(EnvResendInterval, &c.ResendInterval, "60s")
-	if v, ok := get(EnvRateLimitPerIP); ok {
-		n, err := strconv.Atoi(v)
-		switch {
-		case err != nil || n < 0:
-			errs = append(errs, fmt.Errorf("%s=%q: want requests per minute, a whole number ≥ 0 (0 switches the limit off)", EnvRateLimitPerIP, v))
-		case n == 0:
-			c.RateLimitPerIP = RateLimitOff
-		default:
-			c.RateLimitPerIP = n
-		}
-	}
-	whole(EnvRateLimitBurst, &c.RateLimitBurst, 1)
-	duration(EnvPublishTimeout, &c.PublishTimeout, "10s")
-	if v, ok := get(EnvTrustProxyHeaders); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: want true or false", EnvTrustProxyHeaders, v))
-		}
-		c.TrustProxyHeaders = b
-	}
-	whole(EnvCodeMaxSendsPerDay, &c.CodeMaxSendsPerDay, 1)
-	whole(EnvCodeMaxSendsPerHour, &c.CodeMaxSendsPerHour, 0)
-	whole(EnvPendingMax, &c.PendingMax, 1)
-	if v, ok := get(EnvTrustedProxies); ok {
-		p, err := ParseTrustedProxies(v)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		c.TrustedProxies = p
-	}
-	return c, errors.Join(errs...)
 }

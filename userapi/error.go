@@ -10,11 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/countersign/countersign/problem"
 )
 
-// ProblemBase prefixes every problem type URI. The URIs identify the kind of
-// failure to clients and never change; they need not resolve.
-const ProblemBase = "https://countersign.dev/problems/"
+// ProblemBase prefixes every problem type URI (package problem's Base).
+const ProblemBase = problem.Base
 
 // Code is the kind of an application error. Each code has one problem type
 // URI, one title and one HTTP status (see problems).
@@ -64,7 +65,7 @@ func Codes() []Code {
 }
 
 // Type returns the problem type URI of c.
-func (c Code) Type() string { return ProblemBase + string(c) }
+func (c Code) Type() string { return problem.Type(string(c)) }
 
 // Status returns the HTTP status of c (500 for an unknown code).
 func (c Code) Status() int {
@@ -107,18 +108,11 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Detail: fmt.Sprintf(format, args...)}
 }
 
-// Problem is an RFC 9457 problem details document.
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	// Instance is the request path the problem occurred on.
-	Instance string `json:"instance,omitempty"`
-}
+// Problem is an RFC 9457 problem details document (package problem's).
+type Problem = problem.Problem
 
 // ContentTypeProblem is the media type of every error response.
-const ContentTypeProblem = "application/problem+json"
+const ContentTypeProblem = problem.ContentType
 
 // writeError is the one place where an error becomes an HTTP response: it
 // maps err to a status and a problem document, and logs it when the server,
@@ -149,7 +143,7 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	if len(e.Allow) > 0 {
 		h.Set("Allow", strings.Join(e.Allow, ", "))
 	}
-	writeJSON(w, ContentTypeProblem, kind.status, Problem{
+	problem.Write(w, Problem{
 		Type:     e.Code.Type(),
 		Title:    kind.title,
 		Status:   kind.status,
@@ -167,10 +161,5 @@ func writeJSON(w http.ResponseWriter, contentType string, status int, v any) {
 		body = []byte(`{"type":"` + CodeInternal.Type() + `","title":"Internal error","status":500,"detail":"encode response"}`)
 		contentType, status = ContentTypeProblem, http.StatusInternalServerError
 	}
-	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	problem.WriteJSON(w, contentType, status, body)
 }

@@ -382,6 +382,7 @@ func TestBadSettingsStopTheStart(t *testing.T) {
 		{"notifier", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "SMTP_TLS=sometimes"}, []string{"SMTP_TLS", "mandatory, opportunistic, none"}},
 		{"notifier", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "NOTIFIER_COMMIT_EVERY=0"}, []string{"NOTIFIER_COMMIT_EVERY"}},
 		{"notifier", []string{"KAFKA_BROKERS=127.0.0.1:1"}, []string{"CODE_ENCRYPTION_KEYS"}},
+		{"notifier", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "NOTIFIER_GROUP_ID=a b"}, []string{`NOTIFIER_GROUP_ID="a b"`}},
 		{"dev", []string{"LOG_LEVEL=loud"}, []string{"LOG_LEVEL"}},
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "KAFKA_TOPIC_PARTITIONS=many"}, []string{"KAFKA_TOPIC_PARTITIONS"}},
 		// Wrong values that parse: reported before waiting for Kafka, which

@@ -24,14 +24,21 @@ import (
 )
 
 func main() {
-	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // errUsage marks a command-line mistake: exit code 2.
 var errUsage = errors.New("usage")
 
-// Main runs one subcommand and returns the process exit code.
-func Main(args []string, stdout, stderr io.Writer) int {
+// Main runs one subcommand until it ends or ctx does, and returns the
+// process exit code. It takes its environment as environ ("KEY=value", as
+// os.Environ gives it) and, when there is one, a .env file in the working
+// directory (variables set in environ win); it reads nothing else of the
+// process's, so tests run it in-process.
+func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stdout)
 		if len(args) == 0 {
@@ -51,8 +58,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "Usage: countersign healthcheck <url>")
 			return 2
 		}
-		env := &Env{Getenv: os.Getenv, Environ: os.Environ, Stdout: stdout, Logger: slog.New(slog.DiscardHandler)}
-		if err := runHealthcheck(context.Background(), env, args[1]); err != nil {
+		if err := runHealthcheck(ctx, stdout, args[1]); err != nil {
 			fmt.Fprintf(stderr, "countersign healthcheck: %v\n", err)
 			return 1
 		}
@@ -81,44 +87,68 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	// A .env file fills in what the environment does not set.
-	if err := godotenv.Load(); err != nil && !errors.Is(err, os.ErrNotExist) {
+	env, err := readEnv(environ)
+	if err != nil {
 		fmt.Fprintf(stderr, "countersign: read .env: %v\n", err)
 		return 1
 	}
-	logger, err := newLogger(os.Getenv, stderr)
+	cfg, err := parseConfig(cmd.settings, env)
 	if err != nil {
 		fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	env := &Env{Getenv: os.Getenv, Environ: os.Environ, Stdout: stdout, Logger: logger}
-	if err := cmd.run(ctx, env); err != nil {
+	logger := newLogger(cfg, stderr)
+	cfg.Logger, cfg.Kafka.Logger = logger, logger
+	if err := cmd.run(ctx, &Env{Stdout: stdout, Logger: logger}, &cfg); err != nil {
+		fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 		if errors.Is(err, errUsage) {
-			fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 			return 2
 		}
-		fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 		return 1
 	}
 	return 0
 }
 
+// readEnv is environ as a map, filled in from a .env file in the working
+// directory when there is one.
+func readEnv(environ []string) (map[string]string, error) {
+	env := environMap(environ)
+	dotenv, err := godotenv.Read()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for k, v := range dotenv {
+		if _, set := env[k]; !set {
+			env[k] = v
+		}
+	}
+	return env, nil
+}
+
+// environMap is environ ("KEY=value") as a map; entries without "=" are
+// left out.
+func environMap(environ []string) map[string]string {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
 func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
 
-// Env is what a subcommand may take from its surroundings; tests fill it in.
+// Env is what a subcommand writes to.
 type Env struct {
-	Getenv  func(string) string
-	Environ func() []string
-	Stdout  io.Writer
-	Logger  *slog.Logger
+	Stdout io.Writer
+	Logger *slog.Logger
 }
 
 type command struct {
 	summary  string
 	settings []string // names from the settings table, in display order
-	run      func(ctx context.Context, env *Env) error
+	run      func(ctx context.Context, env *Env, cfg *config) error
 }
 
 var commands map[string]command
@@ -191,20 +221,10 @@ func concat(lists ...[]string) []string {
 }
 
 // newLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
-func newLogger(getenv func(string) string, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if v := strings.TrimSpace(getenv("LOG_LEVEL")); v != "" {
-		if err := level.UnmarshalText([]byte(v)); err != nil {
-			return nil, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", v)
-		}
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch v := strings.ToLower(strings.TrimSpace(getenv("LOG_FORMAT"))); v {
-	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	default:
-		return nil, fmt.Errorf("LOG_FORMAT=%q: want text or json", v)
-	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/countersign/countersign/problem"
 	"github.com/countersign/countersign/userapi"
 )
 
@@ -28,16 +29,7 @@ func TestWorkerOpsEndpoint(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	var notReady atomic.Bool
-	env := &Env{
-		Getenv: func(k string) string {
-			if k == "METRICS_ADDR" {
-				return addr
-			}
-			return ""
-		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	stop, err := serveOps(env, "", prometheus.NewRegistry(), func(context.Context) error {
+	stop, err := serveOps(addr, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), func(context.Context) error {
 		if notReady.Load() {
 			return errors.New("kafka metadata: secret-broker-detail")
 		}
@@ -66,10 +58,10 @@ func TestWorkerOpsEndpoint(t *testing.T) {
 
 	notReady.Store(true)
 	resp, body := get("/readyz")
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != userapi.ContentTypeProblem {
-		t.Fatalf("not ready: GET /readyz = %d %q, want 503 %s", resp.StatusCode, resp.Header.Get("Content-Type"), userapi.ContentTypeProblem)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != problem.ContentType {
+		t.Fatalf("not ready: GET /readyz = %d %q, want 503 %s", resp.StatusCode, resp.Header.Get("Content-Type"), problem.ContentType)
 	}
-	var p userapi.Problem
+	var p problem.Problem
 	if err := json.Unmarshal([]byte(body), &p); err != nil {
 		t.Fatalf("problem %q: %v", body, err)
 	}

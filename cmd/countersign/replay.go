@@ -1,15 +1,13 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/countersign/countersign/cmd/internal/platform"
 	"github.com/countersign/countersign/events/kafka"
-	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/recommender"
 )
 
 // replayTargets are the services whose dead letters replay-dlq re-processes,
@@ -25,7 +23,7 @@ func replayCommand(service string) command {
 	return command{
 		summary:  fmt.Sprintf("re-process the %s's dead letters with its own handler, for it alone, then exit", service),
 		settings: replayTargets[service],
-		run:      func(ctx context.Context, env *Env) error { return runReplayDLQ(ctx, env, service) },
+		run:      func(ctx context.Context, env *Env, cfg *config) error { return runReplayDLQ(ctx, env, cfg, service) },
 	}
 }
 
@@ -37,64 +35,48 @@ func replayCommand(service string) command {
 // what fails again goes to "<group-id>.replay.dlq". Records dead-lettered
 // while it runs are replayed when they arrive before it stops, and by the
 // next run otherwise.
-func runReplayDLQ(ctx context.Context, env *Env, service string) error {
-	kcfg, err := kafkaConfig(env)
+func runReplayDLQ(ctx context.Context, env *Env, cfg *config, service string) error {
+	m, err := platform.NewMail(cfg.Config)
 	if err != nil {
 		return err
 	}
-	if err := kcfg.Validate(); err != nil {
-		return err
-	}
-	tpl, sender, err := mailer(env)
-	if err != nil {
-		return err
-	}
-	defer sender.Close()
+	defer m.Close()
 
-	var (
-		group  string
-		replay func(onResult func(kafka.Result)) (*kafka.Subscriber, error)
-	)
+	// The service is built for its Handle and retry settings; its own
+	// subscriber never runs.
+	var w interface {
+		GroupID() string
+		Replay(onResult func(kafka.Result)) (*kafka.Subscriber, error)
+	}
 	switch service {
 	case "notifier":
-		cfg, err := notifierConfigFromEnv(env.Getenv)
+		n, err := platform.NewNotifier(cfg.Config, m, nil, platform.TopicsReady())
 		if err != nil {
 			return err
 		}
-		keys, err := keyring(env)
-		if err != nil {
-			return err
-		}
-		// Built for its Handle and retry settings; its own subscriber never runs.
-		n, err := notifier.New(cfg, notifier.Deps{Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: env.Logger})
-		if err != nil {
-			return err
-		}
-		group, replay = cmp.Or(cfg.GroupID, notifier.DefaultGroupID), n.Replay
+		w = n
 	case "recommender":
-		cfg, err := recommenderConfigFromEnv(env.Getenv)
+		r, err := platform.NewRecommender(cfg.Config, m, nil, platform.TopicsReady())
 		if err != nil {
 			return err
 		}
-		r, err := recommender.New(cfg, recommender.Deps{Kafka: kcfg, Templates: tpl, Sender: sender, Logger: env.Logger})
-		if err != nil {
-			return err
-		}
-		group, replay = cmp.Or(cfg.GroupID, recommender.DefaultGroupID), r.Replay
+		w = r
 	default:
 		return fmt.Errorf("%w: want replay-dlq notifier or replay-dlq recommender", errUsage)
 	}
+	group := w.GroupID()
 	dlq, replayGroup := kafka.DeadLetterTopic(group), group+".replay"
 	// Kafka topic names hold at most 249 characters.
 	if again := kafka.DeadLetterTopic(replayGroup); len(again) > 249 {
 		return fmt.Errorf("group id %q is too long for the replay's dead-letter topic %s", group, again)
 	}
 
-	if err := ensureTopics(ctx, kcfg, dlq); err != nil {
+	// The dead letters and where those that fail again go, once.
+	if err := platform.EnsureTopics(ctx, cfg.Kafka, dlq, kafka.DeadLetterTopic(replayGroup)); err != nil {
 		return err
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	backlog, err := kafka.Backlog(bctx, kcfg, replayGroup, dlq)
+	backlog, err := kafka.Backlog(bctx, cfg.Kafka, replayGroup, dlq)
 	cancel()
 	if err != nil {
 		return err
@@ -108,7 +90,7 @@ func runReplayDLQ(ctx context.Context, env *Env, service string) error {
 
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	sub, err := replay(func(r kafka.Result) {
+	sub, err := w.Replay(func(r kafka.Result) {
 		if p.record(r) {
 			// Every dead letter present at the start is finished: stop,
 			// which commits them.

@@ -249,7 +249,7 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 		base = st.url
 		rep.Machine.Target = "in-process user API at " + st.url
 		if o.brokers == "" {
-			rep.Machine.Brokers = "embedded (in-process kfake) at " + st.kcfg.Brokers
+			rep.Machine.Brokers = "embedded (in-process kfake) at " + st.cfg.Kafka.Brokers
 		}
 	}
 	var sk *sink

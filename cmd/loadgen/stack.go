@@ -5,37 +5,34 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
+	"github.com/countersign/countersign/cmd/internal/platform"
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
 	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/mail"
 	"github.com/countersign/countersign/notifier"
-	"github.com/countersign/countersign/templates"
 	"github.com/countersign/countersign/userapi"
 )
 
-// stack is the platform run in this process, wired as `countersign dev`
-// wires it: a broker (embedded unless -brokers), an idempotent acks=all
-// producer, the user API with its memory store and the rate limit off, and,
-// when a phase needs mail, the notifier sending to the sink over SMTP.
+// stack is the platform run in this process, built by the constructors
+// `countersign dev` uses (package platform): a broker (embedded unless
+// -brokers), the user API with its idempotent acks=all producer, its memory
+// store and the rate limit off, and, when a phase needs mail, the notifier
+// sending to the sink over SMTP.
 type stack struct {
-	logger   *slog.Logger
-	broker   *embedded.Broker
-	kcfg     kafka.Config
-	keys     *events.Keyring
-	producer *kafka.Producer
-	api      *userapi.Server
-	url      string
+	logger *slog.Logger
+	broker *embedded.Broker
+	cfg    platform.Config
+	api    *platform.UserAPI
+	url    string
 
 	notifierCancel context.CancelFunc
 	notifierDone   chan error
-	sender         *mail.SMTPSender
+	mail           *platform.Mail
 }
 
 func startStack(ctx context.Context, brokers string, client map[string]string, noBroker bool, logger *slog.Logger) (*stack, error) {
@@ -54,32 +51,26 @@ func startStack(ctx context.Context, brokers string, client map[string]string, n
 		s.broker = b
 		brokers = b.Addr()
 	}
-	apiCfg := userapi.Config{HTTPAddr: "127.0.0.1:0", RateLimitPerIP: userapi.RateLimitOff}
-	s.kcfg = kafka.Config{Brokers: brokers, Client: client, Logger: logger}
+	s.cfg = platform.Config{
+		Kafka:   kafka.Config{Brokers: brokers, Client: client, Logger: logger},
+		UserAPI: userapi.Config{HTTPAddr: "127.0.0.1:0", RateLimitPerIP: userapi.RateLimitOff},
+		Logger:  logger,
+	}
 	var err error
-	if s.keys, err = events.NewRandomKeyring(); err != nil {
+	if s.cfg.Keys, err = events.NewRandomKeyring(); err != nil {
 		return nil, err
 	}
-	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := kafka.EnsureTopics(tctx, s.kcfg, events.Topics...); err != nil {
+	if err := platform.EnsureTopics(ctx, s.cfg.Kafka, events.Topics...); err != nil {
 		return nil, err
 	}
-	// As cmd/countersign does: librdkafka gives up on a record when the
-	// API does (PUBLISH_TIMEOUT, default 10s).
-	pcfg := s.kcfg
-	pcfg.Client = maps.Clone(client)
-	if _, set := pcfg.Client["message.timeout.ms"]; !set {
-		pcfg.Client["message.timeout.ms"] = strconv.FormatInt(userapi.DefaultPublishTimeout.Milliseconds(), 10)
-	}
-	if s.producer, err = kafka.NewProducer(pcfg); err != nil {
-		return nil, err
-	}
-	var pub events.Publisher = s.producer
-	if noBroker {
-		pub = marshalOnly{}
-	}
-	if s.api, err = userapi.NewServer(apiCfg, userapi.Deps{Publisher: pub, Keyring: s.keys, Ready: s.producer.Ping, Logger: logger}); err != nil {
+	// As cmd/countersign does (the same constructor): librdkafka gives up
+	// on a record when the API does (PUBLISH_TIMEOUT, default 10s).
+	s.api, err = platform.NewUserAPI(ctx, s.cfg, nil, func(d *userapi.Deps) {
+		if noBroker {
+			d.Publisher = marshalOnly{}
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
 	if err := s.api.Open(); err != nil {
@@ -107,68 +98,50 @@ func (s *stack) warmUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	for {
-		pctx, pcancel := context.WithTimeout(wctx, 10*time.Second)
-		err = s.producer.Publish(pctx, e)
-		pcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("warm-up publish: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	err = platform.WaitFor(ctx, 60*time.Second, 200*time.Millisecond, func(ctx context.Context) error {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return s.api.Producer.Publish(pctx, e)
+	})
+	if err != nil {
+		return fmt.Errorf("warm-up publish: %w", err)
 	}
+	return nil
 }
 
 // startNotifier starts the notifier in a consumer group of its own,
 // mailing to the sink. The group starts at the end of the topics: mails for
 // events published before (by an earlier phase) are not its business.
 func (s *stack) startNotifier(ctx context.Context, cfg notifier.Config, sk *sink) error {
-	if err := kafka.StartAtEnd(ctx, s.kcfg, cfg.GroupID, events.Topics...); err != nil {
+	if err := kafka.StartAtEnd(ctx, s.cfg.Kafka, cfg.GroupID, events.Topics...); err != nil {
 		return fmt.Errorf("position notifier group: %w", err)
 	}
-	tpl, err := templates.Load("")
+	ncfg := s.cfg
+	ncfg.Notifier = cfg
+	ncfg.SMTP = mail.SMTPConfig{Host: sk.host(), Port: sk.port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>"}
+	m, err := platform.NewMail(ncfg)
 	if err != nil {
 		return err
 	}
-	sender, err := mail.NewSMTPSender(mail.SMTPConfig{
-		Host: sk.host(), Port: sk.port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>",
-	}, s.logger)
+	n, err := platform.NewNotifier(ncfg, m, nil)
 	if err != nil {
-		return err
-	}
-	n, err := notifier.New(cfg, notifier.Deps{
-		Kafka: s.kcfg, Keyring: s.keys, Templates: tpl, Sender: sender, Logger: s.logger,
-	})
-	if err != nil {
-		_ = sender.Close()
+		_ = m.Close()
 		return err
 	}
 	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.sender, s.notifierCancel, s.notifierDone = sender, cancel, make(chan error, 1)
+	s.mail, s.notifierCancel, s.notifierDone = m, cancel, make(chan error, 1)
 	go func() { s.notifierDone <- n.Run(nctx) }()
 	return nil
 }
 
 func (s *stack) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	if s.api != nil {
-		_ = s.api.Close(ctx)
+		_ = s.api.Close()
 	}
 	if s.notifierCancel != nil {
 		s.notifierCancel()
 		<-s.notifierDone
-		_ = s.sender.Close()
-	}
-	if s.producer != nil {
-		if err := s.producer.Close(ctx); err != nil {
-			s.logger.Error("close producer", "err", err)
-		}
+		_ = s.mail.Close()
 	}
 	if s.broker != nil {
 		s.broker.Close()

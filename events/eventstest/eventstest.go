@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,4 +255,127 @@ func groupAssignment(tb testing.TB, a *ckafka.AdminClient, group string) map[str
 		}
 	}
 	return out
+}
+
+// Producer returns a producer on cfg, after creating the platform's topics
+// when missing; it is closed when the test ends.
+func Producer(tb testing.TB, cfg kafka.Config) *kafka.Producer {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
+		tb.Fatal(err)
+	}
+	p, err := kafka.NewProducer(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Close(ctx)
+	})
+	return p
+}
+
+// Publish publishes e and waits for the acknowledgement, failing tb.
+func Publish(tb testing.TB, p events.Publisher, e events.Event) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Publish(ctx, e); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Runner is a service that runs until its context ends: a kafka.Worker, or a
+// service built on one.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Run runs r in the background until stop is called or the test ends.
+// stop cancels Run's context, waits for it, then calls after (when set, to
+// close what r used), and returns Run's error; calling it again returns the
+// same. When the test ends without a stop, a Run error fails it.
+func Run(tb testing.TB, r Runner, after func()) (stop func() error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+			if after != nil {
+				after()
+			}
+		})
+		return runErr
+	}
+	tb.Cleanup(func() {
+		if err := stop(); err != nil {
+			tb.Errorf("Run: %v", err)
+		}
+	})
+	return stop
+}
+
+// TestWorker fills a worker configuration for a test: a group of the
+// test's own when none is named, and short retry waits (20ms doubling to
+// 200ms) when none are set.
+func TestWorker(tb testing.TB, c kafka.WorkerConfig) kafka.WorkerConfig {
+	tb.Helper()
+	if c.GroupID == "" {
+		c.GroupID = UniqueGroup(tb)
+	}
+	if c.InitialBackoff == 0 {
+		c.InitialBackoff, c.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	}
+	return c
+}
+
+// Created builds a user_account_created event for email whose code is
+// sealed with kr (a random keyring, which no service holds, when kr is nil),
+// as the user API would: a fresh user id, the names Ada Lovelace, expiring
+// in 15 minutes.
+func Created(tb testing.TB, kr *events.Keyring, email, code string) events.Event {
+	tb.Helper()
+	if kr == nil {
+		var err error
+		if kr, err = events.NewRandomKeyring(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	userID := "u-" + Suffix()
+	cd := events.UserAccountCreated{
+		UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+		ExpiresAt: time.Now().Add(15 * time.Minute),
+	}
+	sealed, err := kr.Seal(code, cd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cd.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(cd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// Eventually polls cond every 20ms until it holds, and fails tb after
+// timeout. Give it a generous timeout: machines running the tests are slow
+// at times, and a condition met early returns early.
+func Eventually(tb testing.TB, timeout time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

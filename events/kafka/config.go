@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strconv"
 	"strings"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -41,19 +40,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Environment variables read by ConfigFromEnv that are Countersign's own and
-// not librdkafka properties.
+// Names of the settings that are Countersign's own rather than librdkafka
+// properties, used in errors. cmd reads them, and passes every other
+// KAFKA_A_B through as the property a.b (see Client).
 const (
 	EnvBrokers           = "KAFKA_BROKERS"
 	EnvPartitions        = "KAFKA_TOPIC_PARTITIONS"
 	EnvReplicationFactor = "KAFKA_TOPIC_REPLICATION_FACTOR"
 )
-
-// ownEnv are KAFKA_* variables that are not librdkafka pass-through.
-var ownEnv = map[string]bool{
-	EnvBrokers: true, EnvPartitions: true, EnvReplicationFactor: true,
-	"KAFKA_TEST_BROKERS": true,
-}
 
 // guardedProperties carry the delivery guarantees the rest of the platform
 // relies on; the pass-through may not change them.
@@ -67,50 +61,25 @@ var guardedProperties = map[string]bool{
 // secretSuffixes mark properties whose values are never logged.
 var secretSuffixes = []string{"password", "secret", ".key.pem", "sasl.oauthbearer.config"}
 
-// ConfigFromEnv reads the Kafka configuration from environ (os.Environ()
-// form: "KEY=value").
-func ConfigFromEnv(environ []string) (Config, error) {
-	cfg := Config{Client: map[string]string{}}
-	for _, kv := range environ {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, "KAFKA_") || v == "" {
-			continue
-		}
-		switch k {
-		case EnvBrokers:
-			cfg.Brokers = strings.TrimSpace(v)
-		case EnvPartitions:
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || n < 1 {
-				return cfg, fmt.Errorf("%s=%q: want a whole number ≥ 1", k, v)
-			}
-			cfg.Partitions = n
-		case EnvReplicationFactor:
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || (n < 1 && n != -1) {
-				return cfg, fmt.Errorf("%s=%q: want a whole number ≥ 1, or -1 for the broker's default", k, v)
-			}
-			cfg.ReplicationFactor = n
-		default:
-			if ownEnv[k] {
-				continue
-			}
-			cfg.Client[envToProperty(k)] = v
-		}
-	}
-	return cfg, nil
-}
+// Defaults applied to zero-valued fields.
+const (
+	DefaultPartitions        = 3
+	DefaultReplicationFactor = -1
+)
 
-func envToProperty(k string) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(k, "KAFKA_")), "_", ".")
+// WithDefaults returns c with its zero-valued fields set to their defaults,
+// as every constructor of this package sets them.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
 }
 
 func (c *Config) setDefaults() {
 	if c.Partitions == 0 {
-		c.Partitions = 3
+		c.Partitions = DefaultPartitions
 	}
 	if c.ReplicationFactor == 0 {
-		c.ReplicationFactor = -1
+		c.ReplicationFactor = DefaultReplicationFactor
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -97,8 +97,10 @@ func NewSubscriber(cfg Config, sc SubscriberConfig, h events.Handler) (*Subscrib
 // commits and leaves the group. It returns nil after such a shutdown, or the
 // error that stopped it (a fatal client error, or a failure to start).
 func (s *Subscriber) Run(ctx context.Context) error {
-	if err := EnsureTopics(ctx, s.cfg, append(append([]string(nil), s.sc.Topics...), DeadLetterTopic(s.sc.GroupID))...); err != nil {
-		return fmt.Errorf("subscriber %s: %w", s.sc.GroupID, err)
+	if !s.sc.TopicsReady {
+		if err := EnsureTopics(ctx, s.cfg, append(append([]string(nil), s.sc.Topics...), DeadLetterTopic(s.sc.GroupID))...); err != nil {
+			return fmt.Errorf("subscriber %s: %w", s.sc.GroupID, err)
+		}
 	}
 	dlq, err := NewProducer(s.cfg)
 	if err != nil {

@@ -42,6 +42,11 @@ type SubscriberConfig struct {
 	// OnResult, when set, is called after every record, from the consuming
 	// goroutine: keep it fast (metrics, not I/O).
 	OnResult func(Result)
+	// TopicsReady says the caller has created Topics and the dead-letter
+	// topic already (cmd does, once per start, for every service it runs):
+	// Run then does not ask the brokers again. Default false: Run creates
+	// what is missing.
+	TopicsReady bool
 }
 
 func (c *SubscriberConfig) setDefaults() {

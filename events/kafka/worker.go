@@ -94,6 +94,13 @@ func (c WorkerConfig) WithDefaults(defaultGroupID string) WorkerConfig {
 	return c
 }
 
+// Of is WithDefaults for a service: it also sets the prefix of the
+// service's variables, so Validate names them.
+func (c WorkerConfig) Of(prefix, defaultGroupID string) WorkerConfig {
+	c.Prefix = prefix
+	return c.WithDefaults(defaultGroupID)
+}
+
 // Validate reports the first setting that cannot work, naming its variable.
 // Call it after WithDefaults.
 func (c WorkerConfig) Validate() error {
@@ -199,6 +206,11 @@ func (w *Worker) Run(ctx context.Context) error { return w.sub.Run(ctx) }
 // Ready reports whether it is consuming and the brokers answer, for
 // /readyz; see Subscriber.Ready.
 func (w *Worker) Ready(ctx context.Context) error { return w.sub.Ready(ctx) }
+
+// Handler is the handler as the worker runs it, dedupe included: what a
+// test or a replay tool calls to handle one event exactly as the worker
+// would.
+func (w *Worker) Handler() events.Handler { return w.handler }
 
 // GroupID is the worker's consumer group.
 func (w *Worker) GroupID() string { return w.cfg.GroupID }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"strconv"
@@ -31,6 +32,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/countersign/countersign/mail"
 )
 
 // Server is a running in-process SMTP server. Create it with Start.
@@ -508,3 +511,53 @@ func selfSignedTLS() (*tls.Config, *x509.CertPool, error) {
 }
 
 var _ smtp.AuthSession = (*session)(nil)
+
+// MessagesTo returns the mails received so far that have addr among their
+// recipients: on a shared server, a test's own mail.
+func (s *Server) MessagesTo(addr string) []Received {
+	var out []Received
+	for _, m := range s.Messages() {
+		for _, to := range m.To {
+			if to == addr {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// WaitFor waits until at least n mails to addr arrived and returns them all;
+// it fails tb after timeout.
+func (s *Server) WaitFor(tb testing.TB, addr string, n int, timeout time.Duration) []Received {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := s.MessagesTo(addr)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d mails to %s within %v, want %d", len(got), addr, timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SenderConfig is a plain-text client configuration for this server (no
+// TLS, no AUTH), with a test sender address.
+func (s *Server) SenderConfig() mail.SMTPConfig {
+	return mail.SMTPConfig{Host: s.Host(), Port: s.Port(), TLS: mail.TLSNone, From: "Countersign <no-reply@countersign.test>"}
+}
+
+// Sender is a mail.SMTPSender on SenderConfig, closed when the test ends
+// (after whatever the test started later, such as a worker using it).
+func (s *Server) Sender(tb testing.TB) *mail.SMTPSender {
+	tb.Helper()
+	sender, err := mail.NewSMTPSender(s.SenderConfig(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = sender.Close() })
+	return sender
+}

@@ -1,4 +1,4 @@
-package main
+package platform
 
 import (
 	"context"
@@ -31,12 +31,12 @@ type pendingStore struct {
 }
 
 // openPendingStore opens the store PENDING_STORE names: "memory" (the
-// default) or a redis:// or rediss:// URL. A Redis store waits up to a
-// minute for Redis to answer, as ensureTopics does for Kafka: under docker
-// compose the services may start first. The URL, which may hold a password,
-// is never in an error or a log line.
-func openPendingStore(ctx context.Context, env *Env) (*pendingStore, error) {
-	raw := strings.TrimSpace(env.Getenv("PENDING_STORE"))
+// default) or a redis:// or rediss:// URL. A Redis store waits up to
+// StartTimeout for Redis to answer, as EnsureTopics does for Kafka: under
+// docker compose the services may start first. The URL, which may hold a
+// password, is never in an error or a log line.
+func openPendingStore(ctx context.Context, raw string, logger *slog.Logger) (*pendingStore, error) {
+	raw = strings.TrimSpace(raw)
 	opt, err := parsePendingStore(raw)
 	if err != nil {
 		return nil, err
@@ -44,19 +44,28 @@ func openPendingStore(ctx context.Context, env *Env) (*pendingStore, error) {
 	if opt == nil {
 		return &pendingStore{Store: userapi.NewMemoryStore(), desc: "memory (this process only)", close: func() {}}, nil
 	}
-	redis.SetLogger(redisLogger{env.Logger.With("component", "redis")})
+	redis.SetLogger(redisLogger{logger.With("component", "redis")})
 	rdb := redis.NewClient(opt)
 	s := userapi.NewRedisStore(rdb, userapi.RedisOptions{})
-	if err := waitRedis(ctx, s); err != nil {
+	if err := WaitFor(ctx, StartTimeout, time.Second, s.Ping); err != nil {
+		err = fmt.Errorf("PENDING_STORE: redis not reachable: %w", err)
 		_ = rdb.Close()
 		return nil, err
 	}
 	return &pendingStore{Store: s, ping: s.Ping, newRateLimiter: s.RateLimiter, newMailBudget: s.MailBudget, desc: redactURL(raw), close: func() { _ = rdb.Close() }}, nil
 }
 
+// CheckPendingStore reports whether PENDING_STORE's value can work, without
+// connecting; the error names the setting and never shows the password.
+func CheckPendingStore(raw string) error {
+	_, err := parsePendingStore(raw)
+	return err
+}
+
 // parsePendingStore checks PENDING_STORE's value without connecting: nil
 // options for the memory store, or the Redis client's options.
 func parsePendingStore(raw string) (*redis.Options, error) {
+	raw = strings.TrimSpace(raw)
 	if raw == "" || raw == "memory" {
 		return nil, nil
 	}
@@ -69,22 +78,6 @@ func parsePendingStore(raw string) (*redis.Options, error) {
 		return nil, fmt.Errorf("PENDING_STORE: %w", err)
 	}
 	return opt, nil
-}
-
-func waitRedis(ctx context.Context, s *userapi.RedisStore) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	for {
-		err := s.Ping(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("PENDING_STORE: redis not reachable: %w", err)
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // redactURL shows host, port and database, never the user or password.

@@ -1,4 +1,4 @@
-package main
+package platform
 
 import (
 	"bytes"
@@ -11,23 +11,12 @@ import (
 	"github.com/countersign/countersign/userapi/redistest"
 )
 
-func storeEnv(value string, logs *bytes.Buffer) *Env {
-	return &Env{
-		Getenv: func(k string) string {
-			if k == "PENDING_STORE" {
-				return value
-			}
-			return ""
-		},
-		Logger: slog.New(slog.NewTextHandler(logs, nil)),
-	}
-}
-
 func TestPendingStoreSetting(t *testing.T) {
 	ctx := context.Background()
 	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	for _, v := range []string{"", "memory", " memory "} {
-		s, err := openPendingStore(ctx, storeEnv(v, &logs))
+		s, err := openPendingStore(ctx, v, logger)
 		if err != nil {
 			t.Fatalf("PENDING_STORE=%q: %v", v, err)
 		}
@@ -37,7 +26,7 @@ func TestPendingStoreSetting(t *testing.T) {
 		s.close()
 	}
 	for _, v := range []string{"postgres://u:s3cret@db/x", "redis://:s3cret@host:port/0", "redis://:s3cret@host/notadb", "mem"} {
-		_, err := openPendingStore(ctx, storeEnv(v, &logs))
+		_, err := openPendingStore(ctx, v, logger)
 		if err == nil {
 			t.Errorf("PENDING_STORE=%s accepted", v)
 			continue
@@ -48,7 +37,7 @@ func TestPendingStoreSetting(t *testing.T) {
 	}
 
 	srv := redistest.Start(t, redistest.WithPassword("s3cret"))
-	s, err := openPendingStore(ctx, storeEnv(srv.URL(), &logs))
+	s, err := openPendingStore(ctx, srv.URL(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Registry is where the server registers its metrics and what /metrics
-// serves. *prometheus.Registry implements it.
+// Registry is where the server registers its metrics, for the binary to
+// serve on METRICS_ADDR. *prometheus.Registry implements it.
 type Registry interface {
 	prometheus.Registerer
 	prometheus.Gatherer

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Topics. They are part of the public contract: renaming one orphans every
@@ -78,9 +80,53 @@ type UserAccountVerified struct {
 	VerifiedAt time.Time `json:"verified_at"`
 }
 
-// NormalizeEmail returns the canonical form of an address used as record key
-// and store key: trimmed and lower-cased.
-func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+// NormalizeEmail returns the canonical form of an address, the record key
+// and store key every service uses: trimmed, in Unicode NFC, lower-cased,
+// and with the domain (after the last "@") in the Unicode form that IDNA's
+// lookup profile (UTS #46, golang.org/x/net/idna) gives it. So the composed
+// and decomposed forms of "á" are one key; an A-label domain
+// ("xn--fsqu00a.xn--0zwm56d") and its Unicode form ("例子.测试") are one key;
+// and fullwidth letters and the ideographic full stop in a domain become
+// ASCII ("ＥＸＡＭＰＬＥ。com" is "example.com"). The local part is only
+// NFC-normalized and lower-cased: what a mailbox's owner typed is theirs,
+// and compatibility forms in it are refused by the user API rather than
+// folded. A domain IDNA refuses is left NFC and lower-cased; the user API
+// refuses such an address, so it never becomes a key.
+//
+// The result is a fixed point: NormalizeEmail(NormalizeEmail(s)) equals
+// NormalizeEmail(s) (FuzzNormalizeEmail), so a key normalized again by a
+// subscriber or the Keyring stays the key.
+func NormalizeEmail(s string) string {
+	s = strings.TrimSpace(s)
+	// NFC before and after lower-casing: lower-casing can leave a base letter
+	// and a combining mark that compose.
+	s = norm.NFC.String(strings.ToLower(norm.NFC.String(s)))
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	domain := s[at+1:]
+	if isASCIILower(domain) && !strings.Contains(domain, "xn--") {
+		// The common case: nothing to map (IDNA's mapping of an ASCII
+		// domain without A-labels is lower-casing, done above).
+		return s
+	}
+	if u, err := idna.Lookup.ToUnicode(domain); err == nil {
+		return s[:at+1] + u
+	}
+	return s
+}
+
+// isASCIILower reports whether s has only ASCII characters and no upper-case
+// letter.
+func isASCIILower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
 
 // NewUserAccountCreated builds a user_account_created event with a fresh id.
 func NewUserAccountCreated(d UserAccountCreated) (Event, error) {

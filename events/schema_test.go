@@ -408,6 +408,8 @@ func TestSchemaRejectsTamperedEvents(t *testing.T) {
 			data(m)["encrypted_code"] = "482913"
 		}, false},
 		{"user_id not a uuid", events.TopicUserAccountCreated, func(m map[string]any) { data(m)["user_id"] = "user-1" }, false},
+		{"IDN domain in Unicode", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["email"] = "li@例子.测试" }, true},
+		{"non-ASCII local part", events.TopicUserAccountCreated, func(m map[string]any) { data(m)["email"] = "josé@example.com" }, true},
 		{"email not normalized", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["email"] = "Grace@Example.com" }, false},
 		{"email not an address", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["email"] = "grace" }, false},
 		{"empty first_name", events.TopicUserAccountVerified, func(m map[string]any) { data(m)["first_name"] = "" }, false},

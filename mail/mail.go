@@ -11,8 +11,10 @@ import (
 	netmail "net/mail"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	gomail "github.com/wneessen/go-mail"
+	"golang.org/x/net/idna"
 
 	"github.com/countersign/countersign/events"
 )
@@ -161,10 +163,24 @@ func NewSender(cfg SMTPConfig, outboxDir string, logger *slog.Logger) (Sender, e
 	return o, nil
 }
 
+// Address forms of buildMsg.
+const (
+	// utf8Addresses keeps addresses as they are, in Unicode: what a server
+	// that announced SMTPUTF8 (RFC 6531) receives, and what the outbox
+	// writes. Headers then carry UTF-8 addresses (RFC 6532).
+	utf8Addresses = false
+	// asciiAddresses puts every domain in its A-label form, for a server
+	// without SMTPUTF8; a non-ASCII local part cannot be sent at all.
+	asciiAddresses = true
+)
+
 // buildMsg turns m into a go-mail message from the sender from. The SMTP and
-// the outbox senders share it so that an outbox file is the MIME the server
-// would have received. Its errors are permanent.
-func buildMsg(from *netmail.Address, m Message) (*gomail.Msg, error) {
+// the outbox senders share it so that an outbox file is the MIME an SMTPUTF8
+// server would have received. With asciiAddresses the envelope and the From
+// and To headers carry each domain in its A-label form (IDNA's lookup
+// profile), and a recipient with a non-ASCII local part is refused with
+// ErrSMTPUTF8Required. Its errors are permanent.
+func buildMsg(from *netmail.Address, m Message, ascii bool) (*gomail.Msg, error) {
 	invalid := func(detail string) error {
 		return &Error{Op: "validate", MessageID: m.ID, Detail: detail, Err: ErrInvalidMessage}
 	}
@@ -176,12 +192,32 @@ func buildMsg(from *netmail.Address, m Message) (*gomail.Msg, error) {
 	if m.HTML == "" && m.Text == "" {
 		return nil, invalid("no body")
 	}
+	toAddr := to.Address
+	if ascii {
+		if !isASCII(localOf(toAddr)) {
+			return nil, &Error{Op: "send", MessageID: m.ID, Detail: ErrSMTPUTF8Required.Error(), Err: ErrSMTPUTF8Required}
+		}
+		if toAddr, err = asciiAddress(toAddr); err != nil {
+			return nil, invalid("invalid recipient domain")
+		}
+		fromAddr, err := asciiAddress(from.Address)
+		if err != nil {
+			return nil, invalid("invalid sender domain")
+		}
+		from = &netmail.Address{Name: from.Name, Address: fromAddr}
+	}
 
 	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent())
 	msg.FromMailAddress(from)
-	msg.ToMailAddress(&netmail.Address{Name: singleLine(m.ToName), Address: to.Address})
+	msg.ToMailAddress(&netmail.Address{Name: singleLine(m.ToName), Address: toAddr})
 	msg.Subject(singleLine(m.Subject))
-	msg.SetMessageIDWithValue(messageIDLocal(m.ID) + "@" + domainOf(from.Address))
+	// The Message-ID is the same in both forms, so that a mail sent again
+	// through another relay is still recognised as a duplicate.
+	idDomain, err := idna.Lookup.ToASCII(domainOf(from.Address))
+	if err != nil {
+		idDomain = "localhost"
+	}
+	msg.SetMessageIDWithValue(messageIDLocal(m.ID) + "@" + idDomain)
 	msg.SetDate()
 	// RFC 3834: tells auto-responders (vacation replies) not to answer.
 	msg.SetGenHeader(gomail.Header("Auto-Submitted"), "auto-generated")
@@ -219,6 +255,49 @@ func messageIDLocal(id string) string {
 		sum := sha256.Sum256([]byte(id))
 		return "h" + hex.EncodeToString(sum[:16])
 	}
+}
+
+// ErrSMTPUTF8Required is the cause of the permanent error for a mail to an
+// address with a non-ASCII character before the "@" through an SMTP server
+// that did not announce SMTPUTF8 (RFC 6531): only such a server may be given
+// that address. The mail is not sent; a caller dead-letters it. A non-ASCII
+// domain needs no SMTPUTF8: it is sent in its A-label form.
+var ErrSMTPUTF8Required = errors.New("recipient address has non-ASCII characters before the @ and the SMTP server does not support SMTPUTF8")
+
+// ReasonSMTPUTF8 is the "reason" label of the services' undeliverable-mail
+// metrics for ErrSMTPUTF8Required.
+const ReasonSMTPUTF8 = "smtputf8"
+
+// asciiAddress returns addr with its domain in the A-label form of IDNA's
+// lookup profile ("li@例子.测试" is "li@xn--fsqu00a.xn--0zwm56d"); an
+// ASCII domain is returned as it is.
+func asciiAddress(addr string) (string, error) {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 || isASCII(addr[at+1:]) {
+		return addr, nil
+	}
+	d, err := idna.Lookup.ToASCII(addr[at+1:])
+	if err != nil {
+		return "", err
+	}
+	return addr[:at+1] + d, nil
+}
+
+// localOf returns the part of addr before its last "@".
+func localOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[:i]
+	}
+	return addr
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func domainOf(addr string) string {

@@ -13,8 +13,10 @@ import (
 // DefaultOutboxDir is where NewOutboxSender writes when given no directory.
 const DefaultOutboxDir = "outbox"
 
-// OutboxSender writes each mail as an .eml file (RFC 5322, the same MIME an
-// SMTP server would receive) into a directory instead of sending it. It is for
+// OutboxSender writes each mail as an .eml file into a directory instead of
+// sending it: RFC 5322, the same MIME an SMTP server that announced SMTPUTF8
+// would receive, so addresses in the From and To headers are in UTF-8 as
+// RFC 6532 allows ("josé@example.com", "li@例子.测试"). It is for
 // development and tests, when SMTP_HOST is empty: open the files with a mail
 // client, or read the verification code from them.
 //
@@ -80,7 +82,7 @@ func (o *OutboxSender) Send(ctx context.Context, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return contextError("write outbox", m.ID, err)
 	}
-	msg, err := buildMsg(o.from, m)
+	msg, err := buildMsg(o.from, m, utf8Addresses)
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,14 @@ type SMTPConfig struct {
 	// stops answering fails a Send with a temporary error after about this
 	// long per command, rather than blocking the consumer.
 	Timeout time.Duration
+	// ASCIILocalPartOnly says that the user API refuses addresses with
+	// non-ASCII characters before the @ (ALLOW_UTF8_LOCAL_PART=false; the
+	// default, true, leaves it false). While it is false, the SMTP sender
+	// logs a warning, once per connection, when the server does not announce
+	// SMTPUTF8: mail to such addresses cannot go through it and is
+	// dead-lettered. It changes nothing else: such a mail is refused the
+	// same way either way.
+	ASCIILocalPartOnly bool
 	// TLSConfig replaces the TLS client configuration; it has no environment
 	// variable. Nil verifies the server against the system roots with Host as
 	// the server name; set it for a private CA (tests use it to trust

@@ -33,6 +33,15 @@ import (
 // BenchmarkNotifierThroughput: the two round trips saved are a third of the
 // time one mail takes on a loopback server.)
 //
+// Addresses (see ErrSMTPUTF8Required): after each EHLO the sender notes
+// whether the server announced SMTPUTF8. If it did, mails go out with the
+// SMTPUTF8 parameter and addresses in Unicode. If not, each domain goes in
+// its A-label form (IDNA's lookup profile), in the envelope and in the From
+// and To headers, and a mail to a local part with non-ASCII characters
+// fails at once with a permanent error, without a word to the server. Unless
+// SMTPConfig.ASCIILocalPartOnly is set, a connection to such a server logs
+// a warning, once per connection.
+//
 // The sender holds the go-mail *smtp.Client itself (DialToSMTPClientWithContext
 // and SendWithSMTPClient rather than DialWithContext and Send) so that it can
 // drop a broken connection without waiting for a QUIT reply.
@@ -47,6 +56,8 @@ type SMTPSender struct {
 	sem    chan struct{}
 	conn   *smtp.Client
 	closed bool
+	// smtputf8 is whether conn's server announced SMTPUTF8.
+	smtputf8 bool
 
 	// raw is the TCP connection under conn, kept to abort a Send whose context
 	// ends: closing it makes the blocked read or write return at once.
@@ -121,8 +132,9 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 // for the error contract. Send waits for a Send in progress on the shared
 // connection; ctx bounds that wait as well as the sending.
 func (s *SMTPSender) Send(ctx context.Context, m Message) error {
-	msg, err := buildMsg(s.from, m)
-	if err != nil {
+	// An invalid message is refused before waiting for the connection; the
+	// form sent is built once the server's extensions are known.
+	if _, err := buildMsg(s.from, m, utf8Addresses); err != nil {
 		return err
 	}
 
@@ -143,7 +155,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	// A cancelled context closes the connection under go-mail, which does not
 	// take a context for sending; the aborted connection is then dropped.
 	stop := context.AfterFunc(ctx, s.closeRaw)
-	err = s.send(ctx, m.ID, msg)
+	err := s.send(ctx, m)
 	if !stop() {
 		s.drop()
 		if err != nil {
@@ -153,9 +165,10 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	return err
 }
 
-// send delivers msg on the open connection, or on a new one. The caller holds
+// send delivers m on the open connection, or on a new one. The caller holds
 // sem.
-func (s *SMTPSender) send(ctx context.Context, id string, msg *gomail.Msg) error {
+func (s *SMTPSender) send(ctx context.Context, m Message) error {
+	id := m.ID
 	reused := s.conn != nil
 	if !reused {
 		if err := s.dial(ctx, id); err != nil {
@@ -163,7 +176,7 @@ func (s *SMTPSender) send(ctx context.Context, id string, msg *gomail.Msg) error
 		}
 	}
 
-	err := s.client.SendWithSMTPClient(s.conn, msg)
+	msg, err := s.sendOnConn(m)
 	if err != nil && reused && staleConnection(err) {
 		// MAIL, the first command of the mail, failed for want of the
 		// connection: the server closed it while it was idle. Nothing of the
@@ -174,10 +187,15 @@ func (s *SMTPSender) send(ctx context.Context, id string, msg *gomail.Msg) error
 		if err := s.dial(ctx, id); err != nil {
 			return err
 		}
-		err = s.client.SendWithSMTPClient(s.conn, msg)
+		msg, err = s.sendOnConn(m)
 	}
 	if err == nil {
 		return nil
+	}
+	if msg == nil {
+		// Refused before a word to the server (ErrSMTPUTF8Required): the
+		// connection is as good as before.
+		return err
 	}
 	if msg.IsDelivered() {
 		// The server accepted the mail and only the RSET after it failed:
@@ -193,6 +211,17 @@ func (s *SMTPSender) send(ctx context.Context, id string, msg *gomail.Msg) error
 		s.drop()
 	}
 	return me
+}
+
+// sendOnConn builds m in the form the connected server takes (see
+// SMTPSender) and sends it. A nil msg means it was refused before anything
+// was sent.
+func (s *SMTPSender) sendOnConn(m Message) (*gomail.Msg, error) {
+	msg, err := buildMsg(s.from, m, !s.smtputf8)
+	if err != nil {
+		return nil, err
+	}
+	return msg, s.client.SendWithSMTPClient(s.conn, msg)
 }
 
 // staleConnection reports whether err says that a reused connection was no
@@ -237,8 +266,40 @@ func (s *SMTPSender) dial(ctx context.Context, id string) error {
 		return me
 	}
 	s.conn = conn
-	s.logger.Debug("smtp connection opened")
+	// go-mail issued EHLO (again after STARTTLS); Extension reads its reply.
+	s.smtputf8, _ = conn.Extension("SMTPUTF8")
+	s.logger.Debug("smtp connection opened", slog.Bool("smtputf8", s.smtputf8))
+	if !s.smtputf8 && !s.cfg.ASCIILocalPartOnly {
+		s.logger.Warn("the SMTP server does not announce SMTPUTF8: mail to addresses with non-ASCII characters before the @ cannot be delivered and is dead-lettered; " +
+			"set ALLOW_UTF8_LOCAL_PART=false so that the user API refuses such addresses at registration, or use a relay that supports SMTPUTF8")
+	}
 	return nil
+}
+
+// Connect opens the connection now, if none is open, rather than at the
+// next Send, so that the server's extensions are read (and the warning of
+// SMTPConfig.ASCIILocalPartOnly logged) when a service starts. Its error is
+// a temporary *Error, as Send's; the next Send dials again.
+func (s *SMTPSender) Connect(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return contextError("dial", "", ctx.Err())
+	}
+	defer func() { <-s.sem }()
+	if s.closed {
+		return &Error{Op: "dial", Temporary: true, Detail: ErrSenderClosed.Error(), Err: ErrSenderClosed}
+	}
+	if s.conn != nil {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, s.closeRaw)
+	err := s.dial(ctx, "")
+	if !stop() {
+		s.drop()
+		return contextError("dial", "", ctx.Err())
+	}
+	return err
 }
 
 // sendError classifies a go-mail send error: an SMTP 5xx reply, or an

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/countersign/countersign/mail"
@@ -145,11 +146,40 @@ func (n *Notifier) Handle(ctx context.Context, e events.Event) error {
 	}
 	if err := n.deps.Sender.Send(ctx, msg); err != nil {
 		n.metrics.failed.WithLabelValues(kind, mail.FailureReason(err)).Inc()
+		if errors.Is(err, mail.ErrSMTPUTF8Required) {
+			n.metrics.undeliverable.WithLabelValues(mail.ReasonSMTPUTF8).Inc()
+			n.logger.Warn("mail not sent: the address has non-ASCII characters before the @ and the SMTP server lacks SMTPUTF8; the event is dead-lettered (ALLOW_UTF8_LOCAL_PART=false refuses such addresses at registration)",
+				"event_id", e.ID, "kind", kind)
+		}
 		return mail.HandlerError(err)
 	}
 	n.metrics.sent.WithLabelValues(kind).Inc()
 	n.metrics.latency.WithLabelValues(kind).Observe(time.Since(e.Time).Seconds())
 	return nil
+}
+
+// Run consumes until ctx ends (kafka.Worker.Run). When the mail sender
+// keeps a connection (mail.SMTPSender), Run opens it at once, beside the
+// consumer, so that the SMTP server's EHLO is read at start and a relay
+// without SMTPUTF8 is warned about then (see mail.SMTPConfig's
+// ASCIILocalPartOnly), not only at the first mail. A server that is down
+// delays nothing: mails are held back until it answers.
+func (n *Notifier) Run(ctx context.Context) error {
+	if c, ok := n.deps.Sender.(interface{ Connect(context.Context) error }); ok {
+		cctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Connect(cctx); err != nil && cctx.Err() == nil {
+				n.logger.Warn("SMTP server not reachable at start; mails are held back until it is", "err", err)
+			}
+		}()
+		// Cancel, then wait: nothing is logged after Run returned.
+		defer wg.Wait()
+		defer cancel()
+	}
+	return n.Worker.Run(ctx)
 }
 
 var errExpired = errors.New("code expired")
@@ -206,6 +236,7 @@ func (n *Notifier) onResult(r kafka.Result) {
 
 type metrics struct {
 	sent, failed, deadLettered *prometheus.CounterVec
+	undeliverable              *prometheus.CounterVec
 	duplicates, expired        prometheus.Counter
 	latency                    *prometheus.HistogramVec
 }
@@ -221,6 +252,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "countersign_notifier_dead_lettered_total", Help: "Events written to the dead-letter topic, by original topic.",
 		}, []string{"topic"}),
+		undeliverable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "countersign_notifier_undeliverable_total",
+			Help: "Mails that cannot be delivered through this SMTP server and were dead-lettered without being sent, by reason (smtputf8: the address has non-ASCII characters before the @ and the server lacks SMTPUTF8).",
+		}, []string{"reason"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "countersign_notifier_duplicates_skipped_total", Help: "Events delivered again within the dedupe window, whose mail was not sent twice.",
 		}),
@@ -233,8 +268,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"kind"}),
 	}
+	// Present from the start, at 0, so that an alert or a rate works before
+	// the first such mail.
+	m.undeliverable.WithLabelValues(mail.ReasonSMTPUTF8)
+	for _, kind := range []string{KindVerification, KindVerified} {
+		m.sent.WithLabelValues(kind)
+	}
 	if reg != nil {
-		reg.MustRegister(m.sent, m.failed, m.deadLettered, m.duplicates, m.expired, m.latency)
+		reg.MustRegister(m.sent, m.failed, m.deadLettered, m.undeliverable, m.duplicates, m.expired, m.latency)
 	}
 	return m
 }

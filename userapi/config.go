@@ -131,6 +131,16 @@ type Config struct {
 	// registration takes about 320 B in the memory store, at most about
 	// 1.4 KB.
 	PendingMax int
+
+	// ASCIILocalPartOnly refuses, with 400 at register, addresses with a
+	// non-ASCII character before the "@" (ALLOW_UTF8_LOCAL_PART=false; the
+	// default, true, leaves this false). Such an address can receive mail
+	// only through a relay that announces SMTPUTF8; through one that does
+	// not, the notifier dead-letters its mail. Set it when the relay lacks
+	// SMTPUTF8, so that people learn at once instead of waiting for a mail
+	// that never comes. Domains are not concerned: a non-ASCII domain goes
+	// through any relay in its A-label form.
+	ASCIILocalPartOnly bool
 }
 
 func (c *Config) setDefaults() {

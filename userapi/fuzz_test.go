@@ -3,11 +3,15 @@ package userapi
 import (
 	"bytes"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"net/mail"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/countersign/countersign/events"
 )
@@ -62,6 +66,34 @@ func checkEmail(t *testing.T, s string) {
 	if err != nil || a.Name != "" {
 		t.Fatalf("accepted address %q is not one bare address: %v", s, err)
 	}
+	// The strict rules (issue 14): NFC, nothing invisible, no width
+	// variants before the @, a routable domain of valid host name labels.
+	if !norm.NFC.IsNormalString(s) {
+		t.Fatalf("accepted address %q is not NFC", s)
+	}
+	if strings.ContainsFunc(s, isInvisibleRune) {
+		t.Fatalf("accepted address %q has an invisible character", s)
+	}
+	at := strings.LastIndexByte(s, '@')
+	if strings.ContainsFunc(s[:at], isWidthVariant) {
+		t.Fatalf("accepted address %q has a fullwidth or halfwidth local part", s)
+	}
+	ascii, err := idna.Lookup.ToASCII(s[at+1:])
+	if err != nil || strings.HasPrefix(s[at+1:], "[") || !strings.Contains(ascii, ".") || net.ParseIP(ascii) != nil {
+		t.Fatalf("accepted address %q has a domain mail cannot be routed to (%q, %v)", s, ascii, err)
+	}
+	for _, label := range strings.Split(ascii, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+			t.Fatalf("accepted address %q has a label %q that is not a host name label", s, label)
+		}
+	}
+	if tld := ascii[strings.LastIndexByte(ascii, '.')+1:]; tld[0] < 'a' || tld[0] > 'z' {
+		t.Fatalf("accepted address %q has a top-level domain %q that does not start with a letter", s, tld)
+	}
+	if len(s[:at])+1+len(ascii) > MaxEmailLength {
+		t.Fatalf("accepted address %q is too long in its A-label form", s)
+	}
 }
 
 func checkName(t *testing.T, s string) {
@@ -81,6 +113,14 @@ func FuzzDecodeRegister(f *testing.F) {
 		`{"email":"Ada <ada@example.com>","first_name":"A","last_name":"B"}`,
 		`{"email":"\"a b\"@example.com","first_name":"A","last_name":"B"}`,
 		`{"email":"a@[127.0.0.1]","first_name":"A","last_name":"B"}`,
+		`{"email":"root@localhost","first_name":"A","last_name":"B"}`,
+		`{"email":"user@127.0.0.1","first_name":"A","last_name":"B"}`,
+		`{"email":"user@-bad-.com","first_name":"A","last_name":"B"}`,
+		`{"email":"us\u200ber@example.com","first_name":"A","last_name":"B"}`,
+		`{"email":"ja\u0301@example.com","first_name":"A","last_name":"B"}`,
+		`{"email":"ｖｉｃｔｉｍ@ｇｍａｉｌ.com","first_name":"A","last_name":"B"}`,
+		`{"email":"li@例子。测试","first_name":"李","last_name":"B"}`,
+		`{"email":"josé@xn--fsqu00a.xn--0zwm56d","first_name":"A","last_name":"B"}`,
 		`{"email":"ada@example.com","first_name":"A\r\nBcc: x@y.z","last_name":"B"}`,
 		`{"email":"ada@example.com","first_name":"A\u2028","last_name":"B"}`,
 		`{"email":"ada@example.com","first_name":"A","last_name":"B","x":1}`,
@@ -120,11 +160,42 @@ func FuzzDecodeVerify(f *testing.F) {
 }
 
 func FuzzDecodeResend(f *testing.F) {
-	seedBodies(f, `{"email":"ada@example.com"}`, `{"email":""}`, `{"email":null}`, `{"Email":"ada@example.com"}`)
+	seedBodies(f, `{"email":"ada@example.com"}`, `{"email":"li@例子.测试"}`, `{"email":"a@b"}`, `{"email":""}`, `{"email":null}`, `{"Email":"ada@example.com"}`)
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		var q ResendRequest
 		if decodeFuzz(t, contentType, body, &q) {
 			checkEmail(t, q.Email)
+		}
+	})
+}
+
+// FuzzValidEmail drives the address rules directly, with seeds for each
+// rule of issue 14 (point 4) and issue 20: every accepted address meets
+// them, and its key is a fixed point (validating the key gives the key), so
+// that the user API, the store and every subscriber agree on it.
+func FuzzValidEmail(f *testing.F) {
+	for _, s := range []string{
+		"ada@example.com", " Ada@Example.COM ", "ja\u0301@example.com", "j\u00e1@example.com",
+		"josé@example.com", "用户@example.com", "li@例子.测试", "li@例子。测试", "li@xn--fsqu00a.xn--0zwm56d",
+		"ada@ｅｘａｍｐｌｅ.com", "ｖｉｃｔｉｍ@gmail.com", "user@[127.0.0.1]", "user@127.0.0.1", "root@localhost",
+		"a@b", "user@-bad-.com", "us\u200ber@example.com", "us\u200der@example.com", "ada@faß.de",
+		"ada@e\u0301cole.fr", "İ@example.com", "ǅ@example.com", "a@xn--zz.com", "a@ab--c.com", "a@0x7f.0x1", "a@b.xn--0zwm56d",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		key, err := validEmail(s)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidRequest || e.Detail == "" {
+				t.Fatalf("refusal %v is not a 400 with a detail", err)
+			}
+			return
+		}
+		checkEmail(t, key)
+		again, err := validEmail(key)
+		if err != nil || again != key {
+			t.Fatalf("key %q of %q is not a fixed point: %q, %v", key, s, again, err)
 		}
 	})
 }

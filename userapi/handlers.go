@@ -42,6 +42,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
+	if s.cfg.ASCIILocalPartOnly && nonASCIILocalPart(req.Email) {
+		s.error(w, r, errUTF8LocalPart())
+		return
+	}
 	if err := s.checkPendingRoom(r.Context()); err != nil { // PENDING_MAX (issue 14)
 		s.error(w, r, err)
 		return

@@ -12,6 +12,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
+	"golang.org/x/text/width"
+
 	"github.com/countersign/countersign/events"
 )
 
@@ -74,9 +77,18 @@ func (q *ResendRequest) validate() error {
 	return err
 }
 
-// validEmail returns the normalized address. It must be one bare address as
-// net/mail parses it: no display name, no comments, no list. Details never
-// quote the input (it is personal data and may be logged by a proxy).
+// validEmail returns the normalized address (events.NormalizeEmail, the key
+// every service uses). It must be one bare address as net/mail parses it: no
+// display name, no comments, no list, no quoted local part. Its domain must be
+// a name mail can be routed to on the Internet: not an IP address or IP
+// literal, at least two labels, each a valid host name label (letters,
+// digits and hyphens, no hyphen at either end) once converted by IDNA, and
+// no longer than DNS allows. Invisible characters (format characters such as
+// the zero-width space and joiners, and the few other characters that render
+// as nothing) and fullwidth or halfwidth forms before the "@" are refused:
+// they make one address look like another. Other non-ASCII characters are
+// accepted on both sides of the "@" (see Config.ASCIILocalPartOnly). Details
+// never quote the input (it is personal data and may be logged by a proxy).
 func validEmail(s string) (string, error) {
 	switch {
 	case !utf8.ValidString(s):
@@ -84,6 +96,8 @@ func validEmail(s string) (string, error) {
 	// Before trimming, as for names: a CR or LF is refused, not trimmed.
 	case strings.ContainsFunc(s, isForbiddenRune):
 		return "", Errorf(CodeInvalidRequest, "email contains control characters.")
+	case strings.ContainsFunc(s, isInvisibleRune):
+		return "", Errorf(CodeInvalidRequest, "email contains invisible characters (such as a zero-width space or joiner); type the address without them.")
 	}
 	n := events.NormalizeEmail(s)
 	switch {
@@ -92,11 +106,95 @@ func validEmail(s string) (string, error) {
 	case len(n) > MaxEmailLength:
 		return "", Errorf(CodeInvalidRequest, "email is longer than %d bytes.", MaxEmailLength)
 	}
+	if at := strings.LastIndexByte(n, '@'); at >= 0 && strings.HasPrefix(n[at+1:], "[") {
+		return "", Errorf(CodeInvalidRequest, "email's domain is an IP address literal; an address with a domain name, such as example.com, is required.")
+	}
 	a, err := mail.ParseAddress(n)
 	if err != nil || a.Name != "" || !strings.EqualFold(a.Address, n) {
 		return "", Errorf(CodeInvalidRequest, "email is not a single valid e-mail address.")
 	}
+	at := strings.LastIndexByte(n, '@')
+	local, domain := n[:at], n[at+1:]
+	if strings.ContainsFunc(local, isWidthVariant) {
+		return "", Errorf(CodeInvalidRequest, "email has fullwidth or halfwidth characters before the @; type them in their ordinary width.")
+	}
+	ascii, err := hostProfile.ToASCII(domain)
+	if err != nil {
+		return "", Errorf(CodeInvalidRequest, "email's domain is not a valid host name: each part between dots must be letters, digits and hyphens, not starting or ending with a hyphen, and at most 63 characters.")
+	}
+	if !strings.Contains(ascii, ".") {
+		return "", Errorf(CodeInvalidRequest, "email's domain has no dot; a full domain name, such as example.com, is required.")
+	}
+	// Every top-level domain starts with a letter (IANA's are letters or
+	// A-labels): this refuses 127.0.0.1 and the other forms of an IPv4
+	// address some resolvers accept, such as 0x7f.1.
+	if tld := ascii[strings.LastIndexByte(ascii, '.')+1:]; tld == "" || tld[0] < 'a' || tld[0] > 'z' {
+		if strings.Trim(tld, "0123456789") == "" {
+			return "", Errorf(CodeInvalidRequest, "email's domain is an IP address; an address with a domain name, such as example.com, is required.")
+		}
+		return "", Errorf(CodeInvalidRequest, "email's domain does not end in a top-level domain such as .com (one that starts with a letter).")
+	}
+	// The envelope carries the A-label form when the relay lacks SMTPUTF8.
+	if len(local)+1+len(ascii) > MaxEmailLength {
+		return "", Errorf(CodeInvalidRequest, "email is longer than %d bytes once its domain is converted for DNS.", MaxEmailLength)
+	}
 	return n, nil
+}
+
+// hostProfile is IDNA's lookup profile (UTS #46 mapping, STD3 rules: letters,
+// digits and hyphens, no hyphen at either end of a label) plus the DNS length
+// limits: 63 bytes a label, 253 a name. Its A-labels are those the mail
+// package sends to a relay without SMTPUTF8 (idna.Lookup), which has the same
+// mapping.
+var hostProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false), idna.VerifyDNSLength(true))
+
+// isInvisibleRune reports characters that render as nothing and so make one
+// address look like another: every format character (Unicode category Cf:
+// zero-width space, joiners, word joiner, soft hyphen, byte order mark,
+// bidirectional marks), and the few letters and marks that display as
+// blank (Hangul fillers, the combining grapheme joiner, Khmer inherent
+// vowels).
+func isInvisibleRune(r rune) bool {
+	switch r {
+	case '\u034F', '\u115F', '\u1160', '\u17B4', '\u17B5', '\u3164', '\uFFA0':
+		return true
+	}
+	return unicode.Is(unicode.Cf, r)
+}
+
+// isWidthVariant reports the fullwidth and halfwidth forms (East Asian width
+// F or H: "ａ" for "a", "ｶ" for "カ"), which an input method may produce but
+// a mailbox almost never has. In the domain IDNA maps them; in the local
+// part they are refused rather than folded, since folding would change whose
+// mailbox the address names.
+func isWidthVariant(r rune) bool {
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianFullwidth, width.EastAsianHalfwidth:
+		return true
+	}
+	return false
+}
+
+// nonASCIILocalPart reports whether the part of the address before its last
+// "@" has a character outside ASCII: such an address can receive mail only
+// through a relay that supports SMTPUTF8 (RFC 6531).
+func nonASCIILocalPart(email string) bool {
+	at := strings.LastIndexByte(email, '@')
+	if at < 0 {
+		at = len(email)
+	}
+	for i := 0; i < at; i++ {
+		if email[i] >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return false
+}
+
+// errUTF8LocalPart answers a registration of an address with a non-ASCII
+// local part when Config.ASCIILocalPartOnly is set.
+func errUTF8LocalPart() error {
+	return Errorf(CodeInvalidRequest, "Addresses with non-ASCII characters before the @ cannot receive mail here: the mail relay does not support them. Please register an address whose part before the @ has only ASCII letters, digits and punctuation.")
 }
 
 // validName trims a name and checks it is 1–100 characters of printable text.

@@ -137,6 +137,18 @@ var settingsTable = []Setting{
 		apply: whole(func(c *config) *int { return &c.UserAPI.CodeMaxSendsPerHour }, 0)},
 	{Name: "PENDING_MAX", Default: "1000000", Help: "pending registrations held at most; past it register answers 503 with Retry-After",
 		apply: whole(func(c *config) *int { return &c.UserAPI.PendingMax }, 1)},
+	{Name: "ALLOW_UTF8_LOCAL_PART", Default: "true", Help: "accept addresses with non-ASCII characters before the @ (josé@example.com); false answers 400 at register. Such addresses need a relay with SMTPUTF8: without it their mail is dead-lettered, and while this is true each SMTP connection to such a relay logs a warning. Give the user API and the mail senders (notifier, recommender) the same value",
+		apply: func(c *config, name, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s=%q: want true or false", name, v)
+			}
+			// The user API refuses such addresses; the mail senders then
+			// have no reason to warn about a relay without SMTPUTF8.
+			c.UserAPI.ASCIILocalPartOnly = !b
+			c.SMTP.ASCIILocalPartOnly = !b
+			return nil
+		}},
 	{Name: "PENDING_STORE", Default: "memory", Help: "where pending registrations live: memory (one replica only) or redis://[:password@]host:port/db (rediss:// for TLS), shared by every replica (password never logged)",
 		apply: func(c *config, _, v string) error {
 			c.PendingStore = v
@@ -230,10 +242,10 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "TRUSTED_PROXIES", "CODE_MAX_SENDS_PER_DAY", "CODE_MAX_SENDS_PER_HOUR", "PENDING_MAX", "PENDING_STORE"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "TRUSTED_PROXIES", "CODE_MAX_SENDS_PER_DAY", "CODE_MAX_SENDS_PER_HOUR", "PENDING_MAX", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
-	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR"}
+	mailSettings        = []string{"SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS", "SMTP_TIMEOUT", "MAIL_FROM", "MAIL_OUTBOX_DIR", "TEMPLATES_DIR", "ALLOW_UTF8_LOCAL_PART"}
 	opsSettings         = []string{"METRICS_ADDR"}
 	devSettings         = []string{"EMBEDDED_KAFKA_ADDR"}
 )

@@ -6,8 +6,15 @@
 // connections (to check that a client reuses them), and injects failures:
 // FailNext and SetFailing make DATA answer with a chosen SMTP code, and
 // DropConnections cuts live connections the way a server restart or an idle
-// timeout does. WithTLS adds STARTTLS with a self-signed certificate and
-// WithAuth requires AUTH PLAIN.
+// timeout does. WithTLS adds STARTTLS with a self-signed certificate,
+// WithAuth requires AUTH PLAIN, and WithSMTPUTF8 announces SMTPUTF8.
+//
+// Addresses are checked as RFC 6531 asks of a server: an address with a
+// non-ASCII character in MAIL or RCPT is refused (553 5.6.7) unless the
+// server announced SMTPUTF8 and MAIL carried the SMTPUTF8 parameter.
+//
+// StartAiosmtpd runs Python's aiosmtpd instead, a server written by others,
+// and reads the mail it accepted as the same Received values.
 //
 // All methods are safe for concurrent use.
 package smtptest
@@ -80,6 +87,8 @@ type Received struct {
 	// Conn numbers the connection that carried the message, from 1 in the
 	// order connections were accepted.
 	Conn int
+	// SMTPUTF8 reports whether MAIL carried the SMTPUTF8 parameter.
+	SMTPUTF8 bool
 }
 
 // Option configures Start.
@@ -87,8 +96,14 @@ type Option func(*options)
 
 type options struct {
 	tls            bool
+	smtputf8       bool
 	username, pass string
 }
+
+// WithSMTPUTF8 announces SMTPUTF8 (RFC 6531) in the EHLO reply and accepts
+// non-ASCII addresses in a mail whose MAIL carries the SMTPUTF8 parameter.
+// Without it the server is a strict ASCII relay, as many are.
+func WithSMTPUTF8() Option { return func(o *options) { o.smtputf8 = true } }
 
 // WithTLS offers STARTTLS with a certificate for 127.0.0.1 and localhost
 // signed by a throw-away CA; clients trust it through Server.ClientTLSConfig.
@@ -128,6 +143,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	s.srv.AllowInsecureAuth = true
 	s.srv.MaxMessageBytes = 10 << 20
 	s.srv.MaxRecipients = 50
+	s.srv.EnableSMTPUTF8 = o.smtputf8
 	// A client that hangs must not keep Close waiting for long.
 	s.srv.ReadTimeout = 30 * time.Second
 	s.srv.WriteTimeout = 30 * time.Second
@@ -409,6 +425,7 @@ type session struct {
 	authed bool
 	from   string
 	to     []string
+	utf8   bool // MAIL carried SMTPUTF8
 }
 
 var errAuthRequired = &smtp.SMTPError{
@@ -437,9 +454,20 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+// errNeedsSMTPUTF8 refuses a non-ASCII address in a mail without SMTPUTF8.
+var errNeedsSMTPUTF8 = &smtp.SMTPError{
+	Code:         553,
+	EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+	Message:      "Non-ASCII address requires SMTPUTF8",
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !ss.authed {
 		return errAuthRequired
+	}
+	ss.utf8 = opts != nil && opts.UTF8
+	if !ss.utf8 && !isASCII(from) {
+		return errNeedsSMTPUTF8
 	}
 	ss.from = from
 	ss.to = nil
@@ -450,8 +478,20 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !ss.authed {
 		return errAuthRequired
 	}
+	if !ss.utf8 && !isASCII(to) {
+		return errNeedsSMTPUTF8
+	}
 	ss.to = append(ss.to, to)
 	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func (ss *session) Data(r io.Reader) error {
@@ -463,13 +503,14 @@ func (ss *session) Data(r io.Reader) error {
 	if f := ss.s.nextFailure(ss.to); f != nil {
 		return &smtp.SMTPError{Code: f.code, EnhancedCode: smtp.EnhancedCodeNotSet, Message: f.msg}
 	}
-	ss.s.record(Received{From: ss.from, To: append([]string(nil), ss.to...), Data: data, Conn: ss.conn})
+	ss.s.record(Received{From: ss.from, To: append([]string(nil), ss.to...), Data: data, Conn: ss.conn, SMTPUTF8: ss.utf8})
 	return nil
 }
 
 func (ss *session) Reset() {
 	ss.from = ""
 	ss.to = nil
+	ss.utf8 = false
 }
 
 func (ss *session) Logout() error { return nil }

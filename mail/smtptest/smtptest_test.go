@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/smtp"
 	"net/textproto"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,67 @@ func TestTLSAndAuth(t *testing.T) {
 	// Three connections, even though STARTTLS started a second session on each.
 	if got := s.Connections(); got != 3 {
 		t.Fatalf("Connections() = %d, want 3", got)
+	}
+}
+
+// Without WithSMTPUTF8 the server is a strict ASCII relay: a non-ASCII
+// address is refused with 553 5.6.7, an A-label domain accepted. With it,
+// the standard client sends the SMTPUTF8 parameter and the server records
+// it.
+func TestSMTPUTF8Switch(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		var opts []smtptest.Option
+		if on {
+			opts = append(opts, smtptest.WithSMTPUTF8())
+		}
+		srv := smtptest.Start(t, opts...)
+		c, err := smtp.Dial(srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := c.Extension("SMTPUTF8"); ok != on {
+			t.Errorf("SMTPUTF8 announced %v, want %v", ok, on)
+		}
+		if err := c.Mail("a@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		err = c.Rcpt("josé@example.com")
+		var perr *textproto.Error
+		switch {
+		case on && err != nil:
+			t.Errorf("with SMTPUTF8: RCPT refused: %v", err)
+		case !on && (!errors.As(err, &perr) || perr.Code != 553):
+			t.Errorf("without SMTPUTF8: RCPT of a non-ASCII address gave %v, want 553", err)
+		}
+		if err := c.Rcpt("li@xn--fsqu00a.xn--0zwm56d"); err != nil {
+			t.Errorf("A-label domain refused: %v", err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = w.Write([]byte("Subject: x\r\n\r\nx\r\n"))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Quit()
+		msgs, err := srv.WaitForMessages(1, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msgs[0].SMTPUTF8 != on {
+			t.Errorf("recorded SMTPUTF8 %v, want %v", msgs[0].SMTPUTF8, on)
+		}
+	}
+}
+
+// .ci/run installs the aiosmtpd version the tests name in their hint.
+func TestCIInstallsThePinnedAiosmtpd(t *testing.T) {
+	b, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "AIOSMTPD="+smtptest.AiosmtpdVersion+"\n") {
+		t.Errorf(".ci/run does not install aiosmtpd %s", smtptest.AiosmtpdVersion)
 	}
 }

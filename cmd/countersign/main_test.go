@@ -129,7 +129,7 @@ func TestMainDevInProcess(t *testing.T) {
 	dir := t.TempDir()
 	outbox := filepath.Join(dir, "outbox")
 	base := "http://" + freePort(t)
-	env := []string{"HTTP_ADDR=" + strings.TrimPrefix(base, "http://"), "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=warn"}
+	env := []string{"HTTP_ADDR=" + strings.TrimPrefix(base, "http://"), "METRICS_ADDR=" + freePort(t), "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=warn"}
 	if eventstest.RealBroker() {
 		env = append(env, "KAFKA_BROKERS="+os.Getenv(eventstest.EnvBrokers),
 			"NOTIFIER_GROUP_ID="+eventstest.UniqueGroup(t), "RECOMMENDER_GROUP_ID="+eventstest.UniqueGroup(t))

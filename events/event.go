@@ -46,6 +46,15 @@ type Event struct {
 	DataContentType string          `json:"datacontenttype"`
 	Data            json.RawMessage `json:"data"`
 
+	// TraceParent and TraceState are the CloudEvents distributed-tracing
+	// extension: the W3C trace context (https://www.w3.org/TR/trace-context/)
+	// of the operation that produced the event, so a subscriber can continue
+	// its trace. Both are optional and omitted when empty; Decode keeps them
+	// as sent and does not check them (a malformed one only starts a new
+	// trace).
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
+
 	// Key is the Kafka record key: the normalized e-mail address. It is not
 	// part of the JSON document.
 	Key string `json:"-"`

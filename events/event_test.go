@@ -594,3 +594,47 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The CloudEvents distributed-tracing extension travels as top-level
+// attributes, is kept by Decode as sent (even malformed: it only affects
+// tracing), and is left out when empty.
+func TestTraceExtensionRoundTrip(t *testing.T) {
+	e, err := events.NewUserAccountVerified(events.UserAccountVerified{
+		UserID: "u1", Email: "a@example.com", FirstName: "A", LastName: "B", VerifiedAt: time.Now(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(plain), "traceparent") || strings.Contains(string(plain), "tracestate") {
+		t.Errorf("an event without trace context names it: %s", plain)
+	}
+	for _, tc := range []struct{ parent, state string }{
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "congo=t61rcWkgMzE"},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", ""},
+		{"not a traceparent", ""},
+	} {
+		e.TraceParent, e.TraceState = tc.parent, tc.state
+		doc, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var top map[string]any
+		if err := json.Unmarshal(doc, &top); err != nil {
+			t.Fatal(err)
+		}
+		if top["traceparent"] != tc.parent {
+			t.Errorf("traceparent attribute = %v, want %q", top["traceparent"], tc.parent)
+		}
+		got, err := events.Decode(doc)
+		if err != nil {
+			t.Fatalf("decode with traceparent %q: %v", tc.parent, err)
+		}
+		if got.TraceParent != tc.parent || got.TraceState != tc.state {
+			t.Errorf("decoded trace context %q, %q; want %q, %q", got.TraceParent, got.TraceState, tc.parent, tc.state)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func (u unavailableError) Unwrap() error { return u.err }
 // Every record would fail the same way, so dead-lettering them would only
 // move the outage into the dead-letter topic. The subscriber retries such a
 // record within its retry budget as usual; once that is spent it keeps the
-// record, pauses its partitions, and tries it again every MaxBackoff, for as
+// record, pauses its partitions, and tries it again every few seconds, for as
 // long as the outage lasts, polling meanwhile so that it stays in the group
 // and takes part in rebalances. Unavailable(nil) is nil.
 func Unavailable(err error) error {
@@ -91,9 +91,18 @@ func WithDelivery(ctx context.Context, d Delivery) context.Context {
 }
 
 // Publisher publishes events. Publish must be safe for concurrent use and
-// return nil only once the broker acknowledged the event (acks=all); an
-// error means the event must be treated as not published, although it may
-// still arrive (a timeout cannot tell).
+// return nil only once the broker acknowledged the event (acks=all). An
+// error that matches ErrNotPublished means the event was certainly not
+// written and never will be; any other error leaves the outcome unknown:
+// the event may still arrive (a timeout cannot tell).
 type Publisher interface {
 	Publish(ctx context.Context, e Event) error
 }
+
+// ErrNotPublished is matched (errors.Is) by a Publish error when the event
+// was certainly not written: the publisher refused it before handing it to
+// a broker (no broker reachable, closed, unencodable), or the broker
+// rejected it. Only then may a caller undo what the event announces; after
+// any other error the event may still be delivered, so whatever it refers
+// to must stay valid.
+var ErrNotPublished = errors.New("event not published")

@@ -9,6 +9,8 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of SMTPConfig.
@@ -75,6 +77,11 @@ type SMTPConfig struct {
 	// the server name; set it for a private CA (tests use it to trust
 	// smtptest's certificate). An empty ServerName is filled with Host.
 	TLSConfig *tls.Config
+	// TracerProvider makes the "smtp send" span of each mail; it has no
+	// environment variable. Nil means OpenTelemetry's global provider, which
+	// does nothing unless the process installed one (cmd does, from the
+	// OTEL_* variables).
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns c with every unset field at its default, as NewSender

@@ -12,6 +12,8 @@ import (
 
 	gomail "github.com/wneessen/go-mail"
 	"github.com/wneessen/go-mail/smtp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // SMTPSender sends mails over one SMTP connection that it keeps open and
@@ -50,6 +52,7 @@ type SMTPSender struct {
 	from   *netmail.Address
 	logger *slog.Logger
 	client *gomail.Client
+	tracer trace.Tracer
 
 	// sem admits one Send at a time; unlike a mutex, waiting for it can be
 	// abandoned when the context ends. It guards conn and closed.
@@ -90,6 +93,7 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 		from:   from,
 		logger: logger.With(slog.String("smtp_host", cfg.Host), slog.Int("smtp_port", cfg.Port)),
 		sem:    make(chan struct{}, 1),
+		tracer: newTracer(cfg.TracerProvider),
 	}
 
 	policy := gomail.TLSMandatory
@@ -131,7 +135,17 @@ func NewSMTPSender(cfg SMTPConfig, logger *slog.Logger) (*SMTPSender, error) {
 // Send sends m, dialling first when there is no open connection. See Sender
 // for the error contract. Send waits for a Send in progress on the shared
 // connection; ctx bounds that wait as well as the sending.
-func (s *SMTPSender) Send(ctx context.Context, m Message) error {
+//
+// Each call is an "smtp send" span (kind client), a child of the span in
+// ctx: in the notifier that is the span of the record being handled, so
+// the mail ends the trace that began with the request (see events/kafka).
+func (s *SMTPSender) Send(ctx context.Context, m Message) (err error) {
+	ctx, span := s.tracer.Start(ctx, "smtp send", trace.WithSpanKind(trace.SpanKindClient))
+	defer func() { endSpan(span, err) }()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("server.address", s.cfg.Host), attribute.Int("server.port", s.cfg.Port),
+			attribute.String("mail.message_id", m.ID))
+	}
 	// An invalid message is refused before waiting for the connection; the
 	// form sent is built once the server's extensions are known.
 	if _, err := buildMsg(s.from, m, utf8Addresses); err != nil {
@@ -155,7 +169,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	// A cancelled context closes the connection under go-mail, which does not
 	// take a context for sending; the aborted connection is then dropped.
 	stop := context.AfterFunc(ctx, s.closeRaw)
-	err := s.send(ctx, m)
+	err = s.send(ctx, m)
 	if !stop() {
 		s.drop()
 		if err != nil {

@@ -31,7 +31,7 @@ const Prefix = "NOTIFIER_"
 // the group defaults to "notification-service"). Zero values mean the
 // defaults. When the SMTP server itself is down (mail.Error's
 // ServiceUnavailable) a mail is not dead-lettered once MaxAttempts are
-// spent: it is held back and tried every MaxBackoff until the server
+// spent: it is held back and tried every 5 s (kafka.DefaultProbeInterval) until the server
 // answers.
 type Config struct {
 	kafka.WorkerConfig
@@ -104,7 +104,7 @@ func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Notifier, error) {
 	}
 	w, err := kafka.NewWorker(deps.Kafka, cfg.WorkerConfig,
 		[]string{events.TopicUserAccountCreated, events.TopicUserAccountVerified}, n.Handle,
-		append([]kafka.WorkerOption{kafka.OnResult(n.onResult), kafka.OnDuplicate(n.onDuplicate)}, opts...)...)
+		append([]kafka.WorkerOption{kafka.OnResult(n.onResult), kafka.OnDuplicate(n.onDuplicate), kafka.WithRegisterer(deps.Registerer)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}

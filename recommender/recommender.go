@@ -125,7 +125,7 @@ func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Recommender, error
 	// Only the verified topic: the recommender has nothing to say to
 	// someone who has not proved the address is theirs.
 	w, err := kafka.NewWorker(deps.Kafka, cfg.WorkerConfig, []string{events.TopicUserAccountVerified}, r.Handle,
-		append([]kafka.WorkerOption{kafka.OnResult(r.onResult), kafka.OnDuplicate(func(events.Event) { r.metrics.duplicates.Inc() })}, opts...)...)
+		append([]kafka.WorkerOption{kafka.OnResult(r.onResult), kafka.OnDuplicate(func(events.Event) { r.metrics.duplicates.Inc() }), kafka.WithRegisterer(deps.Registerer)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("recommender: %w", err)
 	}

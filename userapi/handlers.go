@@ -34,8 +34,9 @@ const storeTimeout = 5 * time.Second
 
 // handleRegister creates or replaces the pending registration of an
 // address and publishes user_account_created with the sealed code. 202 is
-// sent only after the broker acknowledged the event; if it was not, the
-// store is put back as it was and the answer is 503.
+// sent only after the broker acknowledged the event; otherwise the answer
+// is 503 and the store is put back as it was when the event was certainly
+// not written, or kept when it may still arrive (see undoSend).
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
 	if err := decodeRequest(w, r, &req); err != nil {
@@ -44,6 +45,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.ASCIILocalPartOnly && nonASCIILocalPart(req.Email) {
 		s.error(w, r, errUTF8LocalPart())
+		return
+	}
+	if err := s.publisherDown(); err != nil {
+		s.error(w, r, err)
 		return
 	}
 	if err := s.checkPendingRoom(r.Context()); err != nil { // PENDING_MAX (issue 14)
@@ -84,8 +89,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.sendCode(r.Context(), stored, code); err != nil {
-		refund()
-		s.rollback(r.Context(), stored, replaced)
+		if errors.Is(err, events.ErrNotPublished) {
+			refund() // not mailed: the budget is given back
+		}
+		s.undoSend(r.Context(), err, stored, replaced)
 		s.error(w, r, err)
 		return
 	}
@@ -101,6 +108,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	var req VerifyRequest
 	if err := decodeRequest(w, r, &req); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if err := s.publisherDown(); err != nil {
 		s.error(w, r, err)
 		return
 	}
@@ -154,11 +165,16 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 // handleResend issues a new code for a pending address. It answers 202
 // whether or not the address is pending, and takes about as long either
 // way (see maskLatency), so neither the status nor the timing tells. It
-// does tell in two cases the issue asks for: 429 within RESEND_INTERVAL of
-// the last code, and 503 when the broker is down.
+// does tell in one case the contract asks for: 429 within RESEND_INTERVAL
+// of the last code. While the brokers are down it answers 503 for every
+// address, pending or not (failFast), so that tells nothing either.
 func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 	var req ResendRequest
 	if err := decodeRequest(w, r, &req); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if err := s.publisherDown(); err != nil {
 		s.error(w, r, err)
 		return
 	}
@@ -194,8 +210,10 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if err := s.sendCode(r.Context(), stored, code); err != nil {
-			refund()
-			s.rollback(r.Context(), stored, replaced)
+			if errors.Is(err, events.ErrNotPublished) {
+				refund() // not mailed: the budget is given back
+			}
+			s.undoSend(r.Context(), err, stored, replaced)
 			s.error(w, r, err)
 			return
 		}
@@ -275,9 +293,10 @@ func (s *Server) publish(ctx context.Context, e events.Event, userID string) err
 	s.metrics.observePublish(e.Type, start, err)
 	if err != nil {
 		return &Error{
-			Code:   CodeUnavailable,
-			Detail: "The request could not be completed; retry later.",
-			Err:    fmt.Errorf("user %s: %w", userID, err),
+			Code:       CodeUnavailable,
+			Detail:     "The request could not be completed; retry later.",
+			RetryAfter: publishRetryAfter,
+			Err:        fmt.Errorf("user %s: %w", userID, err),
 		}
 	}
 	return nil

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -45,8 +45,14 @@ type harness struct {
 // that is checked when the test ends.
 func newHarness(t *testing.T, configure func(*userapi.Config)) *harness {
 	t.Helper()
-	brokers := eventstest.Brokers(t)
-	ecfg := eventstest.Config(t, brokers)
+	return newHarnessOn(t, eventstest.Config(t, eventstest.Brokers(t)), configure)
+}
+
+// newHarnessOn is newHarness with a producer built from ecfg, for tests that
+// bring their own broker (eventstest.StartRestartable).
+func newHarnessOn(t *testing.T, ecfg kafka.Config, configure func(*userapi.Config)) *harness {
+	t.Helper()
+	brokers := ecfg.Brokers
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := kafka.EnsureTopics(ctx, ecfg, events.Topics...); err != nil {
@@ -262,7 +268,18 @@ const (
 	publishBlock
 )
 
-var errBrokerDown = errors.New("broker down (injected)")
+// errBrokerDown is a failure known not to have written the event (as
+// kafka.ErrBrokersDown is); a blocked publish ends with an unknown outcome.
+var errBrokerDown = fmt.Errorf("broker down (injected): %w", events.ErrNotPublished)
+
+// Down forwards the real producer's: tests that stop the broker see the
+// user API refuse requests up front, as in production.
+func (p *switchPublisher) Down() error {
+	if d, ok := p.real.(userapi.DownReporter); ok {
+		return d.Down()
+	}
+	return nil
+}
 
 func (p *switchPublisher) Publish(ctx context.Context, e events.Event) error {
 	p.calls.Add(1)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
 )
@@ -52,6 +53,11 @@ type Deps struct {
 	// (error). Nil means slog.Default().
 	Logger *slog.Logger
 
+	// TracerProvider makes a span of each API request, which the events
+	// it publishes continue (see traceRequests). Nil means OpenTelemetry's
+	// global provider, which does nothing unless the process installed one.
+	TracerProvider trace.TracerProvider
+
 	// Registry gets the server's metrics. Nil means a new registry with the
 	// Go and process collectors, never the global default one, so several
 	// servers can share a process. The server does not serve it: /metrics
@@ -69,6 +75,7 @@ type Server struct {
 	store     Store
 	ready     func(context.Context) error
 	logger    *slog.Logger
+	tracer    trace.Tracer
 	metrics   *metrics
 	limiter   RateLimiter
 	budget    MailBudget
@@ -122,6 +129,7 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 		store:     deps.Store,
 		ready:     deps.Ready,
 		logger:    deps.Logger.With("component", "userapi"),
+		tracer:    newTracer(deps.TracerProvider),
 		metrics:   m,
 	}
 	if cfg.RateLimitPerIP != RateLimitOff {
@@ -152,6 +160,7 @@ func (s *Server) routes() {
 		s.error(w, r, &Error{Code: CodeMethodNotAllowed, Detail: "The resource does not support this method.", Allow: s.allow[r.URL.Path]})
 	})
 	r.Use(nameRoute)
+	r.Use(s.traceRequests)
 
 	// The API routes are wrapped one by one rather than grouped in a mux
 	// subrouter: a subrouter answers a wrong method with 404, not 405.

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -105,6 +106,30 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 			t.Errorf("the code appears in a process's output")
 		}
 	}
+
+	// The notifier serves the kit's lag on METRICS_ADDR, for the partitions
+	// it was assigned, and both processes their readiness.
+	waitScrape(t, "http://"+opsAddr+"/metrics", `countersign_consumer_lag_records{group="`+group+`",partition="0",topic="user_account_created"}`, 60*time.Second)
+	waitScrape(t, "http://"+opsAddr+"/metrics", "countersign_ready 1", 30*time.Second)
+	waitScrape(t, base+"/metrics", "countersign_ready 1", 30*time.Second)
+}
+
+// waitScrape polls url until its body contains want.
+func waitScrape(t *testing.T, url, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var body []byte
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), want) {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("%s has no %s within %s; it serves:\n%s", url, want, timeout, body)
 }
 
 // waitMail waits until the SMTP server holds n mails to addr.

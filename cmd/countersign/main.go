@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -99,6 +100,14 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	}
 	logger := newLogger(cfg, stderr)
 	cfg.Logger, cfg.Kafka.Logger = logger, logger
+	if slices.Contains(cmd.settings, "OTEL_SDK_DISABLED") {
+		stopTracing, err := startTracing(ctx, cfg.Tracing, "countersign-"+args[0], logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
+			return 1
+		}
+		defer stopTracing()
+	}
 	if err := cmd.run(ctx, &Env{Stdout: stdout, Logger: logger}, &cfg); err != nil {
 		fmt.Fprintf(stderr, "countersign %s: %v\n", name, err)
 		if errors.Is(err, errUsage) {
@@ -156,13 +165,13 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"userapi": {"serve the user API (register, verify, resend)",
-			concat(userapiSettings, opsSettings, kafkaSettings, keySettings, logSettings), runUserAPI},
+			concat(userapiSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runUserAPI},
 		"notifier": {"mail verification codes and confirmations (consumer group notification-service)",
-			concat(notifierSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings), runNotifier},
+			concat(notifierSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runNotifier},
 		"recommender": {"mail starter recommendations to verified users (consumer group recommendation-service)",
-			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings), runRecommender},
+			concat(recommenderSettings, mailSettings, opsSettings, kafkaSettings, logSettings, otelSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
-			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings), runDev},
+			concat(devSettings, userapiSettings, notifierSettings, recommenderSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
 		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
 			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
 		"keygen":      {"print a fresh CODE_ENCRYPTION_KEYS entry", nil, runKeygen},

@@ -14,8 +14,8 @@ import (
 // with the settings each reads (those of the service itself, minus its
 // operations endpoint: the replay serves no metrics).
 var replayTargets = map[string][]string{
-	"notifier":    concat(notifierSettings, mailSettings, kafkaSettings, keySettings, logSettings),
-	"recommender": concat(recommenderSettings, mailSettings, kafkaSettings, logSettings),
+	"notifier":    concat(notifierSettings, mailSettings, kafkaSettings, keySettings, logSettings, otelSettings),
+	"recommender": concat(recommenderSettings, mailSettings, kafkaSettings, logSettings, otelSettings),
 }
 
 // replayCommand is `replay-dlq <service>`.

@@ -117,6 +117,9 @@ func serveOps(addr string, logger *slog.Logger, reg *prometheus.Registry, ready 
 	if addr == "off" {
 		return func() {}, nil
 	}
+	if err := platform.RegisterReady(reg, ready); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("METRICS_ADDR=%q: %w (set METRICS_ADDR to a free address, or off)", addr, err)

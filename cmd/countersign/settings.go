@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,8 @@ type config struct {
 	MetricsAddr string
 	// EmbeddedKafkaAddr is where dev's embedded broker listens.
 	EmbeddedKafkaAddr string
+	// Tracing is read from the OTEL_* settings (tracing.go).
+	Tracing tracingConfig
 }
 
 // DefaultEmbeddedKafkaAddr is EMBEDDED_KAFKA_ADDR's default.
@@ -217,6 +220,23 @@ var settingsTable = []Setting{
 	// Operations endpoint of every service.
 	{Name: "METRICS_ADDR", Default: userAPIOpsAddr + " (userapi, dev), " + notifierOpsAddr + " (notifier), " + recommenderOpsAddr + " (recommender)", Help: "listen address of /metrics, /healthz and /readyz; never the public HTTP_ADDR (metrics tell which addresses are pending); off disables it",
 		apply: text(func(c *config) *string { return &c.MetricsAddr })},
+
+	// Tracing (OpenTelemetry's standard variables; off when no endpoint is set).
+	{Name: "OTEL_EXPORTER_OTLP_ENDPOINT", Help: "OTLP/HTTP collector base URL, e.g. http://localhost:4318 (spans go to /v1/traces); with OTEL_EXPORTER_OTLP_TRACES_ENDPOINT also empty, tracing is off at no cost",
+		apply: otlpURL(func(c *config) **url.URL { return &c.Tracing.Endpoint })},
+	{Name: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", Help: "full OTLP/HTTP traces URL, e.g. http://localhost:4318/v1/traces; wins over OTEL_EXPORTER_OTLP_ENDPOINT",
+		apply: otlpURL(func(c *config) **url.URL { return &c.Tracing.TracesEndpoint })},
+	{Name: "OTEL_SERVICE_NAME", Default: "countersign-<command>", Help: "service.name of the spans",
+		apply: text(func(c *config) *string { return &c.Tracing.ServiceName })},
+	{Name: "OTEL_SDK_DISABLED", Default: "false", Help: "true switches tracing off whatever the endpoint (the SDK reads the other OTEL_* variables, such as OTEL_EXPORTER_OTLP_HEADERS and OTEL_TRACES_SAMPLER, from the process environment as usual)",
+		apply: func(c *config, name, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s=%q: want true or false", name, v)
+			}
+			c.Tracing.Disabled = b
+			return nil
+		}},
 
 	// Dev mode.
 	{Name: "EMBEDDED_KAFKA_ADDR", Default: DefaultEmbeddedKafkaAddr, Help: "where dev's embedded broker listens when KAFKA_BROKERS is empty",

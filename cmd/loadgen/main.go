@@ -2,6 +2,7 @@
 //
 //	go run ./cmd/loadgen -mode all            # everything in-process
 //	go run ./cmd/loadgen -mode register -target http://127.0.0.1:8080
+//	go run ./cmd/loadgen -mode cost -rounds 5 -d 5s  # CPU per request, process by process
 //
 // Modes:
 //
@@ -16,6 +17,13 @@
 //	          mails, then POST /api/verify with the right codes, -c clients
 //	all       ceiling, register, mail, verify, in one process, back to
 //	          back; register and verify with their ratio to the ceiling
+//	cost      the register goal of issue 18 (runs alone): `countersign
+//	          userapi`, the bare handler and the embedded broker each in a
+//	          process of its own, driven by wrk (or -generator go) in
+//	          -rounds alternating rounds; CPU per request of each process
+//	          from /proc/<pid>/stat, and userapi's against bare's, round by
+//	          round, as medians with min and max. -api compares builds or
+//	          settings side by side (see cost.go)
 //
 // Without -target, loadgen runs the platform in this process as `countersign
 // dev` does: an embedded Kafka-protocol broker (or -brokers), the user API
@@ -79,6 +87,10 @@ type options struct {
 	cpuProfile  string
 	logLevel    string
 	kafkaProps  props
+	serve       string
+	generator   string
+	apis        variants
+	workload    string
 }
 
 // props collects -kafka name=value flags.
@@ -134,15 +146,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.maxInFlight, "max-inflight", 4096, "most outstanding requests in the open loop; beyond it requests wait, and their wait counts as latency")
 	fs.DurationVar(&o.mailTimeout, "mail-timeout", 30*time.Second, "how long after the last registration to wait for mails; those not arrived by then are lost")
 	fs.StringVar(&o.smtpAddr, "smtp-addr", "", "listen address of the SMTP sink (default a free loopback port; 127.0.0.1:2525 with -target)")
-	fs.IntVar(&o.verifyN, "verify-n", 10000, "addresses to pre-register for the verify mode; it ends when their codes are used up")
+	fs.IntVar(&o.verifyN, "verify-n", 10000, "addresses to pre-register for the verify mode; it ends when their codes are used up (cost mode: per user API and per round)")
 	fs.IntVar(&o.commitEvery, "notifier-commit-every", 0, "the in-process notifier's NOTIFIER_COMMIT_EVERY; 0 keeps its default")
-	fs.BoolVar(&o.noBroker, "diagnose-no-broker", false, "diagnostic only: the in-process user API acknowledges events without the producer or the broker, to tell their share of a register request's cost (not the goal's acks=all)")
+	fs.BoolVar(&o.noBroker, "diagnose-no-broker", false, "diagnostic only: the in-process user API acknowledges events without the producer or the broker, to tell their share of a register request's cost (not the goal's acks=all); in the cost mode, an extra user API process that does so")
 	fs.IntVar(&o.rounds, "rounds", 1, "how many times to alternate the ceiling and register phases")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "HTTP request timeout")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as JSON")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phases (generator and in-process platform together) to this file")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of the in-process platform (info logs a line per request)")
 	o.kafkaProps = props{}
+	fs.StringVar(&o.generator, "generator", "auto", "cost mode: wrk (an independent client), go (loadgen's own closed loop) or auto (wrk when on PATH)")
+	fs.Var(&o.apis, "api", "cost mode: a user API to measure, 'label=PATH [KEY=value …]' (repeatable; PATH empty builds ./cmd/countersign); default one, built from this module")
+	fs.StringVar(&o.workload, "workload", "register", "cost mode: register, or verify (right codes for -verify-n addresses per user API per round, registered beforehand)")
+	fs.StringVar(&o.serve, "serve", "", "internal (cost mode's child processes): serve bare or broker until stdin ends")
 	fs.Var(o.kafkaProps, "kafka", "librdkafka property for the in-process platform's clients, name=value (repeatable), as KAFKA_* variables set them: -kafka linger.ms=1")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -154,13 +170,37 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if o.serve != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := serveChild(ctx, o.serve, o.brokers, os.Stdin, stdout); err != nil {
+			fmt.Fprintf(stderr, "loadgen -serve: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	for _, m := range strings.Split(o.mode, ",") {
 		switch m {
 		case "register", "mail", "verify", "ceiling", "all":
+		case "cost":
+			if o.mode != "cost" {
+				fmt.Fprintln(stderr, "loadgen: -mode cost runs alone")
+				return 2
+			}
 		default:
-			fmt.Fprintf(stderr, "loadgen: -mode %q: want register, mail, verify, ceiling or all, or a comma-separated list\n", o.mode)
+			fmt.Fprintf(stderr, "loadgen: -mode %q: want register, mail, verify, ceiling, all or cost, or a comma-separated list\n", o.mode)
 			return 2
 		}
+	}
+	if o.workload != "register" && o.workload != "verify" {
+		fmt.Fprintf(stderr, "loadgen: -workload %q: want register or verify\n", o.workload)
+		return 2
+	}
+	switch o.generator {
+	case "auto", "wrk", "go":
+	default:
+		fmt.Fprintf(stderr, "loadgen: -generator %q: want auto, wrk or go\n", o.generator)
+		return 2
 	}
 	if o.noBroker && o.target != "" {
 		fmt.Fprintln(stderr, "loadgen: -diagnose-no-broker applies to the in-process platform only, not -target")
@@ -172,6 +212,25 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.mode == "cost" {
+		rep, err := runCost(ctx, o, &syncWriter{w: stderr})
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 1
+		}
+		if o.jsonOut {
+			costJSON(stdout, rep)
+		} else {
+			printCost(stdout, rep)
+		}
+		for _, p := range rep.Phases {
+			if p.Requests-p.Failed <= 0 {
+				fmt.Fprintf(stderr, "loadgen: round %d %s had no successful request\n", p.Round, p.Target)
+				return 1
+			}
+		}
+		return 0
+	}
 	rep, err := run(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)

@@ -165,7 +165,20 @@ func startCeiling() (url string, stop func(), err error) {
 		return "", nil, err
 	}
 	body := []byte(`{"status":"pending_verification","expires_at":"2026-01-01T00:00:00.000000000Z"}` + "\n")
+	verified := []byte(`{"status":"verified"}` + "\n")
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/verify" {
+			// The cost mode's verify workload: the same shape for verify.
+			var req ceilingVerify
+			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || req.Email == "" || req.Code == "" {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(verified)
+			return
+		}
 		var req ceilingRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || req.Email == "" {
 			http.Error(w, "bad request", http.StatusBadRequest)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config is how every Countersign process reaches Kafka.
@@ -38,6 +39,11 @@ type Config struct {
 	// Logger receives librdkafka's own log lines and client errors.
 	// Default slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider makes the spans of publishing ("send <topic>") and of
+	// handling records ("process <topic>"). Nil means OpenTelemetry's global
+	// provider, which does nothing unless the process installed one.
+	TracerProvider trace.TracerProvider
 }
 
 // Names of the settings that are Countersign's own rather than librdkafka

@@ -20,6 +20,13 @@
 //     undecodable record go to the dead-letter topic, and the partition moves on.
 //     An error wrapped with Unavailable (a dependency is down) is never
 //     dead-lettered: once its retries are spent the record is held back, the
-//     partitions paused, and it is tried again every MaxBackoff until it
+//     partitions paused, and it is tried again every ProbeInterval (5s) until it
 //     succeeds.
+//
+// Given a Registerer (SubscriberConfig.Registerer, or WithRegisterer for a
+// Worker), a subscriber exports its consumer lag per assigned partition
+// (countersign_consumer_lag_records, measured every few seconds on a
+// goroutine of its own, so it keeps moving while a handler is stuck), the
+// records held back for an unavailable dependency and its dead letters; see
+// lag.go.
 package kafka

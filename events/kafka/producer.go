@@ -9,6 +9,7 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
 )
@@ -20,8 +21,16 @@ var _ events.Publisher = (*Producer)(nil)
 type Producer struct {
 	p      *ckafka.Producer
 	logger *slog.Logger
+	tracer trace.Tracer
+	health *reachability
 	done   chan struct{}
 	wg     sync.WaitGroup
+	// probing counts the goroutines that call into the client (the prober,
+	// Ping's metadata requests): they must have returned before the client
+	// is closed. closed, under closeMu, stops new ones.
+	probing sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
 
 	closeOnce sync.Once
 }
@@ -31,6 +40,11 @@ var ErrClosed = errors.New("producer closed")
 
 // NewProducer connects a producer. It does not wait for the brokers: the first
 // Publish does (bounded by its context), and Ping checks reachability.
+//
+// Once librdkafka reports every broker connection down, Publish and Ping
+// fail at once with ErrBrokersDown instead of waiting, until a metadata
+// request (asked every half second meanwhile) succeeds again; Publish
+// calls already waiting for an acknowledgement then return ErrBrokersLost.
 func NewProducer(cfg Config) (*Producer, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -50,6 +64,11 @@ func NewProducer(cfg Config) (*Producer, error) {
 		// default confluent-kafka-go copies each record's key and value back
 		// from C into the report, an allocation and a copy per Publish.
 		"go.delivery.report.fields": "none",
+		// librdkafka doubles the wait between reconnection attempts up to
+		// this (its default is 10 s): a broker that comes back is used
+		// within a second, not up to ten (issue 17: the first 202 came 16 s
+		// after a broker restart).
+		"reconnect.backoff.max.ms": 1000,
 	}, ckafka.ConfigMap{
 		"enable.idempotence": true,
 		"acks":               "all",
@@ -60,10 +79,13 @@ func NewProducer(cfg Config) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new producer: %w", err)
 	}
-	pr := &Producer{p: p, logger: cfg.Logger.With("component", "kafka-producer"), done: make(chan struct{})}
+	pr := &Producer{p: p, logger: cfg.Logger.With("component", "kafka-producer"), tracer: tracer(cfg.TracerProvider),
+		health: newReachability(), done: make(chan struct{})}
 	pr.wg.Add(2)
 	go func() { defer pr.wg.Done(); forwardLogs(pr.logger, p.Logs(), pr.done) }()
 	go func() { defer pr.wg.Done(); pr.watchErrors() }()
+	pr.probing.Add(1)
+	go func() { defer pr.probing.Done(); pr.probe() }()
 	return pr, nil
 }
 
@@ -76,6 +98,10 @@ func (pr *Producer) watchErrors() {
 				return
 			}
 			if err, isErr := ev.(ckafka.Error); isErr {
+				if err.Code() == ckafka.ErrAllBrokersDown && pr.health.markDown() {
+					pr.logger.Error("every kafka broker connection is down: publishing fails fast until one answers", "err", err)
+					continue
+				}
 				// librdkafka has already logged non-fatal errors (connection
 				// refused, brokers down) through the log channel, and retries
 				// them itself; only a fatal one is news.
@@ -95,10 +121,17 @@ func (pr *Producer) watchErrors() {
 // for the broker's acknowledgement or the end of ctx. When ctx ends first the
 // event may still be delivered later: callers treat it as not published, and
 // subscribers dedupe on the event id.
-func (pr *Producer) Publish(ctx context.Context, e events.Event) error {
+//
+// Publish starts a "send <topic>" span, a child of the span in ctx, and
+// writes its trace context into the event's traceparent and tracestate
+// (the CloudEvents distributed-tracing extension) when ctx carries a span.
+func (pr *Producer) Publish(ctx context.Context, e events.Event) (err error) {
+	ctx, span := startPublishSpan(ctx, pr.tracer, e)
+	defer func() { endSpan(span, err) }()
+	injectTrace(ctx, &e)
 	value, err := e.Marshal()
 	if err != nil {
-		return fmt.Errorf("publish %s: %w", e.Type, err)
+		return fmt.Errorf("publish %s: %w: %w", e.Type, events.ErrNotPublished, err)
 	}
 	msg := &ckafka.Message{
 		TopicPartition: ckafka.TopicPartition{Topic: &e.Type, Partition: ckafka.PartitionAny},
@@ -112,15 +145,21 @@ func (pr *Producer) Publish(ctx context.Context, e events.Event) error {
 	return nil
 }
 
-// produce sends one record and waits for its delivery report.
+// produce sends one record and waits for its delivery report. Errors
+// before the record is handed to librdkafka match events.ErrNotPublished;
+// so do delivery reports that say the broker refused it (notWritten).
 func (pr *Producer) produce(ctx context.Context, msg *ckafka.Message) error {
 	select {
 	case <-pr.done:
-		return ErrClosed
+		return fmt.Errorf("%w: %w", ErrClosed, events.ErrNotPublished)
 	default:
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", events.ErrNotPublished, err)
+	}
+	ep := pr.health.load()
+	if ep.down {
+		return ErrBrokersDown
 	}
 	// Buffered so a report arriving after ctx ended never blocks librdkafka.
 	report := make(chan ckafka.Event, 1)
@@ -134,12 +173,14 @@ func (pr *Producer) produce(ctx context.Context, msg *ckafka.Message) error {
 			// Local queue full: back-pressure, wait for room rather than fail.
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return fmt.Errorf("%w: %w", events.ErrNotPublished, ctx.Err())
+			case <-ep.lost:
+				return ErrBrokersDown
 			case <-time.After(5 * time.Millisecond):
 				continue
 			}
 		}
-		return err
+		return fmt.Errorf("%w: %w", events.ErrNotPublished, err)
 	}
 	select {
 	case ev := <-report:
@@ -147,14 +188,50 @@ func (pr *Producer) produce(ctx context.Context, msg *ckafka.Message) error {
 		if !ok {
 			return fmt.Errorf("unexpected delivery report %T", ev)
 		}
-		return m.TopicPartition.Error
+		if err := m.TopicPartition.Error; err != nil {
+			if notWritten(err) {
+				return fmt.Errorf("%w: %w", events.ErrNotPublished, err)
+			}
+			return err
+		}
+		// An acknowledgement is the surest sign the brokers are back.
+		if d, changed := pr.health.markUp(); changed {
+			pr.logger.Info("kafka brokers reachable again: publishing resumes", "down_for", d.Round(time.Millisecond))
+		}
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for acknowledgement: %w", ctx.Err())
+	case <-ep.lost:
+		return fmt.Errorf("waiting for acknowledgement: %w", ErrBrokersLost)
 	}
 }
 
+// notWritten reports whether a delivery report's error says the broker
+// refused the record, or librdkafka never sent it, so that it was certainly
+// not written. Timeouts and transport errors are not among them: the
+// record may have been written without the acknowledgement coming back.
+func notWritten(err error) bool {
+	var kerr ckafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr.Code() {
+	case ckafka.ErrMsgSizeTooLarge, ckafka.ErrInvalidMsgSize, ckafka.ErrInvalidMsg, ckafka.ErrInvalidRecord,
+		ckafka.ErrRecordListTooLarge, ckafka.ErrUnknownTopicOrPart, ckafka.ErrUnknownTopic,
+		ckafka.ErrTopicAuthorizationFailed, ckafka.ErrClusterAuthorizationFailed, ckafka.ErrPurgeQueue:
+		return true
+	}
+	return false
+}
+
 // Ping asks the cluster for its metadata: nil means a broker answered.
+// While the producer knows every broker is down it returns ErrBrokersDown
+// at once.
 func (pr *Producer) Ping(ctx context.Context) error {
+	ep := pr.health.load()
+	if ep.down {
+		return ErrBrokersDown
+	}
 	timeout := 5 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -162,10 +239,31 @@ func (pr *Producer) Ping(ctx context.Context) error {
 	if timeout <= 0 {
 		return context.DeadlineExceeded
 	}
-	if _, err := pr.p.GetMetadata(nil, false, int(timeout.Milliseconds())); err != nil {
-		return fmt.Errorf("kafka metadata: %w", err)
+	// The request runs on its own goroutine so that Ping answers as soon as
+	// the brokers are known lost, rather than at its timeout; Close waits
+	// for it before closing the client.
+	pr.closeMu.Lock()
+	if pr.closed {
+		pr.closeMu.Unlock()
+		return ErrClosed
 	}
-	return nil
+	pr.probing.Add(1)
+	pr.closeMu.Unlock()
+	res := make(chan error, 1)
+	go func() {
+		defer pr.probing.Done()
+		_, err := pr.p.GetMetadata(nil, false, int(timeout.Milliseconds()))
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		if err != nil {
+			return fmt.Errorf("kafka metadata: %w", err)
+		}
+		return nil
+	case <-ep.lost:
+		return ErrBrokersDown
+	}
 }
 
 // Close waits for in-flight records until ctx ends, then closes the client.
@@ -180,6 +278,10 @@ func (pr *Producer) Close(ctx context.Context) error {
 			err = fmt.Errorf("close producer: %d records not delivered", n)
 		}
 		close(pr.done)
+		pr.closeMu.Lock()
+		pr.closed = true
+		pr.closeMu.Unlock()
+		pr.probing.Wait()
 		closeWithTimeout(pr.p.Close, 10*time.Second, pr.logger)
 		pr.wg.Wait()
 	})

@@ -21,7 +21,9 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 	if err == nil {
 		e.Key = string(m.Key)
 		res.EventID = e.ID
-		res.Attempts, err = s.handle(ctx, m, e)
+		hctx, span := startProcessSpan(ctx, s.tracer, s.sc.GroupID, m, e)
+		res.Attempts, err = s.handle(hctx, m, e)
+		endSpan(span, err)
 		if err != nil && ctx.Err() != nil && !events.IsPermanent(err) && res.Attempts < s.sc.MaxAttempts {
 			return false
 		}
@@ -32,6 +34,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if err == nil && !s.outageSince.IsZero() {
 			s.logger.Info("dependency available again: resuming", "unavailable_for", time.Since(s.outageSince).Round(time.Millisecond))
 			s.outageSince = time.Time{}
+			s.kit.setHeldBack(s.sc.GroupID, false)
 		}
 	}
 	if err != nil {
@@ -39,6 +42,7 @@ func (s *Subscriber) process(ctx context.Context, m *ckafka.Message) bool {
 		if !s.deadLetter(ctx, m, res) {
 			return false
 		}
+		s.kit.countDeadLettered(s.sc.GroupID, res.Topic)
 	} else {
 		res.Outcome = OutcomeHandled
 	}
@@ -74,6 +78,11 @@ func (s *Subscriber) handle(ctx context.Context, m *ckafka.Message, e events.Eve
 			return attempt, err
 		}
 		wait := jitter(backoff)
+		if events.IsUnavailable(err) {
+			// The dependency is down, not the record: probe it at least
+			// every ProbeInterval, so its return is noticed soon.
+			wait = jitter(min(backoff, s.sc.ProbeInterval))
+		}
 		s.logger.Warn("handler failed; retrying", "topic", d.Topic, "partition", d.Partition, "offset", d.Offset,
 			"event_id", e.ID, "attempt", attempt, "retry_in", wait, "err", err)
 		select {
@@ -87,7 +96,7 @@ func (s *Subscriber) handle(ctx context.Context, m *ckafka.Message, e events.Eve
 
 // holdBack keeps a record whose handler reported a dependency Unavailable:
 // it rewinds the record's partition to it, so it is read again, and pauses
-// every assigned partition until MaxBackoff from now. The loop goes on
+// every assigned partition until ProbeInterval from now. The loop goes on
 // polling meanwhile, which keeps the member in the group and runs
 // rebalances; a record fetched before the pause, or from a partition
 // assigned since, gets one attempt and is held back the same way. The
@@ -98,16 +107,18 @@ func (s *Subscriber) holdBack(m *ckafka.Message, e events.Event, err error) {
 		// Not assigned any more: its next owner reads it again.
 		s.logger.Warn("rewind to held-back record", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "err", serr)
 	}
+	s.kit.countHeldBack(s.sc.GroupID, *tp.Topic)
 	now := time.Now()
 	if s.outageSince.IsZero() {
+		s.kit.setHeldBack(s.sc.GroupID, true)
 		s.outageSince = now
 		s.logger.Error("dependency unavailable: holding records back until it answers",
-			"topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "event_id", e.ID, "retry_every", s.sc.MaxBackoff, "err", err)
+			"topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "event_id", e.ID, "retry_every", s.sc.ProbeInterval, "err", err)
 	} else {
 		s.logger.Warn("dependency still unavailable", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset),
 			"event_id", e.ID, "unavailable_for", now.Sub(s.outageSince).Round(time.Millisecond), "err", err)
 	}
-	s.resumeAt = now.Add(jitter(s.sc.MaxBackoff))
+	s.resumeAt = now.Add(jitter(s.sc.ProbeInterval))
 	if tps, aerr := s.consumer.Assignment(); aerr == nil && len(tps) > 0 {
 		if perr := s.consumer.Pause(tps); perr != nil {
 			s.logger.Warn("pause partitions", "err", perr)
@@ -127,7 +138,9 @@ func (s *Subscriber) resume() {
 
 // runHandler runs one attempt. Shutdown does not cancel it (the record in
 // hand is finished), but a panic is turned into an error so one bad record
-// cannot crash-loop the consumer.
+// cannot crash-loop the consumer. The handler's context carries the
+// record's "process <topic>" span (see startProcessSpan), so the handler's
+// own spans are its children.
 func (s *Subscriber) runHandler(ctx context.Context, d events.Delivery, e events.Event) (err error) {
 	hctx, cancel := context.WithTimeout(events.WithDelivery(context.WithoutCancel(ctx), d), s.sc.HandlerTimeout)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
 )
@@ -41,9 +42,14 @@ type Subscriber struct {
 	sc      SubscriberConfig
 	handler events.Handler
 	logger  *slog.Logger
+	tracer  trace.Tracer
 
 	consumer *ckafka.Consumer
 	dlq      *Producer
+	// kit holds the kit's metrics when SubscriberConfig.Registerer is set;
+	// lag, while Run runs, measures the consumer lag (lag.go).
+	kit *kitMetrics
+	lag *lagReporter
 
 	// liveMu guards live: the consumer while Run has it subscribed, for
 	// Ready, which runs on other goroutines (a /readyz handler).
@@ -89,8 +95,16 @@ func NewSubscriber(cfg Config, sc SubscriberConfig, h events.Handler) (*Subscrib
 	if h == nil {
 		return nil, errors.New("subscriber: nil handler")
 	}
-	return &Subscriber{cfg: cfg, sc: sc, handler: h,
-		logger: cfg.Logger.With("component", "subscriber", "group", sc.GroupID)}, nil
+	s := &Subscriber{cfg: cfg, sc: sc, handler: h, tracer: tracer(cfg.TracerProvider),
+		logger: cfg.Logger.With("component", "subscriber", "group", sc.GroupID)}
+	if sc.Registerer != nil {
+		m, err := newKitMetrics(sc.Registerer)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %s: metrics: %w", sc.GroupID, err)
+		}
+		s.kit = m
+	}
+	return s, nil
 }
 
 // Run consumes until ctx is cancelled, then finishes the record in hand,
@@ -155,8 +169,20 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
+	if s.kit != nil {
+		s.lag = newLagReporter(s.sc.GroupID, s.kit, s.sc.LagInterval)
+		s.kit.start(s.sc.GroupID, s.sc.Topics)
+	}
 	if err := c.SubscribeTopics(s.sc.Topics, s.rebalance); err != nil {
 		return fmt.Errorf("subscriber %s: subscribe: %w", s.sc.GroupID, err)
+	}
+	if s.lag != nil {
+		// Stopped before the deferred Close above: no consumer call may
+		// follow Close.
+		lagCtx, stopLag := context.WithCancel(context.Background())
+		lagDone := make(chan struct{})
+		go func() { defer close(lagDone); s.lag.run(lagCtx, c) }()
+		defer func() { stopLag(); <-lagDone; s.lag.forgetAll() }()
 	}
 	s.liveMu.Lock()
 	s.live = c
@@ -229,6 +255,7 @@ func (s *Subscriber) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 	switch e := ev.(type) {
 	case ckafka.AssignedPartitions:
 		s.logger.Info("partitions assigned", "partitions", partitionList(e.Partitions))
+		s.lag.assign(e.Partitions)
 	case ckafka.RevokedPartitions:
 		if c.AssignmentLost() {
 			// Another member may already own them: a commit now could move
@@ -236,12 +263,14 @@ func (s *Subscriber) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 			s.logger.Warn("partitions lost", "partitions", partitionList(e.Partitions))
 			s.waitCommit()
 			s.forget(e.Partitions)
+			s.lag.revoke(e.Partitions)
 			s.uncommitted = 0
 			return nil
 		}
 		s.logger.Info("partitions revoked", "partitions", partitionList(e.Partitions))
 		s.commit("revoke")
 		s.forget(e.Partitions)
+		s.lag.revoke(e.Partitions)
 	}
 	return nil
 }

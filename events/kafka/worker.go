@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/countersign/countersign/events"
 )
 
@@ -37,7 +39,7 @@ type WorkerConfig struct {
 	// it is dead-lettered (<Prefix>MAX_ATTEMPTS, default 12; with the default
 	// backoff, 500ms doubling to 30s, the waits add up to about three
 	// minutes). An error marked events.Unavailable is held back past them,
-	// tried every MaxBackoff, never dead-lettered. The partition waits
+	// tried every SubscriberConfig.ProbeInterval (5s), never dead-lettered. The partition waits
 	// meanwhile.
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff shape the retry waits
@@ -127,6 +129,7 @@ type workerOptions struct {
 	onResult    func(Result)
 	onDuplicate func(events.Event)
 	subscriber  func(*SubscriberConfig)
+	registerer  prometheus.Registerer
 }
 
 // OnResult sees every finished record (handled or dead-lettered), from the
@@ -197,6 +200,9 @@ func (w *Worker) subscriber(group string, topics []string, onResult func(Result)
 		w.opts.subscriber(&sc)
 	}
 	sc.GroupID, sc.Topics, sc.OnResult = group, topics, onResult
+	if w.opts.registerer != nil {
+		sc.Registerer = w.opts.registerer
+	}
 	return NewSubscriber(w.kafka, sc, w.handler)
 }
 

@@ -26,7 +26,8 @@ type UserAPI struct {
 // NewUserAPI builds the user API of cfg: a producer whose delivery timeout
 // is the API's PUBLISH_TIMEOUT, the pending store PendingStore names
 // (waiting up to StartTimeout for Redis), and the server, registering its
-// metrics with reg (nil: a registry of its own). The topics must exist
+// metrics with reg (nil: a registry of its own), countersign_ready among
+// them. The topics must exist
 // (EnsureTopics). deps, when given, adjust the server's dependencies before
 // it is built: cmd/loadgen swaps the publisher this way.
 func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...func(*userapi.Deps)) (*UserAPI, error) {
@@ -60,6 +61,12 @@ func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...f
 	if a.Server, err = userapi.NewServer(cfg.UserAPI, d); err != nil {
 		_ = a.Close()
 		return nil, err
+	}
+	if reg != nil {
+		if err := RegisterReady(reg, d.Ready); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
 	}
 	return a, nil
 }

@@ -117,7 +117,9 @@ func serveOps(addr string, logger *slog.Logger, reg *prometheus.Registry, ready 
 	if addr == "off" {
 		return func() {}, nil
 	}
-	if err := platform.RegisterReady(reg, ready); err != nil {
+	// The user API registers countersign_ready itself (platform.NewUserAPI):
+	// its ops endpoint serves that one.
+	if err := platform.RegisterReady(reg, ready); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)

@@ -344,15 +344,17 @@ func TestEventUserAccountCreatedRoundTrip(t *testing.T) {
 	k := newEventTestKeyring(t)
 	userID := uuid.NewString()
 	const rawEmail = "  Ada@Example.COM "
-	sealed, err := k.Seal("913 402", userID, rawEmail)
+	expires := time.Date(2026, 5, 4, 11, 27, 33, 120211000, time.FixedZone("CEST", 2*3600))
+	cd := events.UserAccountCreated{
+		UserID: userID, Email: rawEmail, FirstName: "Ada", LastName: "Lovelace",
+		ExpiresAt: expires,
+	}
+	sealed, err := k.Seal("913 402", cd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	expires := time.Date(2026, 5, 4, 11, 27, 33, 120211000, time.FixedZone("CEST", 2*3600))
-	in := events.UserAccountCreated{
-		UserID: userID, Email: rawEmail, FirstName: "Ada", LastName: "Lovelace",
-		ExpiresAt: expires, EncryptedCode: sealed,
-	}
+	cd.EncryptedCode = sealed
+	in := cd
 	before := time.Now()
 	e, err := events.NewUserAccountCreated(in)
 	if err != nil {
@@ -429,7 +431,8 @@ func TestEventUserAccountCreatedRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("data:\n got %+v\nwant %+v", d, want)
 	}
-	code, err := k.Open(d.EncryptedCode, d.UserID, d.Email)
+	d.ExpiresAt = expires
+	code, err := k.Open(d)
 	if err != nil || code != "913 402" {
 		t.Errorf("Open = %q, %v", code, err)
 	}
@@ -494,12 +497,14 @@ func TestNewEventsGetDistinctIDs(t *testing.T) {
 
 func TestNewEventsRefuseIncompleteData(t *testing.T) {
 	k := newEventTestKeyring(t)
-	sealed, err := k.Seal("123456", "u", "a@example.com")
+	cd := events.UserAccountCreated{UserID: "u", Email: "a@example.com", FirstName: "A", LastName: "B",
+		ExpiresAt: time.Now()}
+	sealed, err := k.Seal("123456", cd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := events.UserAccountCreated{UserID: "u", Email: "a@example.com", FirstName: "A", LastName: "B",
-		ExpiresAt: time.Now(), EncryptedCode: sealed}
+	cd.EncryptedCode = sealed
+	full := cd
 	for name, mutate := range map[string]func(*events.UserAccountCreated){
 		"user_id":     func(d *events.UserAccountCreated) { d.UserID = "" },
 		"email":       func(d *events.UserAccountCreated) { d.Email = "" },
@@ -532,12 +537,14 @@ func FuzzDecode(f *testing.F) {
 	f.Add(marshalDoc(f, createdDoc()))
 	f.Add(marshalDoc(f, verifiedDoc()))
 	k := newEventTestKeyring(f)
-	sealed, err := k.Seal("123456", "u", "a@example.com")
+	cd := events.UserAccountCreated{UserID: "u", Email: "A@example.com",
+		FirstName: "A", LastName: "B", ExpiresAt: time.Now()}
+	sealed, err := k.Seal("123456", cd)
 	if err != nil {
 		f.Fatal(err)
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u", Email: "A@example.com",
-		FirstName: "A", LastName: "B", ExpiresAt: time.Now(), EncryptedCode: sealed})
+	cd.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -8,9 +8,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -118,10 +120,15 @@ func NewRandomKeyring() (*Keyring, error) {
 	return ParseKeyring(entry)
 }
 
-// Seal encrypts code for one user and address. The user id, the normalized
-// address and the key id are bound in as additional data, so the sealed code
-// cannot be moved to another event.
-func (k *Keyring) Seal(code, userID, email string) (SealedCode, error) {
+// Seal encrypts code for the user_account_created event whose data is d
+// (d.EncryptedCode is ignored; put the result there). Every field of d that
+// the verification mail shows or relies on is bound in as additional data,
+// with the key id: user id, normalized address, first and last name, and
+// expires_at (to the microsecond). An event edited after sealing (a name
+// changed, the expiry pushed back, the code moved to another user or
+// address) no longer opens, so a replay with edits is dead-lettered
+// instead of mailed.
+func (k *Keyring) Seal(code string, d UserAccountCreated) (SealedCode, error) {
 	id := k.ids[0]
 	aead := k.aeads[id]
 	nonce := make([]byte, aead.NonceSize())
@@ -131,13 +138,16 @@ func (k *Keyring) Seal(code, userID, email string) (SealedCode, error) {
 	return SealedCode{
 		KeyID:      id,
 		Nonce:      nonce,
-		Ciphertext: aead.Seal(nil, nonce, []byte(code), additionalData(id, userID, email)),
+		Ciphertext: aead.Seal(nil, nonce, []byte(code), sealData(id, d)),
 	}, nil
 }
 
-// Open decrypts a sealed code for the given user and address. Any failure is
-// ErrCodeNotOpened (wrapped), with nothing of the code or the address in it.
-func (k *Keyring) Open(s SealedCode, userID, email string) (string, error) {
+// Open decrypts d.EncryptedCode, checking it was sealed for exactly d's
+// user id, address, names and expiry (see Seal). Any failure is
+// ErrCodeNotOpened (wrapped), with nothing of the code, the address or the
+// names in it.
+func (k *Keyring) Open(d UserAccountCreated) (string, error) {
+	s := d.EncryptedCode
 	aead, ok := k.aeads[s.KeyID]
 	if !ok {
 		return "", fmt.Errorf("%w: unknown key id %q", ErrCodeNotOpened, truncate(s.KeyID))
@@ -145,9 +155,9 @@ func (k *Keyring) Open(s SealedCode, userID, email string) (string, error) {
 	if len(s.Nonce) != aead.NonceSize() {
 		return "", fmt.Errorf("%w: nonce is %d bytes, want %d", ErrCodeNotOpened, len(s.Nonce), aead.NonceSize())
 	}
-	plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, additionalData(s.KeyID, userID, email))
+	plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, sealData(s.KeyID, d))
 	if err != nil {
-		return "", fmt.Errorf("%w: authentication failed", ErrCodeNotOpened)
+		return "", fmt.Errorf("%w: authentication failed (wrong key, or the event was edited after sealing)", ErrCodeNotOpened)
 	}
 	return string(plain), nil
 }
@@ -166,7 +176,24 @@ func (k Keyring) GoString() string { return k.String() }
 // LogValue is String, for log/slog.
 func (k Keyring) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
-func additionalData(keyID, userID, email string) []byte {
+// sealData is the additional data of a sealed code (version 2): the key id
+// and the fields of the event that the mail shows or relies on. Each field
+// is length-prefixed, so no choice of values (a NUL or a separator inside a
+// name, say) can make two different events share a binding.
+func sealData(keyID string, d UserAccountCreated) []byte {
+	b := []byte("countersign/code/v2")
+	for _, f := range []string{keyID, d.UserID, NormalizeEmail(d.Email), d.FirstName, d.LastName,
+		strconv.FormatInt(d.ExpiresAt.UnixMicro(), 10)} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// macData is what CodeMAC binds besides the code. It is the first version of
+// the seal's additional data and stays as it is: pending stores hold MACs
+// made with it, and a change would void every pending code at an upgrade.
+func macData(keyID, userID, email string) []byte {
 	return purposeData("countersign/code/v1", keyID, userID, email)
 }
 
@@ -183,22 +210,47 @@ const linkPurpose = "countersign/link/v1"
 // SealLinkToken seals a verification link's token for one user and
 // address, like Seal, under its own additional data.
 func (k *Keyring) SealLinkToken(token, userID, email string) (SealedCode, error) {
-	id := k.ids[0]
-	aead := k.aeads[id]
-	nonce := make([]byte, aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return SealedCode{}, fmt.Errorf("seal link token: %w", err)
-	}
-	return SealedCode{
-		KeyID:      id,
-		Nonce:      nonce,
-		Ciphertext: aead.Seal(nil, nonce, []byte(token), purposeData(linkPurpose, id, userID, email)),
-	}, nil
+	return k.sealFor(linkPurpose, token, userID, email)
 }
 
 // OpenLinkToken opens what SealLinkToken sealed; failures are
 // ErrCodeNotOpened, wrapped, with nothing of the token in them.
 func (k *Keyring) OpenLinkToken(s SealedCode, userID, email string) (string, error) {
+	return k.openFor(linkPurpose, s, userID, email)
+}
+
+// storedPurpose separates the copy of a code a pending store keeps (so
+// that the same code can be mailed again while it lives) from the codes in
+// events: neither opens as the other.
+const storedPurpose = "countersign/stored-code/v1"
+
+// SealStored seals a code for a pending store, bound to the address (the
+// store, not the caller, decides the user id). Only the user API opens it,
+// to mail the same code again; a dump of the store yields no code.
+func (k *Keyring) SealStored(code, email string) (SealedCode, error) {
+	return k.sealFor(storedPurpose, code, "", email)
+}
+
+// OpenStored opens what SealStored sealed; failures are ErrCodeNotOpened.
+func (k *Keyring) OpenStored(s SealedCode, email string) (string, error) {
+	return k.openFor(storedPurpose, s, "", email)
+}
+
+func (k *Keyring) sealFor(purpose, plain, userID, email string) (SealedCode, error) {
+	id := k.ids[0]
+	aead := k.aeads[id]
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return SealedCode{}, fmt.Errorf("seal: %w", err)
+	}
+	return SealedCode{
+		KeyID:      id,
+		Nonce:      nonce,
+		Ciphertext: aead.Seal(nil, nonce, []byte(plain), purposeData(purpose, id, userID, email)),
+	}, nil
+}
+
+func (k *Keyring) openFor(purpose string, s SealedCode, userID, email string) (string, error) {
 	aead, ok := k.aeads[s.KeyID]
 	if !ok {
 		return "", fmt.Errorf("%w: unknown key id %q", ErrCodeNotOpened, truncate(s.KeyID))
@@ -206,7 +258,7 @@ func (k *Keyring) OpenLinkToken(s SealedCode, userID, email string) (string, err
 	if len(s.Nonce) != aead.NonceSize() {
 		return "", fmt.Errorf("%w: nonce is %d bytes, want %d", ErrCodeNotOpened, len(s.Nonce), aead.NonceSize())
 	}
-	plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, purposeData(linkPurpose, s.KeyID, userID, email))
+	plain, err := aead.Open(nil, s.Nonce, s.Ciphertext, purposeData(purpose, s.KeyID, userID, email))
 	if err != nil {
 		return "", fmt.Errorf("%w: authentication failed", ErrCodeNotOpened)
 	}
@@ -250,7 +302,7 @@ func (k *Keyring) VerifyCodeMAC(keyID string, mac []byte, code, userID, email st
 
 func (k *Keyring) mac(keyID, code, userID, email string) []byte {
 	h := hmac.New(sha256.New, k.macKeys[keyID])
-	h.Write(additionalData(keyID, userID, email))
+	h.Write(macData(keyID, userID, email))
 	h.Write([]byte{0})
 	h.Write([]byte(code))
 	return h.Sum(nil)

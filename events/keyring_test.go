@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/countersign/countersign/events"
 )
@@ -37,10 +38,29 @@ const (
 	krCode  = "582039"
 )
 
+// krData is the event data the keyring tests seal for.
+var krData = events.UserAccountCreated{
+	UserID: krUser, Email: krEmail, FirstName: "Ada", LastName: "Lovelace",
+	ExpiresAt: time.Date(2026, 12, 1, 9, 30, 0, 123456000, time.UTC),
+}
+
+// sealedIn returns d carrying s, as a subscriber decodes it.
+func sealedIn(d events.UserAccountCreated, s events.SealedCode) events.UserAccountCreated {
+	d.EncryptedCode = s
+	return d
+}
+
+// forUser is krData moved to another user and address.
+func forUser(user, email string) events.UserAccountCreated {
+	d := krData
+	d.UserID, d.Email = user, email
+	return d
+}
+
 func TestKeyringSealOpenRoundTrip(t *testing.T) {
 	_, b64 := keyringTestKey(0x11)
 	k := mustParseKeyring(t, "k1:"+b64)
-	s, err := k.Seal(krCode, krUser, krEmail)
+	s, err := k.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,16 +70,16 @@ func TestKeyringSealOpenRoundTrip(t *testing.T) {
 	if bytes.Contains(s.Ciphertext, []byte(krCode)) {
 		t.Error("the code is visible in the ciphertext")
 	}
-	code, err := k.Open(s, krUser, krEmail)
+	code, err := k.Open(sealedIn(krData, s))
 	if err != nil || code != krCode {
 		t.Fatalf("Open = %q, %v", code, err)
 	}
 	// The address is bound in normalized, as events carry it.
-	if code, err := k.Open(s, krUser, "  ADA@Example.com "); err != nil || code != krCode {
+	if code, err := k.Open(sealedIn(forUser(krUser, "  ADA@Example.com "), s)); err != nil || code != krCode {
 		t.Errorf("Open with the unnormalized address = %q, %v", code, err)
 	}
 	// Every seal uses a fresh nonce.
-	s2, err := k.Seal(krCode, krUser, krEmail)
+	s2, err := k.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +91,7 @@ func TestKeyringSealOpenRoundTrip(t *testing.T) {
 func TestKeyringRefusesWhatItMustNotOpen(t *testing.T) {
 	_, b64 := keyringTestKey(0x22)
 	k := mustParseKeyring(t, "k1:"+b64)
-	s, err := k.Seal(krCode, krUser, krEmail)
+	s, err := k.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +125,7 @@ func TestKeyringRefusesWhatItMustNotOpen(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			code, err := tc.k.Open(tc.s, tc.user, tc.email)
+			code, err := tc.k.Open(sealedIn(forUser(tc.user, tc.email), tc.s))
 			if !errors.Is(err, events.ErrCodeNotOpened) {
 				t.Fatalf("Open = %q, %v; want ErrCodeNotOpened", code, err)
 			}
@@ -125,7 +145,7 @@ func TestKeyringRotation(t *testing.T) {
 	_, oldB64 := keyringTestKey(0x44)
 	_, newB64 := keyringTestKey(0x55)
 	old := mustParseKeyring(t, "old:"+oldB64)
-	sealedOld, err := old.Seal(krCode, krUser, krEmail)
+	sealedOld, err := old.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,10 +154,10 @@ func TestKeyringRotation(t *testing.T) {
 	if ids := rotated.KeyIDs(); len(ids) != 2 || ids[0] != "new" || ids[1] != "old" {
 		t.Fatalf("KeyIDs = %v, want [new old]", ids)
 	}
-	if code, err := rotated.Open(sealedOld, krUser, krEmail); err != nil || code != krCode {
+	if code, err := rotated.Open(sealedIn(krData, sealedOld)); err != nil || code != krCode {
 		t.Errorf("rotated keyring opening an old seal = %q, %v", code, err)
 	}
-	sealedNew, err := rotated.Seal(krCode, krUser, krEmail)
+	sealedNew, err := rotated.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,22 +166,22 @@ func TestKeyringRotation(t *testing.T) {
 	}
 	// Processes still on the old keyring cannot open the new seal; once the
 	// old key is dropped, old seals no longer open.
-	if _, err := old.Open(sealedNew, krUser, krEmail); !errors.Is(err, events.ErrCodeNotOpened) {
+	if _, err := old.Open(sealedIn(krData, sealedNew)); !errors.Is(err, events.ErrCodeNotOpened) {
 		t.Errorf("old keyring opened a seal of the new key: %v", err)
 	}
 	retired := mustParseKeyring(t, "new:"+newB64)
-	if _, err := retired.Open(sealedOld, krUser, krEmail); !errors.Is(err, events.ErrCodeNotOpened) {
+	if _, err := retired.Open(sealedIn(krData, sealedOld)); !errors.Is(err, events.ErrCodeNotOpened) {
 		t.Errorf("keyring without the old key opened an old seal: %v", err)
 	}
 	// The key id is bound in: relabelling a seal with another id in the ring
 	// does not open it, even when that id holds the same key.
 	twin := mustParseKeyring(t, "a:"+oldB64+",b:"+oldB64)
-	sa, err := twin.Seal(krCode, krUser, krEmail)
+	sa, err := twin.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sa.KeyID = "b"
-	if _, err := twin.Open(sa, krUser, krEmail); !errors.Is(err, events.ErrCodeNotOpened) {
+	if _, err := twin.Open(sealedIn(krData, sa)); !errors.Is(err, events.ErrCodeNotOpened) {
 		t.Errorf("seal relabelled to another key id opened: %v", err)
 	}
 }
@@ -209,13 +229,13 @@ func TestParseKeyringErrors(t *testing.T) {
 func TestParseKeyringAcceptsEveryBase64Form(t *testing.T) {
 	key, _ := keyringTestKey(0x88)
 	ref := mustParseKeyring(t, "k:"+base64.StdEncoding.EncodeToString(key))
-	s, err := ref.Seal(krCode, krUser, krEmail)
+	s, err := ref.Seal(krCode, krData)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
 		k := mustParseKeyring(t, "k:"+enc.EncodeToString(key))
-		if code, err := k.Open(s, krUser, krEmail); err != nil || code != krCode {
+		if code, err := k.Open(sealedIn(krData, s)); err != nil || code != krCode {
 			t.Errorf("key in %v form does not open: %q, %v", enc, code, err)
 		}
 	}
@@ -283,11 +303,11 @@ func TestKeyringGenerateKeyEntryParsesBack(t *testing.T) {
 		if ids := k.KeyIDs(); len(ids) != 1 || ids[0] != id {
 			t.Errorf("KeyIDs = %v, want [%s]", ids, id)
 		}
-		s, err := k.Seal(krCode, krUser, krEmail)
+		s, err := k.Seal(krCode, krData)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code, err := k.Open(s, krUser, krEmail); err != nil || code != krCode {
+		if code, err := k.Open(sealedIn(krData, s)); err != nil || code != krCode {
 			t.Errorf("Open = %q, %v", code, err)
 		}
 	}
@@ -364,13 +384,13 @@ func TestLinkTokenSealedApartFromCodes(t *testing.T) {
 	if got, err := k.OpenLinkToken(s, "u1", "A@example.com "); err != nil || got != "tok" {
 		t.Fatalf("OpenLinkToken = %q, %v", got, err)
 	}
-	if _, err := k.Open(s, "u1", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
+	if _, err := k.Open(events.UserAccountCreated{UserID: "u1", Email: "a@example.com", EncryptedCode: s}); !errors.Is(err, events.ErrCodeNotOpened) {
 		t.Errorf("a sealed link token opened as a code: %v", err)
 	}
 	if _, err := k.OpenLinkToken(s, "u2", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
 		t.Errorf("a link token opened for another user: %v", err)
 	}
-	code, _ := k.Seal("123456", "u1", "a@example.com")
+	code, _ := k.Seal("123456", events.UserAccountCreated{UserID: "u1", Email: "a@example.com", ExpiresAt: time.Now()})
 	if _, err := k.OpenLinkToken(code, "u1", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
 		t.Errorf("a sealed code opened as a link token: %v", err)
 	}
@@ -379,3 +399,95 @@ func TestLinkTokenSealedApartFromCodes(t *testing.T) {
 		t.Errorf("LinkMACs = %x", macs)
 	}
 }
+
+// A code sealed for a pending store opens only as such, for its address.
+func TestStoredCodeSealedApart(t *testing.T) {
+	k, err := events.NewRandomKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := k.SealStored("123456", "a@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.OpenStored(s, " A@example.com"); err != nil || got != "123456" {
+		t.Fatalf("OpenStored = %q, %v", got, err)
+	}
+	if _, err := k.OpenStored(s, "b@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
+		t.Errorf("a stored code opened for another address: %v", err)
+	}
+	if _, err := k.OpenLinkToken(s, "", "a@example.com"); !errors.Is(err, events.ErrCodeNotOpened) {
+		t.Errorf("a stored code opened as a link token: %v", err)
+	}
+	if _, err := k.Open(events.UserAccountCreated{Email: "a@example.com", EncryptedCode: s}); !errors.Is(err, events.ErrCodeNotOpened) {
+		t.Errorf("a stored code opened as an event's code: %v", err)
+	}
+}
+
+// TestKeyringBindsWhatTheMailShows: a sealed code opens only with the very
+// event data it was sealed for. An event replayed with a name changed or
+// the expiry pushed back does not open (issue 14).
+func TestKeyringBindsWhatTheMailShows(t *testing.T) {
+	_, b64 := keyringTestKey(0x66)
+	k := mustParseKeyring(t, "k1:"+b64)
+	s, err := k.Seal(krCode, krData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Equal instants in another zone, and the address unnormalized, still
+	// open: they are what the event carries after a JSON round trip.
+	same := krData
+	same.ExpiresAt = krData.ExpiresAt.In(time.FixedZone("UTC+2", 2*3600))
+	same.Email = " ADA@example.COM"
+	if code, err := k.Open(sealedIn(same, s)); err != nil || code != krCode {
+		t.Fatalf("Open of the same data = %q, %v", code, err)
+	}
+	edits := map[string]func(*events.UserAccountCreated){
+		"first_name":            func(d *events.UserAccountCreated) { d.FirstName = "Mallory" },
+		"last_name":             func(d *events.UserAccountCreated) { d.LastName = "Mallory" },
+		"expires_at next year":  func(d *events.UserAccountCreated) { d.ExpiresAt = d.ExpiresAt.AddDate(1, 0, 0) },
+		"expires_at +1µs":       func(d *events.UserAccountCreated) { d.ExpiresAt = d.ExpiresAt.Add(time.Microsecond) },
+		"user_id":               func(d *events.UserAccountCreated) { d.UserID = "someone-else" },
+		"email":                 func(d *events.UserAccountCreated) { d.Email = "eve@example.com" },
+		"name boundary shifted": func(d *events.UserAccountCreated) { d.FirstName, d.LastName = "AdaL", "ovelace" },
+		"NUL moved across names": func(d *events.UserAccountCreated) {
+			d.FirstName, d.LastName = "Ada\x00Lovelace", ""
+		},
+	}
+	for name, edit := range edits {
+		t.Run(name, func(t *testing.T) {
+			d := krData
+			edit(&d)
+			code, err := k.Open(sealedIn(d, s))
+			if !errors.Is(err, events.ErrCodeNotOpened) || code != "" {
+				t.Fatalf("Open of an edited event = %q, %v; want ErrCodeNotOpened", code, err)
+			}
+			for _, secret := range []string{krCode, krEmail, "Ada", "Mallory"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q repeats %q", err, secret)
+				}
+			}
+		})
+	}
+}
+
+// TestCodeMACIsUnchanged: the MAC pending stores hold does not depend on
+// the names or the expiry, so a store written before the seal bound them
+// still verifies its codes.
+func TestCodeMACIsUnchanged(t *testing.T) {
+	_, b64 := keyringTestKey(0x77)
+	k := mustParseKeyring(t, "k1:"+b64)
+	id, mac := k.CodeMAC(krCode, "", krEmail)
+	// Computed with the v1 input before issue 14: HMAC-SHA256 over
+	// "countersign/code/v1\x00k1\x00\x00ada@example.com\x00582039".
+	if !k.VerifyCodeMAC(id, mac, krCode, "", " ADA@example.com") {
+		t.Fatal("the MAC does not verify")
+	}
+	if got := fmt.Sprintf("%x", mac); got != codeMACv1 {
+		t.Errorf("CodeMAC = %s, want the v1 value %s", got, codeMACv1)
+	}
+}
+
+// codeMACv1 was computed outside Go (Python's hmac and hashlib, HKDF by
+// hand) from the v1 definition, for keyringTestKey(0x77).
+const codeMACv1 = "3f3fd72d2d9dcf433c29ce2a337f91827ed2d50cf9fc2b0a5cc7e549ca244093"

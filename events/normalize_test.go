@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/countersign/countersign/events"
 )
@@ -40,11 +41,14 @@ func TestKeyringOpensForEveryFormOfOneAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := k.Seal("123456", "u1", "li@xn--fsqu00a.xn--0zwm56d")
+	d := events.UserAccountCreated{UserID: "u1", Email: "li@xn--fsqu00a.xn--0zwm56d", FirstName: "Li", LastName: "Wei",
+		ExpiresAt: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	sealed, err := k.Seal("123456", d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, err := k.Open(sealed, "u1", "LI@例子。测试")
+	d.Email, d.EncryptedCode = "LI@例子。测试", sealed
+	code, err := k.Open(d)
 	if err != nil || code != "123456" {
 		t.Fatalf("Open = %q, %v", code, err)
 	}

@@ -229,7 +229,13 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	}
 	userID := uuid.NewString()
 	email := "  Grace.Hopper@Example.COM "
-	sealed, err := k.Seal("482913", userID, email)
+	// A local time zone on purpose: the events must still carry UTC.
+	zone := time.FixedZone("UTC+2", 2*3600)
+	cd := events.UserAccountCreated{
+		UserID: userID, Email: email, FirstName: "Grace", LastName: "Hopper",
+		ExpiresAt: time.Now().In(zone).Add(15 * time.Minute),
+	}
+	sealed, err := k.Seal("482913", cd)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -238,13 +244,9 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// A local time zone on purpose: the events must still carry UTC.
-	zone := time.FixedZone("UTC+2", 2*3600)
-	created, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID: userID, Email: email, FirstName: "Grace", LastName: "Hopper",
-		ExpiresAt: time.Now().In(zone).Add(15 * time.Minute), EncryptedCode: sealed,
-		EncryptedLinkToken: &link, Locale: "zh-CN",
-	})
+	cd.EncryptedCode = sealed
+	cd.EncryptedLinkToken, cd.Locale = &link, "zh-CN"
+	created, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		tb.Fatal(err)
 	}

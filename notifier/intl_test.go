@@ -104,8 +104,10 @@ func TestInternationalAddressesWithoutSMTPUTF8(t *testing.T) {
 	eventstest.Eventually(t, 30*time.Second, func() bool {
 		return promtest.Counter(t, r.registry, "countersign_notifier_undeliverable_total", mail.ReasonSMTPUTF8) == 1
 	})
-	if n := len(h.smtp.Messages()); n != 1 {
-		t.Errorf("%d mails reached the relay, want 1", n)
+	// Only this test's addresses: on a shared real cluster the new group
+	// also reads other tests' events, whose mails reach the relay too.
+	if n := len(h.smtp.MessagesTo(jose)) + len(h.smtp.MessagesTo(liASCII)) + len(h.smtp.MessagesTo(li)); n != 1 {
+		t.Errorf("%d mails to this test's addresses reached the relay, want 1", n)
 	}
 	if n := logs.connectionWarnings(); n != 1 {
 		t.Errorf("%d connection warnings on one connection, want 1", n)

@@ -200,7 +200,7 @@ func (n *Notifier) verificationMail(e events.Event) (mail.Message, error) {
 	if !d.ExpiresAt.After(time.Now()) {
 		return mail.Message{}, errExpired
 	}
-	code, err := n.deps.Keyring.Open(d.EncryptedCode, d.UserID, d.Email)
+	code, err := n.deps.Keyring.Open(d)
 	if err != nil {
 		return mail.Message{}, err
 	}

@@ -236,9 +236,11 @@ func TestExpiredCodeSendsNoMail(t *testing.T) {
 	h := newHarness(t)
 	h.start(t, notifier.Config{})
 	email := eventstest.UniqueEmail(t)
-	sealed, _ := h.keyring.Seal("888888", "u1", email)
-	e, _ := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
-		ExpiresAt: time.Now().Add(-time.Minute), EncryptedCode: sealed})
+	cd := events.UserAccountCreated{UserID: "u1", Email: email, FirstName: "A", LastName: "B",
+		ExpiresAt: time.Now().Add(-time.Minute)}
+	sealed, _ := h.keyring.Seal("888888", cd)
+	cd.EncryptedCode = sealed
+	e, _ := events.NewUserAccountCreated(cd)
 	eventstest.Publish(t, h.producer, e)
 	after := h.publishCreated(t, email, "999999") // same key, so handled after the expired one
 	m := h.smtp.WaitFor(t, email, 1, 30*time.Second)

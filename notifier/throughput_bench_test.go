@@ -113,15 +113,17 @@ func publishCreated(b *testing.B, kcfg kafka.Config, keys *events.Keyring, n int
 			for i := range next {
 				email := fmt.Sprintf("bench-%s-%d@example.com", suffix, i)
 				userID := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
-				sealed, err := keys.Seal("123456", userID, email)
+				cd := events.UserAccountCreated{
+					UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+					ExpiresAt: time.Now().Add(time.Hour),
+				}
+				sealed, err := keys.Seal("123456", cd)
 				if err != nil {
 					errs <- err
 					return
 				}
-				e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-					UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
-					ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed,
-				})
+				cd.EncryptedCode = sealed
+				e, err := events.NewUserAccountCreated(cd)
 				if err == nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					err = p.Publish(ctx, e)

@@ -105,12 +105,14 @@ func TestHandleIgnoresOtherEventTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := kr.Seal("123456", "u-1", "ada@example.com")
+	cd := events.UserAccountCreated{UserID: "u-1", Email: "ada@example.com",
+		FirstName: "Ada", LastName: "Lovelace", ExpiresAt: time.Now().Add(time.Hour)}
+	sealed, err := kr.Seal("123456", cd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{UserID: "u-1", Email: "ada@example.com",
-		FirstName: "Ada", LastName: "Lovelace", ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed})
+	cd.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func TestBadInput(t *testing.T) {
 		{"GET register", "GET", "/api/register", "", ``, 405, userapi.CodeMethodNotAllowed},
 		{"PUT verify", "PUT", "/api/verify", json, `{}`, 405, userapi.CodeMethodNotAllowed},
 		{"POST healthz", "POST", "/healthz", json, `{}`, 405, userapi.CodeMethodNotAllowed},
-		{"DELETE metrics", "DELETE", "/metrics", "", ``, 405, userapi.CodeMethodNotAllowed},
+		{"metrics not on the public port", "GET", "/metrics", "", ``, 404, userapi.CodeNotFound},
 		{"unknown path", "GET", "/nowhere", "", ``, 404, userapi.CodeNotFound},
 		{"unknown api path", "POST", "/api/users", json, `{}`, 404, userapi.CodeNotFound},
 		{"trailing slash", "POST", "/api/register/", json, `{` + ok + `}`, 404, userapi.CodeNotFound},

@@ -3,6 +3,8 @@ package userapi
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -22,6 +24,12 @@ const (
 
 	EnvCodeDigits              = "CODE_DIGITS"
 	EnvVerifyMaxFailuresPerDay = "VERIFY_MAX_FAILURES_PER_DAY"
+
+	// Issue 14.
+	EnvCodeMaxSendsPerDay  = "CODE_MAX_SENDS_PER_DAY"
+	EnvCodeMaxSendsPerHour = "CODE_MAX_SENDS_PER_HOUR"
+	EnvTrustedProxies      = "TRUSTED_PROXIES"
+	EnvPendingMax          = "PENDING_MAX"
 )
 
 // Defaults applied by setDefaults to zero-valued fields.
@@ -35,6 +43,8 @@ const (
 	DefaultPublishTimeout  = 10 * time.Second
 
 	DefaultVerifyMaxFailuresPerDay = 10
+	DefaultCodeMaxSendsPerDay      = 10
+	DefaultPendingMax              = 1_000_000
 )
 
 // RateLimitOff as Config.RateLimitPerIP switches the per-IP limit off
@@ -92,6 +102,9 @@ type Config struct {
 	// (TRUST_PROXY_HEADERS, default false). Turn it on only behind exactly
 	// one proxy that sets the header: otherwise any client can pick its own
 	// IP and escape the limit.
+	//
+	// Refused since issue 14: a single trusted hop cannot be told from a
+	// client that sends the header itself. Set TrustedProxies instead.
 	TrustProxyHeaders bool
 
 	// Pages serves the hosted pages (pages.go) besides the JSON API, and
@@ -104,6 +117,37 @@ type Config struct {
 	// the binary's dev defaults it to http:// + HTTP_ADDR). Links in mails
 	// are built on it, and cross-site form posts are judged against it.
 	PublicURL string
+
+	// CodeMaxSendsPerDay is how many code mails one mailbox may be sent in
+	// 24 hours (CODE_MAX_SENDS_PER_DAY, default 10, at least 1). A mailbox
+	// is the address without its +tag and, for gmail.com and
+	// googlemail.com, without the dots of its local part (see Mailbox).
+	// Past it, register and resend answer 202 and send nothing, counted in
+	// countersign_code_mails_held_back_total{budget="mailbox"}.
+	CodeMaxSendsPerDay int
+
+	// CodeMaxSendsPerHour is how many code mails the whole platform may send
+	// in an hour (CODE_MAX_SENDS_PER_HOUR, default 0: no limit). Past it,
+	// as above, with budget="platform". It bounds what a botnet, which the
+	// per-client limit does not stop, can make the platform send.
+	CodeMaxSendsPerHour int
+
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is read
+	// (TRUSTED_PROXIES, comma-separated CIDRs or addresses; empty: the
+	// header is ignored and the peer address is the client). Only when the
+	// connection comes from one of them is the header read, from the right,
+	// skipping addresses in these prefixes; the first other address is the
+	// client. A client cannot pick its own IP: whatever it writes into the
+	// header lies left of what the trusted proxies appended.
+	TrustedProxies []netip.Prefix
+
+	// PendingMax is how many pending registrations the store may hold
+	// (PENDING_MAX, default 1,000,000). Past it register answers 503 with
+	// Retry-After, counted in countersign_pending_refused_total, instead of
+	// growing the store until it runs out of memory. With typical fields a
+	// registration takes about 320 B in the memory store, at most about
+	// 1.4 KB.
+	PendingMax int
 
 	// ASCIILocalPartOnly refuses, with 400 at register, addresses with a
 	// non-ASCII character before the "@" (ALLOW_UTF8_LOCAL_PART=false; the
@@ -166,6 +210,13 @@ func (c *Config) setDefaults() {
 	}
 	if c.VerifyMaxFailuresPerDay == 0 {
 		c.VerifyMaxFailuresPerDay = DefaultVerifyMaxFailuresPerDay
+
+	}
+	if c.CodeMaxSendsPerDay == 0 {
+		c.CodeMaxSendsPerDay = DefaultCodeMaxSendsPerDay
+	}
+	if c.PendingMax == 0 {
+		c.PendingMax = DefaultPendingMax
 	}
 }
 
@@ -207,5 +258,39 @@ func (c Config) Validate() error {
 	if c.VerifyMaxFailuresPerDay < 1 {
 		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvVerifyMaxFailuresPerDay, c.VerifyMaxFailuresPerDay)
 	}
+	if c.TrustProxyHeaders {
+		return fmt.Errorf("%s=true is no longer accepted: it let any client pick its own IP; set %s to your proxies' addresses (CIDRs, comma-separated) instead", EnvTrustProxyHeaders, EnvTrustedProxies)
+	}
+	if c.CodeMaxSendsPerDay < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvCodeMaxSendsPerDay, c.CodeMaxSendsPerDay)
+	}
+	if c.CodeMaxSendsPerHour < 0 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 0 (0: no limit)", EnvCodeMaxSendsPerHour, c.CodeMaxSendsPerHour)
+	}
+	if c.PendingMax < 1 {
+		return fmt.Errorf("%s=%d: want a whole number ≥ 1", EnvPendingMax, c.PendingMax)
+	}
 	return c.validatePages()
+}
+
+// ParseTrustedProxies parses TRUSTED_PROXIES: CIDRs such as 10.0.0.0/8 or
+// fd00::/8, or single addresses, separated by commas.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s entry %d (%q): want a CIDR such as 10.0.0.0/8 or an IP address", EnvTrustedProxies, i+1, f)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -7,7 +7,10 @@
 //	POST /api/register {"email","first_name","last_name"} → 202 {"status":"pending_verification","expires_at"}
 //	POST /api/verify   {"email","code"}                   → 200 {"status":"verified"}
 //	POST /api/resend   {"email"}                          → 202 {"status":"accepted"}
-//	GET  /healthz, GET /readyz, GET /metrics
+//	GET  /healthz, GET /readyz
+//
+// The server registers its metrics (Deps.Registry) but does not serve them:
+// the binary serves them on METRICS_ADDR, never on the public port.
 //
 // docs/openapi.yaml describes every route and error. Every error is an
 // RFC 9457 application/problem+json document whose type is one of the Code
@@ -41,6 +44,11 @@
 //   - A code gets at most Config.CodeMaxAttempts checks, however many
 //     requests arrive at once: an attempt is counted before the code is
 //     checked (Store.Attempt).
+//   - A mailbox gets at most Config.CodeMaxSendsPerDay codes in 24 hours,
+//     and the platform at most Config.CodeMaxSendsPerHour in an hour (see
+//     MailBudget); past either, register and resend answer 202 and send
+//     nothing. Past Config.PendingMax pending registrations, register
+//     answers 503 with Retry-After.
 //   - The code exists in plain text only between its generation and its
 //     sealing into the event; the store keeps an HMAC. It never appears in a
 //     log line, an error or a response, nor does the address in a log line.

@@ -67,6 +67,9 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, locale strin
 	if err := s.publisherDown(); err != nil {
 		return Pending{}, err
 	}
+	if err := s.checkPendingRoom(ctx); err != nil { // PENDING_MAX (issue 14)
+		return Pending{}, err
+	}
 	now := time.Now()
 	c, err := s.newCode(req.Email, now)
 	if err != nil {
@@ -104,7 +107,7 @@ func (s *Server) newCode(email string, now time.Time) (NewCode, error) {
 		return NewCode{}, err
 	}
 	keyID, mac := s.keyring.CodeMAC(code, "", email)
-	sealed, err := s.keyring.Seal(code, "", email)
+	sealed, err := s.keyring.SealStored(code, email)
 	if err != nil {
 		return NewCode{}, fmt.Errorf("seal code: %w", err)
 	}
@@ -123,13 +126,28 @@ func (s *Server) mail(ctx context.Context, w Written, locale string) error {
 		s.maskLatency(ctx)
 		return nil
 	}
-	code, err := s.keyring.Open(w.Pending.Sealed, "", w.Pending.Email)
+	// Mail budgets (issue 14): past one, the same answer, and no mail; the
+	// store is put back as it was, as if nothing had been asked.
+	held, refund, err := s.spendMail(ctx, w.Pending)
+	if err != nil || held {
+		s.rollback(ctx, w.Pending, w.Replaced)
+		if err != nil {
+			return err
+		}
+		s.maskLatency(ctx)
+		return nil
+	}
+	code, err := s.keyring.OpenStored(w.Pending.Sealed, w.Pending.Email)
 	if err != nil {
-		// Nothing was published: the store is put back as it was.
+		// Nothing was published: the store and the budget are put back.
+		refund()
 		s.rollback(ctx, w.Pending, w.Replaced)
 		return fmt.Errorf("user %s: open the stored code: %w", w.Pending.UserID, err)
 	}
 	if err := s.sendCode(ctx, w.Pending, code, locale); err != nil {
+		if errors.Is(err, events.ErrNotPublished) {
+			refund() // not mailed: the budget is given back
+		}
 		s.undoSend(ctx, err, w.Pending, w.Replaced)
 		return err
 	}
@@ -303,10 +321,19 @@ func storeError(err error) error {
 }
 
 // sendCode seals code for p and publishes user_account_created. The plain
-// code goes no further than this call. With the pages on, a link token is
-// issued with the code (newLink) and sealed next to it.
+// code goes no further than this call. Every field the mail shows or relies
+// on is bound into the seal (Keyring.Seal). With the pages on, a link token
+// is issued with the code (newLink) and sealed next to it.
 func (s *Server) sendCode(ctx context.Context, p Pending, code, locale string) error {
-	sealed, err := s.keyring.Seal(code, p.UserID, p.Email)
+	d := events.UserAccountCreated{
+		UserID:    p.UserID,
+		Email:     p.Email,
+		FirstName: p.FirstName,
+		LastName:  p.LastName,
+		ExpiresAt: p.ExpiresAt,
+		Locale:    locale,
+	}
+	sealed, err := s.keyring.Seal(code, d)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)
 	}
@@ -314,16 +341,8 @@ func (s *Server) sendCode(ctx context.Context, p Pending, code, locale string) e
 	if err != nil {
 		return err
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID:             p.UserID,
-		Email:              p.Email,
-		FirstName:          p.FirstName,
-		LastName:           p.LastName,
-		ExpiresAt:          p.ExpiresAt,
-		EncryptedCode:      sealed,
-		EncryptedLinkToken: link,
-		Locale:             locale,
-	})
+	d.EncryptedCode, d.EncryptedLinkToken = sealed, link
+	e, err := events.NewUserAccountCreated(d)
 	if err != nil {
 		return fmt.Errorf("user %s: %w", p.UserID, err)
 	}

@@ -237,7 +237,7 @@ func (h *harness) created(email string, n int) ([]events.UserAccountCreated, []s
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		code, err := h.keyring.Open(d.EncryptedCode, d.UserID, d.Email)
+		code, err := h.keyring.Open(d)
 		if err != nil {
 			h.t.Fatalf("open sealed code: %v", err)
 		}

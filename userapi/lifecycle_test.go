@@ -2,8 +2,10 @@ package userapi_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +37,13 @@ func TestRateLimitPerIP(t *testing.T) {
 	wantProblem(t, h.send(req), http.StatusTooManyRequests, userapi.CodeRateLimited)
 }
 
+// TestRateLimitBehindProxy: the test's client connects from 127.0.0.1,
+// which plays the trusted proxies (TRUSTED_PROXIES=127.0.0.0/8).
 func TestRateLimitBehindProxy(t *testing.T) {
-	h := newHarness(t, func(c *userapi.Config) { c.RateLimitBurst = 1; c.TrustProxyHeaders = true })
+	h := newHarness(t, func(c *userapi.Config) {
+		c.RateLimitBurst = 1
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
 	post := func(xff string) response {
 		req, _ := http.NewRequest(http.MethodPost, h.base+"/api/resend", strings.NewReader(`{}`))
 		req.Header.Set("Content-Type", "application/json")
@@ -49,6 +56,34 @@ func TestRateLimitBehindProxy(t *testing.T) {
 	// before it does not matter.
 	wantProblem(t, post("198.51.100.1, 198.51.100.2"), 400, userapi.CodeInvalidRequest)
 	wantProblem(t, post("203.0.113.7, 198.51.100.2"), 429, userapi.CodeRateLimited)
+	// Behind two proxies the inner one's hop is skipped: clients do not
+	// share the inner proxy's bucket.
+	wantProblem(t, post("203.0.113.9, 127.0.0.5"), 400, userapi.CodeInvalidRequest)
+	wantProblem(t, post("203.0.113.10, 127.0.0.5"), 400, userapi.CodeInvalidRequest)
+	wantProblem(t, post("198.51.100.77, 203.0.113.9, 127.0.0.6"), 429, userapi.CodeRateLimited)
+}
+
+// TestForgedForwardedForFromAnUntrustedPeer is the abuse review's attack:
+// a client that reaches the API directly and rotates X-Forwarded-For. The
+// peer (127.0.0.1) is not a trusted proxy, so the header is ignored and
+// the client has one bucket: of 40 requests, only the burst gets through.
+func TestForgedForwardedForFromAnUntrustedPeer(t *testing.T) {
+	h := newHarness(t, func(c *userapi.Config) {
+		c.RateLimitBurst = 5
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	accepted := 0
+	for i := range 40 {
+		req, _ := http.NewRequest(http.MethodPost, h.base+"/api/resend", strings.NewReader(`{}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i+1))
+		if h.send(req).status != http.StatusTooManyRequests {
+			accepted++
+		}
+	}
+	if accepted > 5 {
+		t.Errorf("%d of 40 requests with a rotated X-Forwarded-For got through, want at most the burst (5)", accepted)
+	}
 }
 
 func TestNewServerChecks(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Registry is where the server registers its metrics and what /metrics
-// serves. *prometheus.Registry implements it.
+// Registry is where the server registers its metrics, for the binary to
+// serve on METRICS_ADDR. *prometheus.Registry implements it.
 type Registry interface {
 	prometheus.Registerer
 	prometheus.Gatherer
@@ -27,6 +27,9 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	durations *prometheus.HistogramVec
 	publish   *prometheus.HistogramVec
+	// Issue 14's limits.
+	heldBack       *prometheus.CounterVec
+	pendingRefused prometheus.Counter
 }
 
 // newMetrics registers the server's metrics on reg. pending is read at each
@@ -48,6 +51,17 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"topic", "outcome"}),
 	}
+	m.heldBack = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "countersign_code_mails_held_back_total",
+		Help: "Code mails not sent because a mail budget was used up, by budget: mailbox (CODE_MAX_SENDS_PER_DAY) or platform (CODE_MAX_SENDS_PER_HOUR). The request still got 202.",
+	}, []string{"budget"})
+	m.pendingRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "countersign_pending_refused_total",
+		Help: "Registrations refused with 503 because the store held PENDING_MAX pending registrations.",
+	})
+	for _, b := range []string{BudgetMailbox, BudgetPlatform} {
+		m.heldBack.WithLabelValues(b)
+	}
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "countersign_pending_registrations",
 		Help: "Pending registrations held by the store (may include expired ones not swept yet).",
@@ -60,7 +74,7 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 		}
 		return float64(n)
 	})
-	for _, c := range []prometheus.Collector{m.requests, m.durations, m.publish, pending} {
+	for _, c := range []prometheus.Collector{m.requests, m.durations, m.publish, pending, m.heldBack, m.pendingRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -94,7 +94,7 @@ func (s *Server) pageRoutes(r *mux.Router) {
 		if s.limiter == nil {
 			return h
 		}
-		return rateLimit(s.limiter, s.cfg.TrustProxyHeaders, s.logger, s.pageError)(h)
+		return rateLimit(s.limiter, s.cfg.TrustedProxies, s.logger, s.pageError)(h)
 	}
 	page := func(h http.Handler) http.Handler { return pageHeaders(cop.Handler(h)) }
 

@@ -261,7 +261,7 @@ func TestPagesLinkDiesWithItsCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, err := h.keys.Open(d.EncryptedCode, d.UserID, d.Email)
+	code, err := h.keys.Open(d)
 	if err != nil {
 		t.Fatal(err)
 	}

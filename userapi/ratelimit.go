@@ -110,11 +110,11 @@ func (l *ipLimiter) len() int {
 }
 
 // rateLimit answers 429 with Retry-After when the client's budget is spent.
-func rateLimit(l RateLimiter, trustProxy bool, logger *slog.Logger, fail func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+func rateLimit(l RateLimiter, trusted []netip.Prefix, logger *slog.Logger, fail func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
 	var lastWarn atomic.Int64
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ok, wait, err := l.Allow(r.Context(), clientKey(r, trustProxy))
+			ok, wait, err := l.Allow(r.Context(), clientKey(r, trusted))
 			if err != nil {
 				// Let it through; one warning a minute, not one per request.
 				if now := time.Now().UnixNano(); now-lastWarn.Load() > int64(time.Minute) {
@@ -134,36 +134,65 @@ func rateLimit(l RateLimiter, trustProxy bool, logger *slog.Logger, fail func(ht
 
 // clientKey is the rate-limit key of a request: the client IP, or its /64
 // for IPv6, since one subscriber usually holds a whole /64 and could rotate
-// through it. With trustProxy the last X-Forwarded-For entry is used, the
-// one the (single, trusted) proxy appended; earlier entries are the client's
-// own claims.
-func clientKey(r *http.Request, trustProxy bool) netip.Prefix {
-	var addr netip.Addr
-	if trustProxy {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			last := xff[len(xff)-1]
-			if i := strings.LastIndexByte(last, ','); i >= 0 {
-				last = last[i+1:]
-			}
-			addr, _ = netip.ParseAddr(strings.TrimSpace(last))
-		}
-	}
-	if !addr.IsValid() {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		addr, _ = netip.ParseAddr(host)
-	}
-	addr = addr.Unmap().WithZone("")
-	bits := 32
-	if addr.Is6() {
-		bits = 64
-	}
+// through it.
+func clientKey(r *http.Request, trusted []netip.Prefix) netip.Prefix {
+	addr := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), trusted)
 	if !addr.IsValid() {
 		// No usable address (a unix socket, a test): one shared bucket.
 		return netip.Prefix{}
 	}
+	bits := 32
+	if addr.Is6() {
+		bits = 64
+	}
 	p, _ := addr.Prefix(bits)
 	return p
+}
+
+// ClientIP is the address of the client behind remoteAddr (the peer,
+// host:port). When the peer is in trusted, the X-Forwarded-For values are
+// read from the right, each hop's entry skipped while it is in trusted too;
+// the first address that is not is the client. Whatever a client writes
+// into the header itself lies left of that, and is never reached. When
+// every entry is trusted, the leftmost is taken; an entry that is not an
+// address stops the walk at the last good one. With no trusted prefixes
+// the header is ignored. The zero Addr means no usable address.
+func ClientIP(remoteAddr string, xff []string, trusted []netip.Prefix) netip.Addr {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr = addr.Unmap().WithZone("")
+	if !inPrefixes(addr, trusted) {
+		return addr
+	}
+	for i := len(xff) - 1; i >= 0; i-- {
+		entries := strings.Split(xff[i], ",")
+		for j := len(entries) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(entries[j]))
+			if err != nil {
+				// Garbage where an address should be: someone we do not
+				// trust wrote it. The last trusted hop is what we know.
+				return addr
+			}
+			addr = hop.Unmap().WithZone("")
+			if !inPrefixes(addr, trusted) {
+				return addr
+			}
+		}
+	}
+	return addr
+}
+
+func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package userapi
 import (
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,27 +53,44 @@ func TestIPLimiterForgetsIdleClients(t *testing.T) {
 }
 
 func TestClientKey(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}
 	for _, tc := range []struct {
 		remote, xff string
-		trust       bool
+		trusted     []netip.Prefix
 		want        string
 	}{
-		{"192.0.2.7:5555", "", false, "192.0.2.7/32"},
-		{"192.0.2.7:5555", "203.0.113.9", false, "192.0.2.7/32"},
-		{"192.0.2.7:5555", "198.51.100.1, 203.0.113.9", true, "203.0.113.9/32"},
-		{"192.0.2.7:5555", "not-an-ip", true, "192.0.2.7/32"},
-		{"[2001:db8:1:2:3:4:5:6]:443", "", false, "2001:db8:1:2::/64"},
-		{"[2001:db8:1:2:ffff::1]:443", "", false, "2001:db8:1:2::/64"},
-		{"[::ffff:192.0.2.7]:80", "", false, "192.0.2.7/32"},
-		{"[fe80::1%eth0]:80", "", false, "fe80::/64"},
+		{"192.0.2.7:5555", "", nil, "192.0.2.7/32"},
+		// No trusted proxies: the header is ignored.
+		{"192.0.2.7:5555", "203.0.113.9", nil, "192.0.2.7/32"},
+		// A peer that is not a trusted proxy: the header is ignored.
+		{"198.51.100.50:5555", "203.0.113.9", proxies, "198.51.100.50/32"},
+		// One trusted proxy: its entry, the rightmost, is the client.
+		{"192.0.2.7:5555", "198.51.100.1, 203.0.113.9", proxies, "203.0.113.9/32"},
+		// Two proxies: the inner one's own hop is skipped.
+		{"10.0.0.2:5555", "203.0.113.9, 10.0.0.1", proxies, "203.0.113.9/32"},
+		// The same in two header lines.
+		{"10.0.0.2:5555", "203.0.113.9\n10.0.0.1", proxies, "203.0.113.9/32"},
+		// Whatever the client wrote is left of what the proxy appended.
+		{"192.0.2.7:5555", "10.0.0.5, 1.2.3.4, 203.0.113.9", proxies, "203.0.113.9/32"},
+		// Only proxies in the header: the leftmost.
+		{"10.0.0.2:5555", "10.0.0.9, 10.0.0.1", proxies, "10.0.0.9/32"},
+		// Garbage appended by a proxy: the last trusted hop.
+		{"192.0.2.7:5555", "not-an-ip", proxies, "192.0.2.7/32"},
+		{"[2001:db8:1:2:3:4:5:6]:443", "", nil, "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:443", "", nil, "2001:db8:1:2::/64"},
+		{"[::ffff:192.0.2.7]:80", "", nil, "192.0.2.7/32"},
+		{"[::ffff:10.0.0.2]:80", "2001:db8::1", proxies, "2001:db8::/64"},
+		{"[fe80::1%eth0]:80", "", nil, "fe80::/64"},
 	} {
 		r := httptest.NewRequest("POST", "/api/register", nil)
 		r.RemoteAddr = tc.remote
-		if tc.xff != "" {
-			r.Header.Set("X-Forwarded-For", tc.xff)
+		for _, v := range strings.Split(tc.xff, "\n") {
+			if v != "" {
+				r.Header.Add("X-Forwarded-For", v)
+			}
 		}
-		if got := clientKey(r, tc.trust).String(); got != tc.want {
-			t.Errorf("remote %s xff %q trust %v: key %s, want %s", tc.remote, tc.xff, tc.trust, got, tc.want)
+		if got := clientKey(r, tc.trusted).String(); got != tc.want {
+			t.Errorf("remote %s xff %q trusted %v: key %s, want %s", tc.remote, tc.xff, tc.trusted, got, tc.want)
 		}
 	}
 }

@@ -39,6 +39,10 @@ import (
 //	                                 of truth; Redis keeps a copy every replica
 //	                                 shares)
 //
+// RateLimiter and MailBudget keep their keys under the same prefix
+// (rate:<client>, budget:m:<mailbox>, budget:platform), so one Redis ACL
+// key pattern covers everything the user API touches.
+//
 // A record's key expires at its ExpiresAt (PEXPIRE, rounded up to the
 // millisecond), so Redis frees it without any sweeper. Times are stored in
 // Unix microseconds: exact in Lua's doubles, finer than any interval the

@@ -251,10 +251,14 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, v validator) error {
 		return err
 	}
 	if r.ContentLength > MaxBodyBytes {
+		drainTooLarge(w, r, false)
 		return Errorf(CodeBodyTooLarge, "The request body is larger than %d bytes.", MaxBodyBytes)
 	}
 	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	if err := decodeJSON(body, v); err != nil {
+		if e, ok := errors.AsType[*Error](err); ok && e.Code == CodeBodyTooLarge {
+			drainTooLarge(w, r, true)
+		}
 		return err
 	}
 	return v.validate()

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
@@ -39,6 +38,12 @@ type Deps struct {
 
 	// Store keeps pending registrations. Nil means a new MemoryStore.
 	Store Store
+
+	// NewMailBudget, when set, builds the mail budgets from
+	// Config.CodeMaxSendsPerDay and CodeMaxSendsPerHour; nil means an
+	// in-process MemoryBudget. Replicas share budgets with
+	// RedisStore.MailBudget.
+	NewMailBudget func(perDay, perHour int) MailBudget
 
 	// Ready reports whether the broker and the pending store are
 	// reachable, for GET /readyz (kafka.Producer.Ping, and the Redis
@@ -65,9 +70,11 @@ type Deps struct {
 	// global provider, which does nothing unless the process installed one.
 	TracerProvider trace.TracerProvider
 
-	// Registry gets the server's metrics and is what /metrics serves. Nil
-	// means a new registry with the Go and process collectors, never the
-	// global default one, so several servers can share a process.
+	// Registry gets the server's metrics. Nil means a new registry with the
+	// Go and process collectors, never the global default one, so several
+	// servers can share a process. The server does not serve it: /metrics
+	// belongs on an operations address (METRICS_ADDR), never on the public
+	// port, where it would tell which addresses are pending.
 	Registry Registry
 }
 
@@ -85,6 +92,7 @@ type Server struct {
 	metrics   *metrics
 	limiter   RateLimiter
 	pages     *templates.Pages
+	budget    MailBudget
 
 	router  *mux.Router
 	handler http.Handler
@@ -93,6 +101,8 @@ type Server struct {
 	// publishEWMA is a moving average of user_account_created publish
 	// latency in nanoseconds (see handleResend).
 	publishEWMA atomic.Int64
+	// lastFullWarn is when "pending store full" was last logged (Unix ns).
+	lastFullWarn atomic.Int64
 
 	mu     sync.Mutex
 	srv    *http.Server
@@ -152,11 +162,16 @@ func NewServer(cfg Config, deps Deps) (*Server, error) {
 			s.limiter = newIPLimiter(cfg.RateLimitPerIP, cfg.RateLimitBurst)
 		}
 	}
-	s.routes(deps.Registry)
+	if deps.NewMailBudget != nil {
+		s.budget = deps.NewMailBudget(cfg.CodeMaxSendsPerDay, cfg.CodeMaxSendsPerHour)
+	} else {
+		s.budget = NewMemoryBudget(cfg.CodeMaxSendsPerDay, cfg.CodeMaxSendsPerHour)
+	}
+	s.routes()
 	return s, nil
 }
 
-func (s *Server) routes(reg Registry) {
+func (s *Server) routes() {
 	r := mux.NewRouter()
 	// Paths are matched as sent: cleaning would answer odd paths with a 301
 	// redirect instead of a problem document.
@@ -181,7 +196,7 @@ func (s *Server) routes(reg Registry) {
 		if s.limiter == nil {
 			return h
 		}
-		return rateLimit(s.limiter, s.cfg.TrustProxyHeaders, s.logger, s.error)(h)
+		return rateLimit(s.limiter, s.cfg.TrustedProxies, s.logger, s.error)(h)
 	}
 	r.Handle("/api/register", api(s.handleRegister)).Methods(http.MethodPost)
 	r.Handle("/api/verify", api(s.handleVerify)).Methods(http.MethodPost)
@@ -191,7 +206,6 @@ func (s *Server) routes(reg Registry) {
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet)
-	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
 	s.allow = map[string][]string{}
 	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
@@ -205,6 +219,15 @@ func (s *Server) routes(reg Registry) {
 	})
 	s.router = r
 	s.handler = s.metrics.instrument(s.logRequests(s.recoverPanics(r)))
+}
+
+// Ready reports whether the broker and the pending store are reachable
+// (Deps.Ready; nil when none was given), for an operations endpoint.
+func (s *Server) Ready(ctx context.Context) error {
+	if s.ready == nil {
+		return nil
+	}
+	return s.ready(ctx)
 }
 
 // Handler returns the whole API: routes, metrics, logging, panic recovery.
@@ -224,7 +247,7 @@ func (s *Server) Open() error {
 	}
 	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("userapi: listen %s: %w", s.cfg.HTTPAddr, err)
+		return fmt.Errorf("userapi: listen %s=%s: %w", EnvHTTPAddr, s.cfg.HTTPAddr, err)
 	}
 	s.ln = ln
 	s.srv = &http.Server{

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
@@ -431,14 +432,19 @@ func TestHealthReadyMetrics(t *testing.T) {
 	h.verify(email, "000000x"[:6])
 	h.do(http.MethodGet, "/nowhere", "", "")
 
-	r = h.do(http.MethodGet, "/metrics", "", "")
+	// Metrics are not served on the public port (issue 14): they would tell
+	// which addresses are pending. cmd serves the registry on METRICS_ADDR.
+	wantProblem(t, h.do(http.MethodGet, "/metrics", "", ""), http.StatusNotFound, userapi.CodeNotFound)
+	r = serve(promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}), http.MethodGet, "/metrics", "", "")
 	h.mustStatus(r, http.StatusOK)
 	for _, want := range []string{
 		`countersign_http_requests_total{method="POST",route="/api/register",status="202"} 1`,
-		`countersign_http_requests_total{method="GET",route="unmatched",status="404"} 1`,
+		`countersign_http_requests_total{method="GET",route="unmatched",status="404"} 2`, // /nowhere and /metrics
 		`countersign_http_request_duration_seconds_count{route="/api/register"} 1`,
 		`countersign_publish_duration_seconds_count{outcome="ok",topic="user_account_created"} 1`,
 		`countersign_pending_registrations 1`,
+		`countersign_code_mails_held_back_total{budget="mailbox"} 0`,
+		`countersign_pending_refused_total 0`,
 	} {
 		if !strings.Contains(string(r.body), want) {
 			t.Errorf("/metrics lacks %s", want)

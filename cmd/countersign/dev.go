@@ -45,7 +45,7 @@ func runDev(ctx context.Context, env *Env, cfg *config) error {
 		env.Logger.Info("CODE_ENCRYPTION_KEYS is not set: using a random key for this process")
 	}
 
-	// One registry: the user API's /metrics shows every part's metrics.
+	// One registry: /metrics on METRICS_ADDR shows every part's metrics.
 	// The workers are built first: that checks the catalogue and the
 	// templates before anything waits for Kafka (and Redis).
 	reg := newRegistry()
@@ -71,6 +71,14 @@ func runDev(ctx context.Context, env *Env, cfg *config) error {
 		return err
 	}
 	defer api.Close()
+	// Every part's metrics on the user API's METRICS_ADDR (issue 14: never
+	// on the public HTTP_ADDR).
+	opsAddr := cmp.Or(cfg.MetricsAddr, userAPIOpsAddr)
+	stopOps, err := serveOps(opsAddr, env.Logger, reg, api.Ready)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	if err := api.Open(); err != nil {
 		return fmt.Errorf("HTTP_ADDR=%q: %w (set HTTP_ADDR to a free address)", cfg.UserAPI.WithDefaults().HTTPAddr, err)
 	}
@@ -105,8 +113,9 @@ Countersign dev is running. Ctrl-C stops it.
 
   Pages        %s/   (register here; PUBLIC_URL %s)
   Inbox        %s
-  User API     %s   (/api/register, /api/verify, /api/resend, /healthz, /readyz, /metrics)
+  User API     %s   (/api/register, /api/verify, /api/resend, /healthz, /readyz)
   Kafka        %s
+  Metrics      %s   (/metrics, /healthz, /readyz; METRICS_ADDR)
   Notifier     consumer group %s, mail to %s
   Recommender  consumer group %s
   Audit        consumer group %s, every event into %s
@@ -122,7 +131,7 @@ Or with curl:
   curl -sS -X POST %s/api/verify -H 'Content-Type: application/json' \
     -d '{"email":"ada@example.com","code":"123456"}'
 
-`, base, cfg.UserAPI.PublicURL, inboxLine, base, kafkaLine, n.GroupID(), mailLine, r.GroupID(), aud.GroupID(), audStore, base, inboxLine, base, outboxDir(cfg), base)
+`, base, cfg.UserAPI.PublicURL, inboxLine, base, kafkaLine, opsLine(opsAddr), n.GroupID(), mailLine, r.GroupID(), aud.GroupID(), audStore, base, inboxLine, base, outboxDir(cfg), base)
 
 	select {
 	case <-ctx.Done():
@@ -143,6 +152,14 @@ func named(name string, err error) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+// opsLine is where dev serves /metrics, for the banner.
+func opsLine(addr string) string {
+	if addr == "off" {
+		return "off (METRICS_ADDR=off)"
+	}
+	return "http://" + addr
 }
 
 func outboxDir(cfg *config) string { return cmp.Or(cfg.OutboxDir, mail.DefaultOutboxDir) }

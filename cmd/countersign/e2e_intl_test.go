@@ -37,7 +37,7 @@ func TestInternationalAddressesEndToEnd(t *testing.T) {
 	httpAddr := freeAddr(t)
 	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info", "PUBLIC_URL=http://" + httpAddr}
 	dir := t.TempDir()
-	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
+	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=off"}, common...), "userapi")
 	base := "http://" + httpAddr
 	waitHTTP(t, api, base+"/readyz", 90*time.Second)
 
@@ -102,7 +102,7 @@ func TestInternationalAddressesEndToEnd(t *testing.T) {
 
 	t.Run("ALLOW_UTF8_LOCAL_PART=false", func(t *testing.T) {
 		strictAddr := freeAddr(t)
-		strict := start(t, dir, append([]string{"HTTP_ADDR=" + strictAddr, "ALLOW_UTF8_LOCAL_PART=false"}, common...), "userapi")
+		strict := start(t, dir, append([]string{"HTTP_ADDR=" + strictAddr, "METRICS_ADDR=off", "ALLOW_UTF8_LOCAL_PART=false"}, common...), "userapi")
 		waitHTTP(t, strict, "http://"+strictAddr+"/readyz", 90*time.Second)
 		local := strings.Split(eventstest.UniqueEmail(t), "@")[0]
 		status, body := postJSON(t, "http://"+strictAddr+"/api/register", fmt.Sprintf(`{"email":%q,"first_name":"José","last_name":"L"}`, "josé-"+local+"@example.com"))

@@ -49,9 +49,9 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, opsAddr, apiOps := freeAddr(t), freeAddr(t), freeAddr(t)
 	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info", "PUBLIC_URL=http://" + httpAddr}
-	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
+	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=" + apiOps}, common...), "userapi")
 	ntf := start(t, dir, append([]string{
 		"NOTIFIER_GROUP_ID=" + group,
 		"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + strconv.Itoa(smtp.Port()), "SMTP_TLS=none",
@@ -90,7 +90,7 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sealed, err := keys.Open(created.EncryptedCode, created.UserID, created.Email); err != nil || sealed != code {
+	if sealed, err := keys.Open(created); err != nil || sealed != code {
 		t.Errorf("the event's sealed code opens to %q (%v); the mail says %q", sealed, err, code)
 	}
 
@@ -111,7 +111,8 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 	// it was assigned, and both processes their readiness.
 	waitScrape(t, "http://"+opsAddr+"/metrics", `countersign_consumer_lag_records{group="`+group+`",partition="0",topic="user_account_created"}`, 60*time.Second)
 	waitScrape(t, "http://"+opsAddr+"/metrics", "countersign_ready 1", 30*time.Second)
-	waitScrape(t, base+"/metrics", "countersign_ready 1", 30*time.Second)
+	// The user API's on its METRICS_ADDR: never on the public HTTP_ADDR.
+	waitScrape(t, "http://"+apiOps+"/metrics", "countersign_ready 1", 30*time.Second)
 }
 
 // waitScrape polls url until its body contains want.

@@ -201,8 +201,8 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	dir := t.TempDir()
 	outbox := filepath.Join(dir, "outbox")
-	httpAddr := freeAddr(t)
-	env := []string{"HTTP_ADDR=" + httpAddr, "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=info"}
+	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
+	env := []string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=" + opsAddr, "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=info"}
 	var brokers string
 	if eventstest.RealBroker() {
 		// Issue 7: dev on a real cluster passes the same test.
@@ -218,8 +218,15 @@ func TestDevEndToEnd(t *testing.T) {
 	p := start(t, dir, env, "dev")
 	base := "http://" + httpAddr
 	waitHTTP(t, p, base+"/readyz", 90*time.Second)
-	if out := p.output(); !strings.Contains(out, base) || !strings.Contains(out, "curl") {
+	if out := p.output(); !strings.Contains(out, base) || !strings.Contains(out, "curl") || !strings.Contains(out, opsAddr) {
 		t.Errorf("dev did not print where it listens and a curl line:\n%s", out)
+	}
+	// Issue 14: /metrics on METRICS_ADDR, not on the public HTTP_ADDR.
+	if status := getStatus(t, base+"/metrics"); status != http.StatusNotFound {
+		t.Errorf("GET /metrics on HTTP_ADDR = %d, want 404", status)
+	}
+	if status := getStatus(t, "http://"+opsAddr+"/metrics"); status != http.StatusOK {
+		t.Errorf("GET /metrics on METRICS_ADDR = %d, want 200", status)
 	}
 
 	email := eventstest.UniqueEmail(t)
@@ -388,6 +395,11 @@ func TestBadSettingsStopTheStart(t *testing.T) {
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PUBLIC_URL=accounts.example.com"}, []string{"PUBLIC_URL", "absolute"}},
 		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PAGES=maybe"}, []string{"PAGES", "true or false"}},
 		{"notifier", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "SUPPORT_EMAIL=Help <h@x.example>"}, []string{"SUPPORT_EMAIL"}},
+		// Issue 14.
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "TRUST_PROXY_HEADERS=true"}, []string{"TRUST_PROXY_HEADERS", "TRUSTED_PROXIES"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "TRUSTED_PROXIES=10.0.0.0/33"}, []string{"TRUSTED_PROXIES", "CIDR"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "CODE_MAX_SENDS_PER_DAY=0"}, []string{"CODE_MAX_SENDS_PER_DAY"}},
+		{"userapi", []string{key, "KAFKA_BROKERS=127.0.0.1:1", "PENDING_MAX=none"}, []string{"PENDING_MAX"}},
 		{"dev", []string{"KAFKA_BROKERS=127.0.0.1:1", "PUBLISH_TIMEOUT=1ms"}, []string{"PUBLISH_TIMEOUT"}},
 		{"dev", []string{"KAFKA_BROKERS=127.0.0.1:1", "NOTIFIER_COMMIT_EVERY=0"}, []string{"NOTIFIER_COMMIT_EVERY"}},
 	}
@@ -408,4 +420,15 @@ func TestBadSettingsStopTheStart(t *testing.T) {
 			t.Errorf("%s: a stack trace instead of a message:\n%s", tc.cmd, out)
 		}
 	}
+}
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
 }

@@ -178,13 +178,13 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"userapi": {"serve the user API (register, verify, resend)",
-			concat(userapiSettings, brandSettings, []string{"TEMPLATES_DIR"}, kafkaSettings, keySettings, logSettings, otelSettings), runUserAPI},
+			concat(userapiSettings, brandSettings, []string{"TEMPLATES_DIR"}, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runUserAPI},
 		"notifier": {"mail verification codes and confirmations (consumer group notification-service)",
 			concat(notifierSettings, publicURLSettings, brandSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runNotifier},
 		"recommender": {"mail starter recommendations to verified users (consumer group recommendation-service)",
 			concat(recommenderSettings, publicURLSettings, brandSettings, mailSettings, opsSettings, kafkaSettings, logSettings, otelSettings), runRecommender},
 		"dev": {"run everything in one process, with an embedded Kafka broker unless KAFKA_BROKERS is set",
-			concat(devSettings, userapiSettings, brandSettings, notifierSettings, recommenderSettings, auditSettings, mailSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
+			concat(devSettings, userapiSettings, brandSettings, notifierSettings, recommenderSettings, auditSettings, mailSettings, opsSettings, kafkaSettings, keySettings, logSettings, otelSettings), runDev},
 		"replay-dlq": {"re-process one service's dead letters with its own handler, for it alone, then exit: replay-dlq notifier|recommender",
 			concat(replayTargets["notifier"], replayTargets["recommender"]), nil},
 		"audit":       auditCommand,

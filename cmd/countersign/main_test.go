@@ -131,7 +131,7 @@ func TestMainDevInProcess(t *testing.T) {
 	outbox := filepath.Join(dir, "outbox")
 	base := "http://" + freePort(t)
 	auditDB := filepath.Join(dir, "audit.db")
-	env := []string{"HTTP_ADDR=" + strings.TrimPrefix(base, "http://"), "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=warn",
+	env := []string{"HTTP_ADDR=" + strings.TrimPrefix(base, "http://"), "METRICS_ADDR=" + freePort(t), "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=warn",
 		"AUDIT_DATABASE_URL=sqlite://" + auditDB}
 	if eventstest.RealBroker() {
 		env = append(env, "KAFKA_BROKERS="+os.Getenv(eventstest.EnvBrokers),

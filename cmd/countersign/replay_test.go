@@ -29,14 +29,16 @@ func TestReplayDLQ(t *testing.T) {
 	t.Run("notifier", func(t *testing.T) {
 		testReplayDLQ(t, "notifier", "NOTIFIER_GROUP_ID", ".verification", func(keys *events.Keyring, email string) (events.Event, error) {
 			userID := "u-" + eventstest.Suffix()
-			sealed, err := keys.Seal("123456", userID, email)
+			cd := events.UserAccountCreated{
+				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+				ExpiresAt: time.Now().Add(15 * time.Minute),
+			}
+			sealed, err := keys.Seal("123456", cd)
 			if err != nil {
 				return events.Event{}, err
 			}
-			return events.NewUserAccountCreated(events.UserAccountCreated{
-				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
-				ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
-			})
+			cd.EncryptedCode = sealed
+			return events.NewUserAccountCreated(cd)
 		})
 	})
 	t.Run("recommender", func(t *testing.T) {

@@ -85,7 +85,7 @@ func startUserAPIs(b *testing.B, store string, replicas int) ([]string, *cpuMete
 	var base []string
 	for range replicas {
 		addr := freeAddr(b)
-		p := benchStart(b, dir, append(env, "HTTP_ADDR="+addr), "userapi")
+		p := benchStart(b, dir, append(env, "HTTP_ADDR="+addr, "METRICS_ADDR=off"), "userapi")
 		benchWaitReady(b, p, "http://"+addr+"/readyz")
 		base = append(base, "http://"+addr)
 		cpu.pids["userapi"] = append(cpu.pids["userapi"], p.cmd.Process.Pid)
@@ -244,14 +244,16 @@ func benchNotifiers(b *testing.B, instances, partitions int, delay time.Duration
 	evs := make([]events.Event, b.N)
 	for i := range evs {
 		email := fmt.Sprintf("bench-%s-%d@example.com", eventstest.Suffix(), i)
-		sealed, err := keys.Seal("123456", "u", email)
+		cd := events.UserAccountCreated{
+			UserID: "u", Email: email, FirstName: "Ada", LastName: "Lovelace",
+			ExpiresAt: time.Now().Add(time.Hour),
+		}
+		sealed, err := keys.Seal("123456", cd)
 		if err != nil {
 			b.Fatal(err)
 		}
-		evs[i], err = events.NewUserAccountCreated(events.UserAccountCreated{
-			UserID: "u", Email: email, FirstName: "Ada", LastName: "Lovelace",
-			ExpiresAt: time.Now().Add(time.Hour), EncryptedCode: sealed,
-		})
+		cd.EncryptedCode = sealed
+		evs[i], err = events.NewUserAccountCreated(cd)
 		if err != nil {
 			b.Fatal(err)
 		}

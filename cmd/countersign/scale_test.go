@@ -54,7 +54,7 @@ func codeFromEvent(t *testing.T, brokers string, keys *events.Keyring, email str
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, err := keys.Open(d.EncryptedCode, d.UserID, d.Email)
+	code, err := keys.Open(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestScaleUserAPIReplicasShareRedis(t *testing.T) {
 	var base []string
 	for range 2 {
 		addr := freeAddr(t)
-		procs = append(procs, start(t, dir, append(common, "HTTP_ADDR="+addr), "userapi"))
+		procs = append(procs, start(t, dir, append(common, "HTTP_ADDR="+addr, "METRICS_ADDR="+freeAddr(t)), "userapi"))
 		base = append(base, "http://"+addr)
 	}
 	for i, p := range procs {
@@ -472,14 +472,16 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 			email := eventstest.UniqueEmail(t)
 			addrs = append(addrs, email)
 			userID := "u-" + eventstest.Suffix()
-			sealed, err := keys.Seal("123456", userID, email)
+			cd := events.UserAccountCreated{
+				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+				ExpiresAt: time.Now().Add(15 * time.Minute),
+			}
+			sealed, err := keys.Seal("123456", cd)
 			if err != nil {
 				t.Fatal(err)
 			}
-			created, err := events.NewUserAccountCreated(events.UserAccountCreated{
-				UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
-				ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
-			})
+			cd.EncryptedCode = sealed
+			created, err := events.NewUserAccountCreated(cd)
 			if err != nil {
 				t.Fatal(err)
 			}

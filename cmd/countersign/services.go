@@ -38,10 +38,18 @@ func runUserAPI(ctx context.Context, env *Env, cfg *config) error {
 	if err := platform.EnsureTopics(ctx, cfg.Kafka, events.Topics...); err != nil {
 		return err
 	}
-	api, err := platform.NewUserAPI(ctx, cfg.Config, newRegistry())
+	reg := newRegistry()
+	api, err := platform.NewUserAPI(ctx, cfg.Config, reg)
 	if err != nil {
 		return err
 	}
+	// /metrics on METRICS_ADDR, never on the public HTTP_ADDR (issue 14).
+	stopOps, err := serveOps(cmp.Or(cfg.MetricsAddr, userAPIOpsAddr), env.Logger, reg, api.Ready)
+	if err != nil {
+		_ = api.Close()
+		return err
+	}
+	defer stopOps()
 	if err := api.Open(); err != nil {
 		_ = api.Close()
 		return err
@@ -102,19 +110,21 @@ func runWorker(ctx context.Context, env *Env, cfg *config, opsAddr string, reg *
 	return w.Run(ctx)
 }
 
-// serveOps serves /metrics, /healthz and /readyz of a worker on addr ("off"
+// serveOps serves /metrics, /healthz and /readyz of a service on addr ("off"
 // disables it). /healthz says the process is up; /readyz asks ready, and
 // answers 503 problem+json when it fails. Bind errors come back at once.
 func serveOps(addr string, logger *slog.Logger, reg *prometheus.Registry, ready func(context.Context) error) (stop func(), err error) {
 	if addr == "off" {
 		return func() {}, nil
 	}
-	if err := platform.RegisterReady(reg, ready); err != nil {
+	// The user API registers countersign_ready itself (platform.NewUserAPI):
+	// its ops endpoint serves that one.
+	if err := platform.RegisterReady(reg, ready); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("METRICS_ADDR=%q: %w", addr, err)
+		return nil, fmt.Errorf("METRICS_ADDR=%q: %w (set METRICS_ADDR to a free address, or off)", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -131,7 +141,7 @@ func serveOps(addr string, logger *slog.Logger, reg *prometheus.Registry, ready 
 				Type:     problem.Type("unavailable"),
 				Title:    "Service unavailable",
 				Status:   http.StatusServiceUnavailable,
-				Detail:   "The consumer is not running or the message broker is not reachable.",
+				Detail:   "The service is not ready: the consumer is not running, or the message broker or the pending store is not reachable.",
 				Instance: r.URL.Path,
 			})
 			return

@@ -131,7 +131,7 @@ var settingsTable = []Setting{
 		apply: whole(func(c *config) *int { return &c.UserAPI.RateLimitBurst }, 1)},
 	{Name: "PUBLISH_TIMEOUT", Default: "10s", Help: "wait for the broker's acknowledgement before answering 503",
 		apply: duration(func(c *config) *time.Duration { return &c.UserAPI.PublishTimeout }, "10s")},
-	{Name: "TRUST_PROXY_HEADERS", Default: "false", Help: "take the client IP from X-Forwarded-For (only behind one trusted proxy)",
+	{Name: "TRUST_PROXY_HEADERS", Default: "false", Help: "refused when true since issue 14 (any client could pick its IP): set TRUSTED_PROXIES",
 		apply: func(c *config, name, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -140,6 +140,17 @@ var settingsTable = []Setting{
 			c.UserAPI.TrustProxyHeaders = b
 			return nil
 		}},
+	{Name: "TRUSTED_PROXIES", Help: "reverse proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-For is read, from the right, skipping trusted hops; empty: the header is ignored",
+		apply: func(c *config, _, v string) (err error) {
+			c.UserAPI.TrustedProxies, err = userapi.ParseTrustedProxies(v)
+			return err
+		}},
+	{Name: "CODE_MAX_SENDS_PER_DAY", Default: "10", Help: "code mails one mailbox (address without +tag; gmail dots ignored) may get in 24 h; past it register/resend answer 202 and send nothing; shared by the replicas with a Redis PENDING_STORE",
+		apply: whole(func(c *config) *int { return &c.UserAPI.CodeMaxSendsPerDay }, 1)},
+	{Name: "CODE_MAX_SENDS_PER_HOUR", Default: "0", Help: "code mails the whole platform may send in an hour; 0 means no limit",
+		apply: whole(func(c *config) *int { return &c.UserAPI.CodeMaxSendsPerHour }, 0)},
+	{Name: "PENDING_MAX", Default: "1000000", Help: "pending registrations held at most; past it register answers 503 with Retry-After",
+		apply: whole(func(c *config) *int { return &c.UserAPI.PendingMax }, 1)},
 	{Name: "ALLOW_UTF8_LOCAL_PART", Default: "true", Help: "accept addresses with non-ASCII characters before the @ (josé@example.com); false answers 400 at register. Such addresses need a relay with SMTPUTF8: without it their mail is dead-lettered, and while this is true each SMTP connection to such a relay logs a warning. Give the user API and the mail senders (notifier, recommender) the same value",
 		apply: func(c *config, name, v string) error {
 			b, err := strconv.ParseBool(v)
@@ -262,8 +273,8 @@ var settingsTable = []Setting{
 			return nil
 		}},
 
-	// Operations endpoint of the workers.
-	{Name: "METRICS_ADDR", Default: notifierOpsAddr + " (notifier), " + recommenderOpsAddr + " (recommender), " + auditOpsAddr + " (audit)", Help: "listen address of /metrics, /healthz and /readyz; off disables it",
+	// Operations endpoint of every service.
+	{Name: "METRICS_ADDR", Default: userAPIOpsAddr + " (userapi, dev), " + notifierOpsAddr + " (notifier), " + recommenderOpsAddr + " (recommender), " + auditOpsAddr + " (audit)", Help: "listen address of /metrics, /healthz and /readyz; never the public HTTP_ADDR (metrics tell which addresses are pending); off disables it",
 		apply: text(func(c *config) *string { return &c.MetricsAddr })},
 
 	// Tracing (OpenTelemetry's standard variables; off when no endpoint is set).
@@ -290,8 +301,9 @@ var settingsTable = []Setting{
 		apply: text(func(c *config) *string { return &c.DevInboxAddr })},
 }
 
-// Default operations addresses of the workers (METRICS_ADDR).
+// Default operations addresses (METRICS_ADDR).
 const (
+	userAPIOpsAddr     = "127.0.0.1:9100"
 	notifierOpsAddr    = "127.0.0.1:9101"
 	recommenderOpsAddr = "127.0.0.1:9102"
 )
@@ -308,7 +320,7 @@ var (
 	logSettings         = []string{"LOG_LEVEL", "LOG_FORMAT"}
 	kafkaSettings       = []string{"KAFKA_BROKERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISMS", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION"}
 	keySettings         = []string{"CODE_ENCRYPTION_KEYS"}
-	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "CODE_DIGITS", "VERIFY_MAX_FAILURES_PER_DAY", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART", "PAGES", "PUBLIC_URL"}
+	userapiSettings     = []string{"HTTP_ADDR", "CODE_TTL", "CODE_MAX_ATTEMPTS", "CODE_DIGITS", "VERIFY_MAX_FAILURES_PER_DAY", "RESEND_INTERVAL", "RATE_LIMIT_PER_IP", "RATE_LIMIT_BURST", "PUBLISH_TIMEOUT", "TRUST_PROXY_HEADERS", "TRUSTED_PROXIES", "CODE_MAX_SENDS_PER_DAY", "CODE_MAX_SENDS_PER_HOUR", "PENDING_MAX", "PENDING_STORE", "ALLOW_UTF8_LOCAL_PART", "PAGES", "PUBLIC_URL"}
 	notifierSettings    = []string{"NOTIFIER_GROUP_ID", "NOTIFIER_COMMIT_EVERY", "NOTIFIER_MAX_ATTEMPTS", "NOTIFIER_RETRY_BACKOFF", "NOTIFIER_RETRY_MAX_BACKOFF", "NOTIFIER_DEDUPE_WINDOW"}
 	recommenderSettings = []string{"RECOMMENDER_GROUP_ID", "RECOMMENDER_COMMIT_EVERY", "RECOMMENDER_MAX_ATTEMPTS", "RECOMMENDER_RETRY_BACKOFF", "RECOMMENDER_RETRY_MAX_BACKOFF", "RECOMMENDER_DEDUPE_WINDOW", "RECOMMENDER_CATALOG"}
 	publicURLSettings   = []string{"PUBLIC_URL"}

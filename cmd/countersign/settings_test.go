@@ -2,8 +2,10 @@ package main
 
 import (
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -31,7 +33,7 @@ func TestSettingDefaultsMatchThePackages(t *testing.T) {
 			t.Errorf("%s: its default %q does not parse: %v", s.Name, s.Default, err)
 		}
 	}
-	if want := (userapi.Config{}).WithDefaults(); c.UserAPI != want {
+	if want := (userapi.Config{}).WithDefaults(); !reflect.DeepEqual(c.UserAPI, want) {
 		t.Errorf("user API defaults in the table:\n%+v\nthe package's:\n%+v", c.UserAPI, want)
 	}
 	got := c.Notifier
@@ -65,7 +67,7 @@ func TestSettingDefaultsMatchThePackages(t *testing.T) {
 		t.Errorf("cmd's own defaults: %+v", c)
 	}
 	// METRICS_ADDR's default depends on the worker.
-	for _, a := range []string{notifierOpsAddr, recommenderOpsAddr, auditOpsAddr} {
+	for _, a := range []string{userAPIOpsAddr, notifierOpsAddr, recommenderOpsAddr, auditOpsAddr} {
 		if !strings.Contains(settingsByName["METRICS_ADDR"].Default, a) {
 			t.Errorf("METRICS_ADDR's default does not show %s", a)
 		}
@@ -75,7 +77,7 @@ func TestSettingDefaultsMatchThePackages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if empty.UserAPI != (userapi.Config{}) || empty.Notifier != (notifier.Config{}) || empty.SMTP != (mail.SMTPConfig{}) {
+	if !reflect.DeepEqual(empty.UserAPI, userapi.Config{}) || empty.Notifier != (notifier.Config{}) || empty.SMTP != (mail.SMTPConfig{}) {
 		t.Errorf("an empty environment set %+v", empty)
 	}
 }
@@ -178,17 +180,24 @@ func TestUserAPISettings(t *testing.T) {
 		"RATE_LIMIT_PER_IP":   "120",
 		"RATE_LIMIT_BURST":    "5",
 		"PUBLISH_TIMEOUT":     "2s",
-		"TRUST_PROXY_HEADERS": "true",
+		"TRUST_PROXY_HEADERS": "false",
 		"PUBLIC_URL":          "https://accounts.example.com/",
+		// Issue 14.
+		"TRUSTED_PROXIES":         " 10.0.0.0/8, 192.0.2.7",
+		"CODE_MAX_SENDS_PER_DAY":  "3",
+		"CODE_MAX_SENDS_PER_HOUR": "1000",
+		"PENDING_MAX":             "5000",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The pages are on unless PAGES=false.
 	want := userapi.Config{HTTPAddr: ":9090", CodeTTL: 10 * time.Minute, CodeMaxAttempts: 3, ResendInterval: 30 * time.Second,
-		RateLimitPerIP: 120, RateLimitBurst: 5, PublishTimeout: 2 * time.Second, TrustProxyHeaders: true,
-		Pages: true, PublicURL: "https://accounts.example.com"}
-	if c.UserAPI != want {
+		RateLimitPerIP: 120, RateLimitBurst: 5, PublishTimeout: 2 * time.Second,
+		Pages: true, PublicURL: "https://accounts.example.com",
+		TrustedProxies:     []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")},
+		CodeMaxSendsPerDay: 3, CodeMaxSendsPerHour: 1000, PendingMax: 5000}
+	if !reflect.DeepEqual(c.UserAPI, want) {
 		t.Errorf("got %+v, want %+v", c.UserAPI, want)
 	}
 	if c, err := parseConfig(userapiSettings, map[string]string{"PAGES": "false"}); err != nil || c.UserAPI.Pages {
@@ -211,13 +220,17 @@ func TestUserAPISettings(t *testing.T) {
 	}
 
 	for k, v := range map[string]string{
-		"CODE_TTL":            `CODE_TTL="abc": want a duration such as 15m`,
-		"CODE_MAX_ATTEMPTS":   `CODE_MAX_ATTEMPTS="abc": want a whole number ≥ 1`,
-		"RESEND_INTERVAL":     `RESEND_INTERVAL="abc": want a duration such as 60s`,
-		"RATE_LIMIT_PER_IP":   `RATE_LIMIT_PER_IP="abc": want requests per minute`,
-		"RATE_LIMIT_BURST":    `RATE_LIMIT_BURST="abc": want a whole number ≥ 1`,
-		"PUBLISH_TIMEOUT":     `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
-		"TRUST_PROXY_HEADERS": `TRUST_PROXY_HEADERS="abc": want true or false`,
+		"CODE_TTL":                `CODE_TTL="abc": want a duration such as 15m`,
+		"CODE_MAX_ATTEMPTS":       `CODE_MAX_ATTEMPTS="abc": want a whole number ≥ 1`,
+		"RESEND_INTERVAL":         `RESEND_INTERVAL="abc": want a duration such as 60s`,
+		"RATE_LIMIT_PER_IP":       `RATE_LIMIT_PER_IP="abc": want requests per minute`,
+		"RATE_LIMIT_BURST":        `RATE_LIMIT_BURST="abc": want a whole number ≥ 1`,
+		"PUBLISH_TIMEOUT":         `PUBLISH_TIMEOUT="abc": want a duration such as 10s`,
+		"TRUST_PROXY_HEADERS":     `TRUST_PROXY_HEADERS="abc": want true or false`,
+		"CODE_MAX_SENDS_PER_DAY":  `CODE_MAX_SENDS_PER_DAY="abc": want a whole number ≥ 1`,
+		"CODE_MAX_SENDS_PER_HOUR": `CODE_MAX_SENDS_PER_HOUR="abc": want a whole number ≥ 0`,
+		"PENDING_MAX":             `PENDING_MAX="abc": want a whole number ≥ 1`,
+		"TRUSTED_PROXIES":         `TRUSTED_PROXIES entry 1 ("abc"): want a CIDR`,
 	} {
 		_, err := parseConfig(userapiSettings, map[string]string{k: "abc", "PAGES": "false"})
 		if err == nil || !strings.Contains(err.Error(), v) {
@@ -235,6 +248,11 @@ func TestUserAPISettings(t *testing.T) {
 	_, err = parseConfig(userapiSettings, map[string]string{"CODE_TTL": "48h", "PAGES": "false"})
 	if err == nil || !strings.Contains(err.Error(), "CODE_TTL") {
 		t.Errorf("CODE_TTL=48h: %v", err)
+	}
+	// Issue 14: the old switch is refused, naming what replaces it.
+	_, err = parseConfig(userapiSettings, map[string]string{"TRUST_PROXY_HEADERS": "true"})
+	if err == nil || !strings.Contains(err.Error(), "TRUST_PROXY_HEADERS") || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
+		t.Errorf("TRUST_PROXY_HEADERS=true: %v, want a refusal naming TRUSTED_PROXIES", err)
 	}
 }
 

@@ -137,7 +137,7 @@ func readCodes(ctx context.Context, brokers string, keys *events.Keyring, run st
 		if err != nil || !strings.HasPrefix(d.Email, run+"-") {
 			return nil
 		}
-		code, err := keys.Open(d.EncryptedCode, d.UserID, d.Email)
+		code, err := keys.Open(d)
 		if err != nil {
 			return events.Permanent(err)
 		}

@@ -350,14 +350,16 @@ func Created(tb testing.TB, kr *events.Keyring, email, code string) events.Event
 		}
 	}
 	userID := "u-" + Suffix()
-	sealed, err := kr.Seal(code, userID, email)
+	cd := events.UserAccountCreated{
+		UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
+		ExpiresAt: time.Now().Add(15 * time.Minute),
+	}
+	sealed, err := kr.Seal(code, cd)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID: userID, Email: email, FirstName: "Ada", LastName: "Lovelace",
-		ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
-	})
+	cd.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -18,7 +18,10 @@ import (
 // settings of events.TopicConfigs are set on them when they differ (a
 // deployment upgraded from a version that created the topic without them),
 // and when that is refused the error says which setting to change by hand.
-// It is safe to call from every process at start-up.
+// It is safe to call from every process at start-up. A topic the principal
+// may not create (TOPIC_AUTHORIZATION_FAILED, on a cluster with ACLs) is
+// skipped, not an error: creating topics and setting their configuration is
+// then the operator's job (docs/security.md).
 func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -53,6 +56,13 @@ func EnsureTopics(ctx context.Context, cfg Config, topics ...string) error {
 	for _, r := range res {
 		switch c := r.Error.Code(); c {
 		case ckafka.ErrNoError:
+		case ckafka.ErrTopicAuthorizationFailed:
+			// Least privilege (docs/security.md): a service may not create
+			// topics, and the broker answers so whether or not the topic
+			// exists (and, for a topic the service does not use, whether or
+			// not it may see it). Creating topics is then the operator's
+			// job; a missing one shows up where it is used.
+			continue
 		case ckafka.ErrTopicAlreadyExists:
 			if events.TopicConfigs[r.Topic] != nil {
 				existing = append(existing, r.Topic)

@@ -38,14 +38,16 @@ func mustProducer(tb testing.TB, cfg kafka.Config) *kafka.Producer {
 
 func createdEvent(tb testing.TB, k *events.Keyring, email string) events.Event {
 	tb.Helper()
-	sealed, err := k.Seal("123456", "user-1", email)
+	cd := events.UserAccountCreated{
+		UserID: "user-1", Email: email, FirstName: "Ada", LastName: "Lovelace",
+		ExpiresAt: time.Now().Add(15 * time.Minute),
+	}
+	sealed, err := k.Seal("123456", cd)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := events.NewUserAccountCreated(events.UserAccountCreated{
-		UserID: "user-1", Email: email, FirstName: "Ada", LastName: "Lovelace",
-		ExpiresAt: time.Now().Add(15 * time.Minute), EncryptedCode: sealed,
-	})
+	cd.EncryptedCode = sealed
+	e, err := events.NewUserAccountCreated(cd)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,7 +86,7 @@ func TestPublishIsAcknowledgedAndReadable(t *testing.T) {
 	if d.Email != email {
 		t.Errorf("email = %q, want normalized %q", d.Email, email)
 	}
-	code, err := k.Open(d.EncryptedCode, d.UserID, d.Email)
+	code, err := k.Open(d)
 	if err != nil || code != "123456" {
 		t.Errorf("open = %q, %v", code, err)
 	}

@@ -22,6 +22,9 @@ type pendingStore struct {
 	// newRateLimiter keeps the per-client rate limit beside the records, so
 	// that replicas share it; nil (in-process) for the memory store.
 	newRateLimiter func(perMinute, burst int) userapi.RateLimiter
+	// newMailBudget keeps the mail budgets beside the records, so that
+	// replicas share them; nil (in-process) for the memory store.
+	newMailBudget func(perDay, perHour int) userapi.MailBudget
 	// desc names the store for the start-up log line, password redacted.
 	desc  string
 	close func()
@@ -49,7 +52,7 @@ func openPendingStore(ctx context.Context, raw string, logger *slog.Logger) (*pe
 		_ = rdb.Close()
 		return nil, err
 	}
-	return &pendingStore{Store: s, ping: s.Ping, newRateLimiter: s.RateLimiter, desc: redactURL(raw), close: func() { _ = rdb.Close() }}, nil
+	return &pendingStore{Store: s, ping: s.Ping, newRateLimiter: s.RateLimiter, newMailBudget: s.MailBudget, desc: redactURL(raw), close: func() { _ = rdb.Close() }}, nil
 }
 
 // CheckPendingStore reports whether PENDING_STORE's value can work, without

@@ -59,7 +59,7 @@ func NewUserAPI(ctx context.Context, cfg Config, reg userapi.Registry, deps ...f
 	// API answers (Deps.AccountsLoaded), and followed afterwards.
 	a.accounts = followAccounts(cfg.Kafka, a.store.Store, cfg.logger())
 	d := userapi.Deps{
-		Publisher: producer, Keyring: cfg.Keys, Store: a.store.Store, NewRateLimiter: a.store.newRateLimiter,
+		Publisher: producer, Keyring: cfg.Keys, Store: a.store.Store, NewRateLimiter: a.store.newRateLimiter, NewMailBudget: a.store.newMailBudget,
 		Ready: a.store.ready(producer.Ping), AccountsLoaded: a.accounts.loaded, Logger: cfg.logger(), Registry: reg,
 	}
 	if cfg.UserAPI.Pages {

@@ -1,0 +1,188 @@
+package userapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Mail budgets (issue 14): whatever the per-client rate limit lets through,
+// one mailbox gets at most CODE_MAX_SENDS_PER_DAY code mails in 24 hours,
+// and the platform at most CODE_MAX_SENDS_PER_HOUR in an hour (when set).
+// Past either, register and resend answer as usual (202) but send nothing:
+// the answer must not tell a caller that someone else used the budget.
+
+// Budget names, the label values of countersign_code_mails_held_back_total.
+const (
+	BudgetMailbox  = "mailbox"
+	BudgetPlatform = "platform"
+)
+
+// Budget windows.
+const (
+	mailboxWindow  = 24 * time.Hour
+	platformWindow = time.Hour
+)
+
+// MailBudget bounds the code mails sent, per mailbox (see Mailbox) in a
+// sliding 24 hours and, when its hourly limit is not 0, across the platform
+// in a sliding hour.
+//
+// All methods must be safe for concurrent use, and each is one atomic step:
+// two replicas spending the last send of a mailbox at once see one success.
+// Times come from the caller (the replica's clock), as for the Store.
+type MailBudget interface {
+	// Spend takes one send for mailbox at now from every budget, or from
+	// none: when a budget is used up nothing is taken, ok is false and held
+	// names the budget (BudgetMailbox or BudgetPlatform). A send that was
+	// not taken must not be mailed. An error means the budget could not be
+	// read (Redis down): the caller fails the request rather than mail
+	// without a budget.
+	Spend(ctx context.Context, mailbox string, now time.Time) (s Spent, ok bool, held string, err error)
+
+	// Refund gives back a send whose mail could not be published, so a
+	// broker outage does not use up a person's budget. Refunding what was
+	// already refunded, or has left the window, does nothing.
+	Refund(ctx context.Context, s Spent) error
+}
+
+// Spent is one send taken from a MailBudget, for Refund.
+type Spent struct {
+	Mailbox string
+	// ID tells this send apart from every other of the mailbox.
+	ID string
+	// At is when it was taken.
+	At time.Time
+}
+
+// Mailbox is the budget key of a normalized address: the address with any
+// +tag removed from the local part and, for gmail.com and googlemail.com
+// (one mailbox service, two names), the dots in the local part ignored.
+// Addresses themselves stay distinct (victim+1@ and victim+2@ are two
+// pending registrations); only the budget is shared, because the mail of
+// both lands in one inbox.
+func Mailbox(email string) string {
+	at := strings.LastIndexByte(email, '@')
+	if at < 0 {
+		return email
+	}
+	local, domain := email[:at], email[at+1:]
+	if i := strings.IndexByte(local, '+'); i > 0 {
+		local = local[:i]
+	}
+	if domain == "gmail.com" || domain == "googlemail.com" {
+		local = strings.ReplaceAll(local, ".", "")
+		domain = "gmail.com"
+	}
+	return local + "@" + domain
+}
+
+func newSpendID(now time.Time) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102T150405.000000") + "-" + hex.EncodeToString(b[:])
+}
+
+// maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks; past it,
+// mailboxes whose sends all left the window are swept. Every tracked
+// mailbox holds at most perDay times, so memory stays bounded by the rate
+// at which sends happen.
+const maxBudgetMailboxes = 100_000
+
+// MemoryBudget is the MailBudget of one process: a sliding log of send
+// times per mailbox, and one for the platform. With several replicas use
+// RedisStore.MailBudget, which they share.
+type MemoryBudget struct {
+	perDay, perHour int
+
+	mu        sync.Mutex
+	mailboxes map[string][]Spent
+	platform  []Spent
+	lastSweep time.Time
+}
+
+var _ MailBudget = (*MemoryBudget)(nil)
+
+// NewMemoryBudget returns a budget of perDay sends per mailbox in 24 hours
+// (at least 1) and perHour sends in an hour in all (0: no platform limit).
+func NewMemoryBudget(perDay, perHour int) *MemoryBudget {
+	return &MemoryBudget{perDay: max(perDay, 1), perHour: max(perHour, 0), mailboxes: map[string][]Spent{}}
+}
+
+// Spend implements MailBudget.
+func (b *MemoryBudget) Spend(_ context.Context, mailbox string, now time.Time) (Spent, bool, string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.mailboxes) >= maxBudgetMailboxes || now.Sub(b.lastSweep) > mailboxWindow {
+		b.sweep(now)
+	}
+	log := prune(b.mailboxes[mailbox], now.Add(-mailboxWindow))
+	if len(log) == 0 {
+		delete(b.mailboxes, mailbox)
+	} else {
+		b.mailboxes[mailbox] = log
+	}
+	if len(log) >= b.perDay {
+		return Spent{}, false, BudgetMailbox, nil
+	}
+	if b.perHour > 0 {
+		b.platform = prune(b.platform, now.Add(-platformWindow))
+		if len(b.platform) >= b.perHour {
+			return Spent{}, false, BudgetPlatform, nil
+		}
+	}
+	s := Spent{Mailbox: mailbox, ID: newSpendID(now), At: now}
+	b.mailboxes[mailbox] = append(log, s)
+	if b.perHour > 0 {
+		b.platform = append(b.platform, s)
+	}
+	return s, true, "", nil
+}
+
+// Refund implements MailBudget.
+func (b *MemoryBudget) Refund(_ context.Context, s Spent) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mailboxes[s.Mailbox] = remove(b.mailboxes[s.Mailbox], s.ID)
+	if len(b.mailboxes[s.Mailbox]) == 0 {
+		delete(b.mailboxes, s.Mailbox)
+	}
+	b.platform = remove(b.platform, s.ID)
+	return nil
+}
+
+// prune drops the sends at or before since; log is in time order.
+func prune(log []Spent, since time.Time) []Spent {
+	i := 0
+	for i < len(log) && !log[i].At.After(since) {
+		i++
+	}
+	if i == len(log) {
+		return nil
+	}
+	return log[i:]
+}
+
+func remove(log []Spent, id string) []Spent {
+	for i, s := range log {
+		if s.ID == id {
+			return append(log[:i:i], log[i+1:]...)
+		}
+	}
+	return log
+}
+
+// sweep forgets mailboxes with no send left in the window; the caller
+// holds mu.
+func (b *MemoryBudget) sweep(now time.Time) {
+	b.lastSweep = now
+	since := now.Add(-mailboxWindow)
+	for k, log := range b.mailboxes {
+		if len(prune(log, since)) == 0 {
+			delete(b.mailboxes, k)
+		}
+	}
+}

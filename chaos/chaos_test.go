@@ -171,7 +171,7 @@ func (s *suite) userAPI(t *testing.T, name, store string) (*proc, string) {
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t, 1))
 	p := startProc(t, s.dir, name, append([]string{
 		"KAFKA_BROKERS=" + s.broker.addr(), "CODE_ENCRYPTION_KEYS=" + s.key, "HTTP_ADDR=" + addr,
-		"PENDING_STORE=" + store, "RATE_LIMIT_PER_IP=0", "LOG_LEVEL=warn", "PUBLIC_URL=http://" + addr,
+		"PENDING_STORE=" + store, "RATE_LIMIT_PER_IP=0", "LOG_LEVEL=warn", "PUBLIC_URL=http://" + addr, "METRICS_ADDR=off",
 	}, extraEnv()...), s.bin, "userapi")
 	waitHTTP(t, p, "http://"+addr+"/readyz", 120*time.Second)
 	return p, "http://" + addr

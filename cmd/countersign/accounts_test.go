@@ -32,6 +32,7 @@ func TestUserAPIRestartRemembersAccounts(t *testing.T) {
 		"RATE_LIMIT_PER_IP=0",
 		"RESEND_INTERVAL=1s",
 		"PUBLIC_URL=http://" + addr,
+		"METRICS_ADDR=off",
 	}
 	dir := t.TempDir()
 	base := "http://" + addr

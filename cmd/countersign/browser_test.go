@@ -54,7 +54,7 @@ func startDevStack(t *testing.T) *devStack {
 	t.Helper()
 	dir := t.TempDir()
 	httpAddr, inboxAddr := freeAddr(t), freeAddr(t)
-	env := []string{"HTTP_ADDR=" + httpAddr, "DEV_INBOX_ADDR=" + inboxAddr,
+	env := []string{"HTTP_ADDR=" + httpAddr, "DEV_INBOX_ADDR=" + inboxAddr, "METRICS_ADDR=off",
 		"MAIL_OUTBOX_DIR=" + filepath.Join(dir, "outbox"), "LOG_LEVEL=info", "SUPPORT_EMAIL=help@example.com"}
 	var brokers string
 	if eventstest.RealBroker() {
@@ -524,7 +524,7 @@ func TestDevBusyAddressesNamed(t *testing.T) {
 	}
 	defer busy.Close()
 	for _, name := range []string{"HTTP_ADDR", "DEV_INBOX_ADDR"} {
-		env := []string{"HTTP_ADDR=" + freeAddr(t), "DEV_INBOX_ADDR=" + freeAddr(t), "EMBEDDED_KAFKA_ADDR=" + freeAddr(t), name + "=" + busy.Addr().String()}
+		env := []string{"HTTP_ADDR=" + freeAddr(t), "DEV_INBOX_ADDR=" + freeAddr(t), "METRICS_ADDR=off", "EMBEDDED_KAFKA_ADDR=" + freeAddr(t), name + "=" + busy.Addr().String()}
 		out, code := run(t, env, "dev")
 		if code != 1 || !strings.Contains(out, name+"=") {
 			t.Errorf("dev with a busy %s: exit %d, output:\n%s", name, code, out)

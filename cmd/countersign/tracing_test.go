@@ -106,7 +106,7 @@ func TestTracingAcrossProcesses(t *testing.T) {
 	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
 	common := []string{"KAFKA_BROKERS=" + brokers, "CODE_ENCRYPTION_KEYS=" + entry, "LOG_LEVEL=info",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + col.srv.URL, "OTEL_BSP_SCHEDULE_DELAY=100", "PUBLIC_URL=http://" + httpAddr}
-	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr}, common...), "userapi")
+	api := start(t, dir, append([]string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=off"}, common...), "userapi")
 	ntf := start(t, dir, append([]string{
 		"NOTIFIER_GROUP_ID=" + group, "OTEL_SERVICE_NAME=mailer",
 		"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + strconv.Itoa(smtp.Port()), "SMTP_TLS=none", "METRICS_ADDR=" + opsAddr,

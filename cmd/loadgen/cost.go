@@ -582,6 +582,8 @@ func runCost(ctx context.Context, o options, progress io.Writer) (CostReport, er
 			// The JSON API alone, as docs/benchmarks.md measured it: with
 			// the pages on, each code also writes its link to the store.
 			"PAGES=false",
+			// Not the default 127.0.0.1:9100: runs side by side would collide.
+			"METRICS_ADDR=off",
 		}
 		for k, val := range o.kafkaProps {
 			env = append(env, "KAFKA_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))+"="+val)

@@ -804,40 +804,9 @@ func (b *BatchConsumer) GroupID() string { return b.bc.GroupID }
 func (b *BatchConsumer) DeadLetterTopic() string { return DeadLetterTopic(b.bc.GroupID) }
 
 // deadLetter writes a record that did not decode to the group's dead-letter
-// topic with the usual headers, retrying until the broker acknowledges it.
-// It returns false when ctx ended first.
+// topic with the usual headers (dlq-attempts 0), retrying until the broker
+// acknowledges it. It returns false when ctx ended first.
 func (b *BatchConsumer) deadLetter(ctx context.Context, m *ckafka.Message, cause error) bool {
-	topic := DeadLetterTopic(b.bc.GroupID)
-	tp := m.TopicPartition
-	headers := append([]ckafka.Header(nil), m.Headers...)
-	headers = append(headers,
-		ckafka.Header{Key: HeaderDLQTopic, Value: []byte(*tp.Topic)},
-		ckafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(tp.Partition)))},
-		ckafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(int64(tp.Offset), 10))},
-		ckafka.Header{Key: HeaderDLQGroup, Value: []byte(b.bc.GroupID)},
-		ckafka.Header{Key: HeaderDLQError, Value: []byte(truncateError(cause))},
-		ckafka.Header{Key: HeaderDLQAttempts, Value: []byte("0")},
-		ckafka.Header{Key: HeaderDLQFailedAt, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
-	)
-	backoff := b.bc.InitialBackoff
-	for {
-		msg := &ckafka.Message{
-			TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
-			Key:            m.Key, Value: m.Value, Headers: headers,
-		}
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err := b.dlq.produce(pctx, msg)
-		cancel()
-		if err == nil {
-			b.logger.Error("record dead-lettered", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset), "err", cause, "dlq", topic)
-			return true
-		}
-		b.logger.Error("dead-letter publish failed; retrying", "dlq", topic, "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(jitter(backoff)):
-		}
-		backoff = min(2*backoff, b.bc.MaxBackoff)
-	}
+	return writeDeadLetter(ctx, b.dlq, b.logger, m, deadLetterInfo{group: b.bc.GroupID, cause: cause},
+		b.bc.InitialBackoff, b.bc.MaxBackoff)
 }

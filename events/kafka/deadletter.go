@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -31,38 +32,58 @@ func DeadLetterTopic(groupID string) string { return groupID + ".dlq" }
 // until the broker acknowledges it: a record is never skipped unrecorded. It
 // returns false when ctx ended first.
 func (s *Subscriber) deadLetter(ctx context.Context, m *ckafka.Message, res Result) bool {
-	topic := DeadLetterTopic(s.sc.GroupID)
+	return writeDeadLetter(ctx, s.dlq, s.logger, m, deadLetterInfo{
+		group: s.sc.GroupID, cause: res.Err, attempts: res.Attempts, eventID: res.EventID,
+	}, s.sc.InitialBackoff, s.sc.MaxBackoff)
+}
+
+// deadLetterInfo is what a dead letter says besides the record itself.
+type deadLetterInfo struct {
+	group    string
+	cause    error
+	attempts int    // 0 for a record that could not be decoded
+	eventID  string // empty when unknown
+}
+
+// writeDeadLetter writes m, with its key, value and headers and the dlq-*
+// headers, to the group's dead-letter topic through p, retrying with
+// backoff from initial to max until the broker acknowledges it. The
+// Subscriber and the BatchConsumer share it. It returns false when ctx
+// ended first.
+func writeDeadLetter(ctx context.Context, p *Producer, logger *slog.Logger, m *ckafka.Message, info deadLetterInfo, initial, max time.Duration) bool {
+	topic := DeadLetterTopic(info.group)
+	tp := m.TopicPartition
 	headers := append([]ckafka.Header(nil), m.Headers...)
 	headers = append(headers,
-		ckafka.Header{Key: HeaderDLQTopic, Value: []byte(res.Topic)},
-		ckafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(res.Partition)))},
-		ckafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(res.Offset, 10))},
-		ckafka.Header{Key: HeaderDLQGroup, Value: []byte(s.sc.GroupID)},
-		ckafka.Header{Key: HeaderDLQError, Value: []byte(truncateError(res.Err))},
-		ckafka.Header{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(res.Attempts))},
+		ckafka.Header{Key: HeaderDLQTopic, Value: []byte(*tp.Topic)},
+		ckafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(tp.Partition)))},
+		ckafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(int64(tp.Offset), 10))},
+		ckafka.Header{Key: HeaderDLQGroup, Value: []byte(info.group)},
+		ckafka.Header{Key: HeaderDLQError, Value: []byte(truncateError(info.cause))},
+		ckafka.Header{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(info.attempts))},
 		ckafka.Header{Key: HeaderDLQFailedAt, Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
 	)
-	backoff := s.sc.InitialBackoff
+	backoff := initial
 	for {
 		msg := &ckafka.Message{
 			TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
 			Key:            m.Key, Value: m.Value, Headers: headers,
 		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err := s.dlq.produce(pctx, msg)
+		err := p.produce(pctx, msg)
 		cancel()
 		if err == nil {
-			s.logger.Error("record dead-lettered", "topic", res.Topic, "partition", res.Partition, "offset", res.Offset,
-				"event_id", res.EventID, "attempts", res.Attempts, "err", res.Err, "dlq", topic)
+			logger.Error("record dead-lettered", "topic", *tp.Topic, "partition", tp.Partition, "offset", int64(tp.Offset),
+				"event_id", info.eventID, "attempts", info.attempts, "err", info.cause, "dlq", topic)
 			return true
 		}
-		s.logger.Error("dead-letter publish failed; retrying", "dlq", topic, "err", err)
+		logger.Error("dead-letter publish failed; retrying", "dlq", topic, "err", err)
 		select {
 		case <-ctx.Done():
 			return false
 		case <-time.After(jitter(backoff)):
 		}
-		backoff = min(2*backoff, s.sc.MaxBackoff)
+		backoff = min(2*backoff, max)
 	}
 }
 

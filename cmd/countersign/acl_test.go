@@ -103,7 +103,7 @@ func TestLeastPrivilegeOnSASLBroker(t *testing.T) {
 	mailEnv := []string{"SMTP_HOST=127.0.0.1", "SMTP_PORT=" + strconv.Itoa(smtp.Port()), "SMTP_TLS=none", "LOG_LEVEL=info"}
 	dir := t.TempDir()
 	httpAddr, ntfOps, recOps := freeAddr(t), freeAddr(t), freeAddr(t)
-	api := start(t, dir, append(saslEnv(brokers, "userapi"), "CODE_ENCRYPTION_KEYS="+entry, "HTTP_ADDR="+httpAddr, "METRICS_ADDR=off", "LOG_LEVEL=info"), "userapi")
+	api := start(t, dir, append(saslEnv(brokers, "userapi"), "CODE_ENCRYPTION_KEYS="+entry, "HTTP_ADDR="+httpAddr, "PUBLIC_URL=http://"+httpAddr, "METRICS_ADDR=off", "LOG_LEVEL=info"), "userapi")
 	ntf := start(t, dir, append(append(saslEnv(brokers, "notifier"), mailEnv...), "CODE_ENCRYPTION_KEYS="+entry, "NOTIFIER_GROUP_ID="+ntfGroup, "METRICS_ADDR="+ntfOps), "notifier")
 	rec := start(t, dir, append(append(saslEnv(brokers, "recommender"), mailEnv...), "RECOMMENDER_GROUP_ID="+recGroup, "METRICS_ADDR="+recOps), "recommender")
 	base := "http://" + httpAddr

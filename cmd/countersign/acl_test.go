@@ -63,6 +63,8 @@ func TestLeastPrivilegeOnSASLBroker(t *testing.T) {
 	}
 	var acls []ckafka.ACLBinding
 	acls = append(acls, kafka.ProducerACLs("User:userapi", events.Topics...)...)
+	// The accounts follower reads the verified topic directly (issue 13).
+	acls = append(acls, kafka.AccountsReaderACLs("User:userapi", events.TopicUserAccountVerified)...)
 	acls = append(acls, kafka.SubscriberACLs("User:notifier", ntfGroup, events.TopicUserAccountCreated, events.TopicUserAccountVerified)...)
 	acls = append(acls, kafka.SubscriberACLs("User:recommender", recGroup, events.TopicUserAccountVerified)...)
 	if err := kafka.CreateACLs(ctx, admin, acls); err != nil {

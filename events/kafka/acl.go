@@ -29,6 +29,16 @@ func ProducerACLs(principal string, topics ...string) []ckafka.ACLBinding {
 	return out
 }
 
+// AccountsReaderACLs lets principal read topic without a consumer group,
+// as the user API's accounts follower reads user_account_verified
+// (FollowTopic): READ and DESCRIBE, no group.
+func AccountsReaderACLs(principal, topic string) []ckafka.ACLBinding {
+	return []ckafka.ACLBinding{
+		allow(principal, ckafka.ResourceTopic, topic, ckafka.ACLOperationRead),
+		allow(principal, ckafka.ResourceTopic, topic, ckafka.ACLOperationDescribe),
+	}
+}
+
 // SubscriberACLs lets principal consume topics as group, as a kafka.Worker
 // does: READ and DESCRIBE on each topic and READ on the group; WRITE and
 // DESCRIBE on the group's dead-letter topic; and, for replay-dlq, READ on

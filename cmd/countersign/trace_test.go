@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countersign/countersign/events"
@@ -30,17 +29,7 @@ import (
 // child of the one before.
 func TestOneTraceFromRegisterToSMTP(t *testing.T) {
 	brokers := eventstest.Brokers(t)
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-
-	kcfg := eventstest.Config(t, brokers)
-	kcfg.TracerProvider = tp
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	if err := kafka.EnsureTopics(ctx, kcfg, events.Topics...); err != nil {
-		t.Fatal(err)
-	}
+	kcfg, tp, rec := eventstest.Traced(t, brokers)
 	keys, err := events.NewRandomKeyring()
 	if err != nil {
 		t.Fatal(err)

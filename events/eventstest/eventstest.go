@@ -19,6 +19,8 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/embedded"
@@ -378,4 +380,22 @@ func Eventually(tb testing.TB, timeout time.Duration, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Traced returns a configuration for brokers whose spans go to an in-memory
+// recorder (shut down when the test ends), after creating the platform's
+// topics when missing: what a test of trace propagation starts from.
+func Traced(tb testing.TB, brokers string) (kafka.Config, *sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	tb.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tb.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	cfg := Config(tb, brokers)
+	cfg.TracerProvider = tp
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
+		tb.Fatal(err)
+	}
+	return cfg, tp, rec
 }

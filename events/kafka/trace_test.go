@@ -19,16 +19,9 @@ import (
 // "process <topic>" → the handler's own span, in one trace.
 func TestTraceCrossesTopic(t *testing.T) {
 	brokers := eventstest.Brokers(t)
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	cfg := eventstest.Config(t, brokers)
-	cfg.TracerProvider = tp
+	cfg, tp, rec := eventstest.Traced(t, brokers)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := kafka.EnsureTopics(ctx, cfg, events.Topics...); err != nil {
-		t.Fatal(err)
-	}
 	p := mustProducer(t, cfg)
 	e := createdEvent(t, mustKeyring(t), eventstest.UniqueEmail(t))
 

@@ -50,7 +50,7 @@ func (h *harness) startLogging(t *testing.T, scfg mail.SMTPConfig, logger *slog.
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := notifier.Config{WorkerConfig: eventstest.TestWorker(t, kafka.WorkerConfig{})}
+	cfg := notifier.Config{WorkerConfig: eventstest.TestWorker(t, kafka.WorkerConfig{GroupID: h.newGroup(t)})}
 	reg := prometheus.NewRegistry()
 	n, err := notifier.New(cfg, notifier.Deps{
 		Kafka: h.kafka, Keyring: h.keyring, Templates: templates.Embedded(), Sender: sender, Logger: logger, Registerer: reg,

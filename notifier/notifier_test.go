@@ -60,17 +60,8 @@ type running struct {
 // short retry waits until the test ends.
 func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 	t.Helper()
-	if cfg.GroupID == "" && eventstest.RealBroker() {
-		// A new group on a shared real cluster starts at the topics' end:
-		// the history other test packages left there (thousands of events
-		// by the time these tests run) is not this test's, and reading it
-		// first took longer than the tests wait for their own mail.
-		cfg.GroupID = eventstest.UniqueGroup(t)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := kafka.StartAtEnd(ctx, h.kafka, cfg.GroupID, events.TopicUserAccountCreated, events.TopicUserAccountVerified); err != nil {
-			t.Fatal(err)
-		}
+	if cfg.GroupID == "" {
+		cfg.GroupID = h.newGroup(t)
 	}
 	cfg.WorkerConfig = eventstest.TestWorker(t, cfg.WorkerConfig)
 	reg := prometheus.NewRegistry()
@@ -82,6 +73,24 @@ func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 	}
 	stop := eventstest.Run(t, n, nil)
 	return running{stop: stop, registry: reg, group: cfg.GroupID}
+}
+
+// newGroup names a group of the test's own. A new group on a shared real
+// cluster starts at the topics' end: the history other test packages left
+// there (thousands of events by the time these tests run) is not this
+// test's, and reading it first took longer than the tests wait for their
+// own mail.
+func (h *harness) newGroup(t *testing.T) string {
+	t.Helper()
+	group := eventstest.UniqueGroup(t)
+	if eventstest.RealBroker() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := kafka.StartAtEnd(ctx, h.kafka, group, events.TopicUserAccountCreated, events.TopicUserAccountVerified); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return group
 }
 
 // publishCreated seals a code as the user API does and publishes the event.

@@ -86,7 +86,7 @@ type BatchConfig struct {
 	MaxBackoff     time.Duration
 	// WriteTimeout bounds one Write or Offsets call (default 30s).
 	WriteTimeout time.Duration
-	// SessionTimeout as in SubscriberConfig (default 10s).
+	// SessionTimeout as in SubscriberConfig (default DefaultSessionTimeout).
 	SessionTimeout time.Duration
 	// Decode turns a record's value into an event (default events.Decode).
 	// An error dead-letters the record; the batch goes on.
@@ -137,7 +137,7 @@ func (c *BatchConfig) setDefaults() {
 		c.WriteTimeout = 30 * time.Second
 	}
 	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 10 * time.Second
+		c.SessionTimeout = DefaultSessionTimeout
 	}
 	if c.LagInterval == 0 {
 		c.LagInterval = DefaultLagInterval

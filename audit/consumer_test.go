@@ -91,6 +91,10 @@ func history(tb testing.TB, n int, suffix string) []events.Event {
 		if len(out) < n && i%10 == 1 {
 			out = append(out, deleted(tb, email, userID(tb, c)))
 		}
+		if len(out) < n && i%8 == 2 {
+			// Someone registered the account again (issue 13 point 3).
+			out = append(out, exists(tb, email))
+		}
 	}
 	return out
 }

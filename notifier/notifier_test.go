@@ -86,7 +86,7 @@ func (h *harness) newGroup(t *testing.T) string {
 	if eventstest.RealBroker() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		if err := kafka.StartAtEnd(ctx, h.kafka, group, events.TopicUserAccountCreated, events.TopicUserAccountVerified); err != nil {
+		if err := kafka.StartAtEnd(ctx, h.kafka, group, notifier.Topics...); err != nil {
 			t.Fatal(err)
 		}
 	}

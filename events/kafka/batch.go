@@ -323,14 +323,9 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 	if err := c.SubscribeTopics(b.bc.Topics, b.rebalance); err != nil {
 		return fmt.Errorf("batch consumer %s: subscribe: %w", b.bc.GroupID, err)
 	}
-	if b.lag != nil {
-		// Stopped before the deferred Close above: no consumer call may
-		// follow Close.
-		lagCtx, stopLag := context.WithCancel(context.Background())
-		lagDone := make(chan struct{})
-		go func() { defer close(lagDone); b.lag.run(lagCtx, c) }()
-		defer func() { stopLag(); <-lagDone; b.lag.forgetAll() }()
-	}
+	// Stopped before the deferred Close above: no consumer call may follow
+	// Close.
+	defer b.lag.start(c)()
 	b.liveMu.Lock()
 	b.live = c
 	b.liveMu.Unlock()

@@ -261,7 +261,13 @@ func TestAuditWritesEveryEvent(t *testing.T) {
 		mustf(t, rows == len(evs) && distinct == len(evs), "audit_events: %d rows, %d distinct; want %d", rows, distinct, len(evs))
 		acc := count(t, store, `SELECT count(*) FROM accounts WHERE email LIKE `+placeholder(store), "%"+suffix)
 		mustf(t, acc == expectedAccounts(evs), "accounts: %d, want %d", acc, expectedAccounts(evs))
-		mustf(t, testutil.ToFloat64(r.a.Metrics().Duplicates) == 0, "duplicates skipped: want 0")
+		if !eventstest.RealBroker() {
+			// On a shared real cluster the group also reads other tests'
+			// events, some of them published twice on purpose (the
+			// notifier's dedupe tests); the rows above show this test's
+			// events were written once.
+			mustf(t, testutil.ToFloat64(r.a.Metrics().Duplicates) == 0, "duplicates skipped: want 0")
+		}
 		mustf(t, testutil.CollectAndCount(r.reg, "countersign_audit_batch_size") == 1, "batch size metric")
 	})
 }

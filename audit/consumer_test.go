@@ -297,7 +297,11 @@ func TestTwoInstancesOneGroup(t *testing.T) {
 		rows, distinct := suffixRows(t, s1, suffix)
 		mustf(t, rows == total && distinct == total, "audit_events: %d rows, %d distinct; want %d", rows, distinct, total)
 		dups := testutil.ToFloat64(a1.a.Metrics().Duplicates) + testutil.ToFloat64(a2.a.Metrics().Duplicates)
-		mustf(t, dups == 0, "duplicates skipped: %v, want 0", dups)
+		if !eventstest.RealBroker() {
+			// As in TestAuditWritesEveryEvent: a shared real cluster holds
+			// other tests' events published twice on purpose.
+			mustf(t, dups == 0, "duplicates skipped: %v, want 0", dups)
+		}
 	})
 }
 

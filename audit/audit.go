@@ -148,6 +148,11 @@ func New(cfg Config, deps Deps, opts ...Option) (*Audit, error) {
 		},
 		// Partitions that went to another member have no lag here.
 		OnAssignment: func([]kafka.Partition) { a.metrics.lag.Reset() },
+		// The kit's metrics, as every subscriber exports them (issue 17):
+		// countersign_consumer_lag_records{group="audit-service",…}, which
+		// the dashboard and the lag alert read, held back while the
+		// database is down, and dead letters.
+		Registerer: deps.Registerer,
 	}
 	for _, o := range opts {
 		o(&bc)

@@ -23,6 +23,7 @@ import (
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/internal/promtest"
 )
 
 // produce publishes events to their topics (keyed by address), waiting for
@@ -166,6 +167,29 @@ func waitRows(tb testing.TB, s *audit.Store, suffix string, want int, timeout ti
 	tb.Fatalf("audit_events: %d rows about *%s within %v, want %d", got, suffix, timeout, want)
 }
 
+// lagSeries counts the countersign_consumer_lag_records series of group.
+func lagSeries(tb testing.TB, g prometheus.Gatherer, group string) int {
+	tb.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if mf.GetName() != kafka.MetricConsumerLag {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "group" && l.GetValue() == group {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
 func suffixRows(tb testing.TB, s *audit.Store, suffix string) (rows, distinct int) {
 	tb.Helper()
 	like := "%" + suffix
@@ -216,6 +240,14 @@ func TestAuditWritesEveryEvent(t *testing.T) {
 			_, hasErr := eventstest.Header(m, kafka.HeaderDLQError)
 			mustf(t, g == group && a == "0" && hasErr, "dead letter headers: %v", m.Headers)
 		}
+		// The kit's metrics, under the audit's group, as every subscriber
+		// exports them: the dashboard and the lag alert read these.
+		for _, topic := range []string{events.TopicUserAccountCreated, audit.TopicUserAccountDeleted} {
+			eventstest.Eventually(t, time.Minute, func() bool {
+				return promtest.Counter(t, r.reg, kafka.MetricConsumerDeadLettered, group, topic) == 1
+			})
+		}
+		eventstest.Eventually(t, time.Minute, func() bool { return lagSeries(t, r.reg, group) > 0 })
 		if err := r.stop(); err != nil {
 			t.Fatalf("run: %v", err)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/events"
 )
@@ -85,7 +86,7 @@ type BatchConfig struct {
 	MaxBackoff     time.Duration
 	// WriteTimeout bounds one Write or Offsets call (default 30s).
 	WriteTimeout time.Duration
-	// SessionTimeout as in SubscriberConfig (default 10s).
+	// SessionTimeout as in SubscriberConfig (default DefaultSessionTimeout).
 	SessionTimeout time.Duration
 	// Decode turns a record's value into an event (default events.Decode).
 	// An error dead-letters the record; the batch goes on.
@@ -102,6 +103,16 @@ type BatchConfig struct {
 	// whenever that changes (nil when they are revoked), e.g. to drop the
 	// lag series of partitions that went to another member.
 	OnAssignment func(ps []Partition)
+	// Registerer, when set, receives the kit's metrics for this group, as
+	// for a Subscriber (lag.go): countersign_consumer_lag_records per
+	// assigned partition (the high watermark minus the group's committed
+	// offset, which follows the written batches; measured on a goroutine of
+	// its own every LagInterval, so it grows while the store is down and
+	// the partitions are paused), countersign_consumer_held_back (1 while
+	// the store is down) and countersign_consumer_dead_lettered_total.
+	Registerer prometheus.Registerer
+	// LagInterval is how often the lag is measured (default 5s).
+	LagInterval time.Duration
 	// Sequential waits for each batch's Write before reading on. By
 	// default a full batch is written by a second goroutine while the
 	// consumer reads and decodes the next one (at most one write in
@@ -126,7 +137,10 @@ func (c *BatchConfig) setDefaults() {
 		c.WriteTimeout = 30 * time.Second
 	}
 	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 10 * time.Second
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.LagInterval == 0 {
+		c.LagInterval = DefaultLagInterval
 	}
 	if c.Decode == nil {
 		c.Decode = events.Decode
@@ -205,7 +219,13 @@ type BatchConsumer struct {
 	// partitions are owned but not yet consumed.
 	needAssign atomic.Bool
 	// outage is set while writes fail; retryAt is when to try again.
-	outage   atomic.Bool
+	outage atomic.Bool
+	// kit and lag export the kit's metrics when BatchConfig.Registerer is
+	// set (nil otherwise; their methods accept nil). heldBack is what the
+	// held-back gauge says now.
+	kit      *kitMetrics
+	lag      *lagReporter
+	heldBack bool
 	failures int
 	retryAt  time.Time
 	lastLag  time.Time
@@ -224,8 +244,16 @@ func NewBatchConsumer(cfg Config, bc BatchConfig, store BatchStore) (*BatchConsu
 	if store == nil {
 		return nil, errors.New("batch consumer: nil store")
 	}
-	return &BatchConsumer{cfg: cfg, bc: bc, store: store,
-		logger: cfg.Logger.With("component", "batch-consumer", "group", bc.GroupID)}, nil
+	b := &BatchConsumer{cfg: cfg, bc: bc, store: store,
+		logger: cfg.Logger.With("component", "batch-consumer", "group", bc.GroupID)}
+	if bc.Registerer != nil {
+		kit, err := newKitMetrics(bc.Registerer)
+		if err != nil {
+			return nil, fmt.Errorf("batch consumer %s: metrics: %w", bc.GroupID, err)
+		}
+		b.kit = kit
+	}
+	return b, nil
 }
 
 // Run consumes until ctx is cancelled, then writes the open batch (trying
@@ -288,9 +316,16 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 	b.next = map[Partition]int64{}
 	b.assigned = map[Partition]bool{}
 	b.stored = map[Partition]int64{}
+	if b.kit != nil {
+		b.lag = newLagReporter(b.bc.GroupID, b.kit, b.bc.LagInterval)
+		b.kit.start(b.bc.GroupID, b.bc.Topics)
+	}
 	if err := c.SubscribeTopics(b.bc.Topics, b.rebalance); err != nil {
 		return fmt.Errorf("batch consumer %s: subscribe: %w", b.bc.GroupID, err)
 	}
+	// Stopped before the deferred Close above: no consumer call may follow
+	// Close.
+	defer b.lag.start(c)()
 	b.liveMu.Lock()
 	b.live = c
 	b.liveMu.Unlock()
@@ -327,6 +362,10 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 			} else {
 				b.flushAsync(ctx, reason)
 			}
+		}
+		if out := b.outage.Load(); out != b.heldBack {
+			b.heldBack = out
+			b.kit.setHeldBack(b.bc.GroupID, out)
 		}
 		if b.bc.OnLag != nil && now.Sub(b.lastLag) >= time.Second {
 			b.lastLag = now
@@ -386,6 +425,9 @@ func (b *BatchConsumer) add(ctx context.Context, m *ckafka.Message) bool {
 	if err != nil {
 		if !b.deadLetter(ctx, m, err) {
 			return false
+		}
+		if b.kit != nil {
+			b.kit.deadLettered.WithLabelValues(b.bc.GroupID, p.Topic).Inc()
 		}
 		if b.bc.OnDeadLetter != nil {
 			b.bc.OnDeadLetter(p.Topic, err)
@@ -638,8 +680,10 @@ func (b *BatchConsumer) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 		for _, tp := range e.Partitions {
 			b.assigned[Partition{*tp.Topic, tp.Partition}] = true
 		}
+		b.lag.assign(e.Partitions)
 		b.assignFromStore(context.Background())
 	case ckafka.RevokedPartitions:
+		b.lag.revoke(e.Partitions)
 		if c.AssignmentLost() {
 			// Another member may own them already: writing now could move
 			// its offsets backwards. Drop the batch; it is read again.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
 )
@@ -132,5 +134,76 @@ func TestBatchConsumerStoreOffsetsAndOutage(t *testing.T) {
 	}
 	if store.offsets[p] != 150 {
 		t.Fatalf("stored offset %d, want 150", store.offsets[p])
+	}
+}
+
+// A batch consumer with a Registerer exports the kit's metrics as a
+// Subscriber does: the lag follows the written batches, grows while the
+// store is down (the partitions are paused, the lag is measured off the
+// consuming goroutine), and returns to 0; held_back is 1 during the outage;
+// a record that is not an event is counted as dead-lettered.
+func TestBatchConsumerExportsKitMetrics(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	cfg.Client = map[string]string{"auto.commit.interval.ms": "100"}
+	topic := testTopic(t, cfg)
+	group := eventstest.UniqueGroup(t)
+	reg := prometheus.NewRegistry()
+	store := newMemStore()
+	bc, err := kafka.NewBatchConsumer(cfg, kafka.BatchConfig{GroupID: group, Topics: []string{topic},
+		Size: 5, Interval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Registerer: reg, LagInterval: 100 * time.Millisecond}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bc.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if s := series(t, reg, kafka.MetricConsumerLag, group); len(s) != 0 {
+			t.Errorf("lag series left after Run returned: %v", s)
+		}
+	}()
+
+	waitSeries(t, reg, kafka.MetricConsumerDeadLettered, group, 60*time.Second, "dead-letter series at 0 from the start", func(s map[string]float64) bool {
+		v, ok := s[topic+"/"]
+		return ok && v == 0
+	})
+	recs, _ := validRecords(t, 12)
+	produceRaw(t, brokers, topic, append(recs, [2][]byte{[]byte("k"), []byte("not an event")})...)
+	waitUntil(t, "12 events written", time.Minute, func() bool { d, _ := store.count(); return d == 12 })
+	waitSeries(t, reg, kafka.MetricConsumerLag, group, 60*time.Second, "lag 0 on every partition once written and committed", func(s map[string]float64) bool {
+		return len(s) == cfg.Partitions && sum(s) == 0
+	})
+	if v := series(t, reg, kafka.MetricConsumerDeadLettered, group)[topic+"/"]; v != 1 {
+		t.Errorf("dead-lettered %v, want 1", v)
+	}
+	if v := series(t, reg, kafka.MetricConsumerHeldBack, group)["/"]; v != 0 {
+		t.Errorf("held_back %v before the outage, want 0", v)
+	}
+
+	store.setFail(true)
+	more, _ := validRecords(t, 7)
+	produceRaw(t, brokers, topic, more...)
+	waitSeries(t, reg, kafka.MetricConsumerHeldBack, group, 60*time.Second, "held_back 1 while the store is down", func(s map[string]float64) bool {
+		return s["/"] == 1
+	})
+	waitSeries(t, reg, kafka.MetricConsumerLag, group, 60*time.Second, "lag of the 7 unwritten records while the store is down", func(s map[string]float64) bool {
+		return sum(s) == 7
+	})
+
+	store.setFail(false)
+	waitSeries(t, reg, kafka.MetricConsumerLag, group, 60*time.Second, "lag back to 0 after the outage", func(s map[string]float64) bool {
+		return len(s) == cfg.Partitions && sum(s) == 0
+	})
+	waitSeries(t, reg, kafka.MetricConsumerHeldBack, group, 60*time.Second, "held_back back to 0", func(s map[string]float64) bool {
+		return s["/"] == 0
+	})
+	if d, total := store.count(); d != 19 || total != 19 {
+		t.Errorf("written %d events (%d distinct), want 19 once each", total, d)
 	}
 }

@@ -144,6 +144,12 @@ func (c Config) configMap(base, guarded ckafka.ConfigMap) ckafka.ConfigMap {
 		// librdkafka logs connection teardown of idle brokers at error level;
 		// it is routine, not an error.
 		"log.connection.close": false,
+		// librdkafka doubles the wait between reconnection attempts up to
+		// this (its default is 10 s): a broker that comes back is used
+		// within a second, not up to ten, by every client (issue 17: the
+		// first 202 came 16 s after a broker restart, and the notifier's
+		// consumer, still on the default, mailed 10.8 s after it).
+		"reconnect.backoff.max.ms": 1000,
 	}
 	for k, v := range base {
 		m[k] = v

@@ -167,6 +167,19 @@ func (l *lagReporter) forgetAll() {
 	l.metrics.heldBack.DeleteLabelValues(l.group)
 }
 
+// start measures on a goroutine of its own until the returned stop is
+// called; stop waits for it and deletes the group's series. Call stop
+// before closing c. A nil reporter starts nothing.
+func (l *lagReporter) start(c *ckafka.Consumer) (stop func()) {
+	if l == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.run(ctx, c) }()
+	return func() { cancel(); <-done; l.forgetAll() }
+}
+
 // run measures every interval until ctx ends.
 func (l *lagReporter) run(ctx context.Context, c *ckafka.Consumer) {
 	t := time.NewTicker(l.interval)

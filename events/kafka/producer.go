@@ -64,11 +64,6 @@ func NewProducer(cfg Config) (*Producer, error) {
 		// default confluent-kafka-go copies each record's key and value back
 		// from C into the report, an allocation and a copy per Publish.
 		"go.delivery.report.fields": "none",
-		// librdkafka doubles the wait between reconnection attempts up to
-		// this (its default is 10 s): a broker that comes back is used
-		// within a second, not up to ten (issue 17: the first 202 came 16 s
-		// after a broker restart).
-		"reconnect.backoff.max.ms": 1000,
 	}, ckafka.ConfigMap{
 		"enable.idempotence": true,
 		"acks":               "all",

@@ -179,14 +179,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if err := c.SubscribeTopics(s.sc.Topics, s.rebalance); err != nil {
 		return fmt.Errorf("subscriber %s: subscribe: %w", s.sc.GroupID, err)
 	}
-	if s.lag != nil {
-		// Stopped before the deferred Close above: no consumer call may
-		// follow Close.
-		lagCtx, stopLag := context.WithCancel(context.Background())
-		lagDone := make(chan struct{})
-		go func() { defer close(lagDone); s.lag.run(lagCtx, c) }()
-		defer func() { stopLag(); <-lagDone; s.lag.forgetAll() }()
-	}
+	// Stopped before the deferred Close above: no consumer call may follow
+	// Close.
+	defer s.lag.start(c)()
 	s.liveMu.Lock()
 	s.live = c
 	s.liveMu.Unlock()

@@ -300,6 +300,18 @@ func (k *Keyring) VerifyCodeMAC(keyID string, mac []byte, code, userID, email st
 	return hmac.Equal(mac, k.mac(keyID, code, userID, email))
 }
 
+// CodeMACs returns the CodeMAC of code under every MAC key the keyring
+// holds, by key id: what a store compares with a record's MAC of any key
+// still held, in the same atomic step as the attempt's outcome (the user
+// API's Store.Check). Its cost does not depend on the record.
+func (k *Keyring) CodeMACs(code, userID, email string) map[string][]byte {
+	out := make(map[string][]byte, len(k.ids))
+	for _, id := range k.ids {
+		out[id] = k.mac(id, code, userID, email)
+	}
+	return out
+}
+
 func (k *Keyring) mac(keyID, code, userID, email string) []byte {
 	h := hmac.New(sha256.New, k.macKeys[keyID])
 	h.Write(macData(keyID, userID, email))

@@ -75,22 +75,11 @@ func (h *harness) start(t *testing.T, cfg notifier.Config) running {
 	return running{stop: stop, registry: reg, group: cfg.GroupID}
 }
 
-// newGroup names a group of the test's own. A new group on a shared real
-// cluster starts at the topics' end: the history other test packages left
-// there (thousands of events by the time these tests run) is not this
-// test's, and reading it first took longer than the tests wait for their
-// own mail.
+// newGroup names a group of the test's own, at the topics' end on a shared
+// real cluster (eventstest.FreshGroup).
 func (h *harness) newGroup(t *testing.T) string {
 	t.Helper()
-	group := eventstest.UniqueGroup(t)
-	if eventstest.RealBroker() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := kafka.StartAtEnd(ctx, h.kafka, group, events.TopicUserAccountCreated, events.TopicUserAccountVerified); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return group
+	return eventstest.FreshGroup(t, h.brokers)
 }
 
 // publishCreated seals a code as the user API does and publishes the event.

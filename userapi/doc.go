@@ -42,8 +42,8 @@
 //     address in any 24 hours, across its codes (docs/security.md works out
 //     the guessing bound).
 //   - A code gets at most Config.CodeMaxAttempts checks, however many
-//     requests arrive at once: an attempt is counted before the code is
-//     checked (Store.Attempt).
+//     requests arrive at once: the code is compared, and the attempt
+//     counted or the record consumed, in one atomic step (Store.Check).
 //   - A mailbox gets at most Config.CodeMaxSendsPerDay codes in 24 hours,
 //     and the platform at most Config.CodeMaxSendsPerHour in an hour (see
 //     MailBudget); past either, register and resend answer 202 and send

@@ -182,30 +182,24 @@ func (s *Server) verify(ctx context.Context, req VerifyRequest, locale string) e
 	if err := s.publisherDown(); err != nil {
 		return err
 	}
-	p, err := s.store.Attempt(ctx, req.Email, s.cfg.limits())
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLocked) {
-		// The MAC a checked code would cost, so the cases take the same time.
-		s.keyring.CodeMAC(req.Code, "", req.Email)
-	}
+	// The code's MACs under every key: the same work whatever the store
+	// finds, so the cases take the same time.
+	p, ok, err := s.store.Check(ctx, req.Email, s.keyring.CodeMACs(req.Code, "", req.Email), s.cfg.limits())
 	if err != nil {
 		return storeError(err)
 	}
-	if !s.keyring.VerifyCodeMAC(p.MACKeyID, p.MAC, req.Code, "", req.Email) {
+	if !ok {
 		if p.Attempts >= s.cfg.CodeMaxAttempts {
 			// Worth an operator's eye: many of these are someone guessing.
 			s.logger.WarnContext(ctx, "verification attempts used up", "user_id", p.UserID)
 		}
 		return errInvalidCode
 	}
-	// Only one Consume succeeds per address: of any number of correct
-	// concurrent verifies, one publishes, the others see ErrNotFound.
-	consumed, err := s.store.Consume(ctx, p)
-	if err != nil {
-		return storeError(err)
-	}
-	// If publishing certainly fails, the attempt failed for want of the
-	// broker, not for the code: it is given back, and the person can verify
-	// again with the same code.
+	// The record is consumed: of any number of right codes checked at
+	// once, this one alone got ok. If publishing certainly fails, the
+	// attempt failed for want of the broker, not for the code: it is given
+	// back, and the person can verify again with the same code.
+	consumed := p
 	consumed.Attempts--
 	return s.publishVerified(ctx, consumed, locale)
 }

@@ -2,6 +2,7 @@ package userapi
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"hash/maphash"
 	"sync"
@@ -65,22 +66,10 @@ type record struct {
 	attempts  int32
 }
 
-func (f *failures) safeList() []failure {
-	if f == nil {
-		return nil
-	}
-	return f.list
-}
-
-// failures are an address's wrong codes in the last Limits.FailureWindow, oldest
-// first, at most MaxFailuresPerDay of them.
-type failures struct{ list []failure }
-
-type failure struct {
-	at      int64 // Unix nanoseconds
-	version uint64
-	attempt int32
-}
+// failures are the times (Unix nanoseconds) of an address's wrong codes in
+// the last Limits.FailureWindow, oldest first, at most MaxFailuresPerDay of
+// them.
+type failures struct{ list []int64 }
 
 // NewMemoryStore returns an empty store. Expired records are swept every
 // minute; until then they take memory but are invisible.
@@ -154,7 +143,7 @@ func (m *MemoryStore) recentFailures(email string, now time.Time, window time.Du
 	f := v.(*failures)
 	since := now.Add(-window).UnixNano()
 	i := 0
-	for i < len(f.list) && f.list[i].at <= since {
+	for i < len(f.list) && f.list[i] <= since {
 		i++
 	}
 	f.list = f.list[i:]
@@ -293,26 +282,32 @@ func (m *MemoryStore) Rollback(_ context.Context, written Pending, replaced *Pen
 	return nil
 }
 
-// Attempt implements Store.
-func (m *MemoryStore) Attempt(_ context.Context, email string, lim Limits) (Pending, error) {
+// Check implements Store.
+func (m *MemoryStore) Check(_ context.Context, email string, presented CodeMACs, lim Limits) (Pending, bool, error) {
 	defer m.lock(email)()
 	now := time.Now()
 	cur := m.get(email, now)
 	switch {
 	case cur == nil || m.isAccount(email):
-		return Pending{}, ErrNotFound
+		return Pending{}, false, ErrNotFound
 	case int(cur.attempts) >= lim.MaxAttempts:
-		return Pending{}, ErrTooManyAttempts
+		return Pending{}, false, ErrTooManyAttempts
 	}
 	f := m.recentFailures(email, now, lim.window())
 	if len(f.list) >= lim.MaxFailuresPerDay {
-		return Pending{}, ErrLocked
+		return Pending{}, false, ErrLocked
 	}
 	// In place: the stripe lock is held, and every reader takes it.
 	cur.attempts++
-	f.list = append(f.list, failure{at: now.UnixNano(), version: cur.version, attempt: cur.attempts})
+	p := cur.pending(email)
+	if mac, ok := presented[p.MACKeyID]; ok && hmac.Equal(mac, p.MAC) {
+		m.c.Delete(email)
+		m.setAccount(email, true)
+		return p, true, nil
+	}
+	f.list = append(f.list, now.UnixNano())
 	m.fails.Set(email, f, lim.window())
-	return cur.pending(email), nil
+	return p, false, nil
 }
 
 // Consume implements Store.
@@ -324,14 +319,6 @@ func (m *MemoryStore) Consume(_ context.Context, a Pending) (Pending, error) {
 		return Pending{}, ErrNotFound
 	}
 	m.c.Delete(a.Email)
-	v, _ := m.fails.Get(a.Email)
-	f, _ := v.(*failures)
-	for i, x := range f.safeList() {
-		if x.version == a.Version && int(x.attempt) == a.Attempts {
-			f.list = append(f.list[:i:i], f.list[i+1:]...)
-			break
-		}
-	}
 	m.setAccount(a.Email, true)
 	return cur.pending(a.Email), nil
 }

@@ -540,8 +540,6 @@ func (s *Server) verifyLink(ctx context.Context, token, locale string) error {
 	if err != nil {
 		return storeError(err)
 	}
-	// Attempts 0 matches no reserved failure: the link spent none, so
-	// Consume gives none back.
 	consumed, err := s.store.Consume(ctx, Pending{Email: email, Version: version})
 	if err != nil {
 		return storeError(err)

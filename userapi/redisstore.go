@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"time"
 
@@ -322,23 +323,34 @@ put({ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], 
 return {'ok'}
 `)
 
-	// ARGV: now, addr, max attempts, max failures, window
-	scriptAttempt = redis.NewScript(luaPrelude + `
+	// ARGV: now, addr, max attempts, max failures, window, then the
+	// presented code's key ids and MACs in pairs. Lua compares strings byte
+	// by byte, not in constant time: what the timing could tell is how much
+	// of a guessed code's MAC matches, which does not help find the code
+	// (HMAC outputs of different codes are unrelated).
+	scriptCheck = redis.NewScript(luaPrelude + `
 if not live() or isAccount() then return {'none'} end
 if not alive(ARGV[3]) then return {'void'} end
 if lockedOut(ARGV[5], ARGV[4]) then return {'locked'} end
 local a = redis.call('HINCRBY', rec, 'a', 1)
-redis.call('ZADD', fails, ARGV[1], redis.call('HGET', rec, 'v') .. ':' .. string.format('%d', a))
+local r = read()
+for i = 6, #ARGV - 1, 2 do
+  if ARGV[i] == r[4] and ARGV[i + 1] == r[5] then
+    remove()
+    redis.call('SADD', accts, addr)
+    return {'right', r}
+  end
+end
+redis.call('ZADD', fails, ARGV[1], r[9] .. ':' .. string.format('%d', a))
 redis.call('PEXPIRE', fails, string.format('%d', math.ceil(tonumber(ARGV[5]) / 1000)))
-return {'ok', read()}
+return {'wrong', r}
 `)
 
-	// ARGV: now, addr, version, attempt
+	// ARGV: now, addr, version
 	scriptConsume = redis.NewScript(luaPrelude + `
 if not live() or redis.call('HGET', rec, 'v') ~= ARGV[3] or isAccount() then return {'none'} end
 local r = read()
 remove()
-redis.call('ZREM', fails, ARGV[3] .. ':' .. ARGV[4])
 redis.call('SADD', accts, addr)
 return {'ok', r}
 `)
@@ -480,7 +492,7 @@ func written(op, email, status string, rest []any) (Written, error) {
 	return w, nil
 }
 
-// one reads the reply of Attempt, Consume and Get: one record or a miss.
+// one reads the reply of Check (its misses), Consume and Get: one record or a miss.
 func one(op, email, status string, rest []any) (Pending, error) {
 	switch status {
 	case "none":
@@ -532,18 +544,36 @@ func (s *RedisStore) Rollback(ctx context.Context, w Pending, replaced *Pending)
 	return err
 }
 
-// Attempt implements Store.
-func (s *RedisStore) Attempt(ctx context.Context, email string, lim Limits) (Pending, error) {
-	status, rest, err := s.run(ctx, "attempt", scriptAttempt, email, limitArgs(lim)[1:]...)
-	if err != nil {
-		return Pending{}, err
+// Check implements Store.
+func (s *RedisStore) Check(ctx context.Context, email string, presented CodeMACs, lim Limits) (Pending, bool, error) {
+	args := limitArgs(lim)[1:]
+	ids := make([]string, 0, len(presented))
+	for id := range presented {
+		ids = append(ids, id)
 	}
-	return one("attempt", email, status, rest)
+	sort.Strings(ids) // the same script arguments for the same code
+	for _, id := range ids {
+		args = append(args, id, presented[id])
+	}
+	status, rest, err := s.run(ctx, "check", scriptCheck, email, args...)
+	if err != nil {
+		return Pending{}, false, err
+	}
+	switch status {
+	case "right", "wrong":
+		p, err := parseRecord(email, rest[0])
+		if err != nil {
+			return Pending{}, false, fmt.Errorf("redis store: check: %w", err)
+		}
+		return p, status == "right", nil
+	}
+	p, err := one("check", email, status, rest)
+	return p, false, err
 }
 
 // Consume implements Store.
 func (s *RedisStore) Consume(ctx context.Context, a Pending) (Pending, error) {
-	status, rest, err := s.run(ctx, "consume", scriptConsume, a.Email, strconv.FormatUint(a.Version, 10), strconv.Itoa(a.Attempts))
+	status, rest, err := s.run(ctx, "consume", scriptConsume, a.Email, strconv.FormatUint(a.Version, 10))
 	if err != nil {
 		return Pending{}, err
 	}

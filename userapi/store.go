@@ -161,6 +161,10 @@ func (e *TooSoonError) Error() string {
 // Is makes errors.Is(err, ErrTooSoon) true.
 func (e *TooSoonError) Is(target error) bool { return target == ErrTooSoon }
 
+// CodeMACs are a presented code's MACs under each MAC key the server holds,
+// by key id (events.Keyring.CodeMACs).
+type CodeMACs map[string][]byte
+
 // Store keeps pending registrations, the verified addresses (accounts), and
 // each address's recent wrong codes. Every method is one atomic step on one
 // address: handlers never read a record, change it and write it back, so a
@@ -203,25 +207,33 @@ type Store interface {
 	// later request replaced it) is left alone.
 	Rollback(ctx context.Context, written Pending, replaced *Pending) error
 
-	// Attempt begins one verification attempt against the current code of
-	// email and returns the record with Attempts counting this attempt. It
-	// counts the attempt as a failure of the address too, until Consume
-	// takes it back: reserving before the code is checked is what bounds
-	// the guesses, as N concurrent attempts still get only MaxAttempts
-	// checks per code and MaxFailuresPerDay per window. ErrNotFound if
-	// there is no record or the address is an account; ErrTooManyAttempts
-	// if the code is void; ErrLocked if the failure budget is spent. In
-	// those cases nothing is counted.
-	Attempt(ctx context.Context, email string, lim Limits) (Pending, error)
+	// Check checks a presented code against the current code of email, in
+	// one atomic step with its outcome. presented holds the code's MACs by
+	// key id (events.Keyring.CodeMACs); the code is right when the one of
+	// the record's MACKeyID equals the record's MAC (compared in constant
+	// time where the store can). In order:
+	//   - no record, or the address is an account: ErrNotFound;
+	//   - the code is void: ErrTooManyAttempts;
+	//   - the failure budget is spent: ErrLocked;
+	//     (in these three cases nothing is counted)
+	//   - the code is right: the record is removed and the address becomes
+	//     an account; ok is true and p is the record, its Attempts counting
+	//     this attempt;
+	//   - otherwise the attempt counts on the code and as a failure of the
+	//     address; ok is false and p is the record, Attempts counting it.
+	// Of any number of concurrent Check and Consume calls for one address
+	// at most one succeeds, until Restore or a forgetting ApplyAccounts.
+	// Each code is judged against the record as it is at that moment: a
+	// right code cannot lose to a Register that replaced a record whose
+	// attempts other requests were still checking (the race a separate
+	// reserve-then-consume pair had).
+	Check(ctx context.Context, email string, presented CodeMACs, lim Limits) (p Pending, ok bool, err error)
 
-	// Consume is the right code's step: if the record of email still has
-	// the attempt's Version and the address is not an account, it removes
-	// the record, takes the attempt's failure back, and makes the address
-	// an account, and returns the record. ErrNotFound otherwise. Of any
-	// number of concurrent Consume calls for one address, whatever their
-	// versions, at most one succeeds until Restore or a forgetting
-	// ApplyAccounts.
-	Consume(ctx context.Context, attempt Pending) (Pending, error)
+	// Consume is the verification link's step: if the record of email
+	// still has a.Version and the address is not an account, it removes the
+	// record, makes the address an account and returns the record.
+	// ErrNotFound otherwise. It counts no attempt.
+	Consume(ctx context.Context, a Pending) (Pending, error)
 
 	// Restore undoes a Consume after the event that should have followed
 	// could not be published: the address is no longer an account, and p

@@ -60,7 +60,7 @@ func startDevStack(t *testing.T) *devStack {
 	if eventstest.RealBroker() {
 		brokers = os.Getenv(eventstest.EnvBrokers)
 		env = append(env, "KAFKA_BROKERS="+brokers,
-			"NOTIFIER_GROUP_ID="+eventstest.UniqueGroup(t), "RECOMMENDER_GROUP_ID="+eventstest.UniqueGroup(t))
+			"NOTIFIER_GROUP_ID="+eventstest.FreshGroup(t, brokers), "RECOMMENDER_GROUP_ID="+eventstest.FreshGroup(t, brokers))
 	} else {
 		brokers = freeAddr(t)
 		env = append(env, "EMBEDDED_KAFKA_ADDR="+brokers)

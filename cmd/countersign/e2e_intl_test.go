@@ -45,7 +45,7 @@ func TestInternationalAddressesEndToEnd(t *testing.T) {
 		t.Run(fmt.Sprintf("smtputf8=%v", smtputf8), func(t *testing.T) {
 			relay := smtptest.StartAiosmtpd(t, smtputf8)
 			group := eventstest.UniqueGroup(t)
-			groupAtEnd(t, brokers, group)
+			eventstest.GroupAtEnd(t, brokers, group)
 			opsAddr := freeAddr(t)
 			ntf := start(t, dir, append([]string{
 				"NOTIFIER_GROUP_ID=" + group,

@@ -36,7 +36,7 @@ func TestUserAPIAndNotifierProcessesOverSMTP(t *testing.T) {
 	}
 	group := eventstest.UniqueGroup(t)
 	// On a shared cluster, start after the history other tests left.
-	groupAtEnd(t, brokers, group)
+	eventstest.GroupAtEnd(t, brokers, group)
 	smtp := smtptest.Start(t)
 
 	tplDir := t.TempDir()

@@ -210,7 +210,7 @@ func TestDevEndToEnd(t *testing.T) {
 		env = append(env, "KAFKA_BROKERS="+brokers,
 			// A group of its own, so history other tests left on the shared
 			// cluster is not this test's business.
-			"NOTIFIER_GROUP_ID="+eventstest.UniqueGroup(t), "RECOMMENDER_GROUP_ID="+eventstest.UniqueGroup(t))
+			"NOTIFIER_GROUP_ID="+eventstest.FreshGroup(t, brokers), "RECOMMENDER_GROUP_ID="+eventstest.FreshGroup(t, brokers))
 	} else {
 		brokers = freeAddr(t)
 		env = append(env, "EMBEDDED_KAFKA_ADDR="+brokers)

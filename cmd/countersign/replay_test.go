@@ -65,7 +65,7 @@ func testReplayDLQ(t *testing.T, service, groupEnv, idSuffix string, newEvent fu
 	}
 	// The new group starts at the topics' ends, not at the history other
 	// tests left on a shared cluster.
-	groupAtEnd(t, brokers, group)
+	eventstest.GroupAtEnd(t, brokers, group)
 	producer, err := kafka.NewProducer(kcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -227,7 +227,7 @@ func benchNotifiers(b *testing.B, instances, partitions int, delay time.Duration
 	}
 	defer producer.Close(context.Background())
 	group := eventstest.UniqueGroup(b)
-	groupAtEnd(b, brokers, group)
+	eventstest.GroupAtEnd(b, brokers, group)
 	dir := b.TempDir()
 	cpu := &cpuMeter{pids: map[string][]int{}}
 	for range instances {

@@ -358,20 +358,6 @@ func describeGroup(t testing.TB, brokers, group string) [][]string {
 	return out
 }
 
-// groupAtEnd commits, for a group that has never run, the end of every
-// partition of the platform's topics: its members start with what is
-// published from now on, as a deployed group that has read the history
-// does. On a shared cluster (KAFKA_TEST_BROKERS) this spares the test the
-// other tests' events.
-func groupAtEnd(t testing.TB, brokers, group string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := kafka.StartAtEnd(ctx, kafka.Config{Brokers: brokers, Logger: eventstest.Logger(t)}, group, events.Topics...); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // mailsSent scrapes a notifier's countersign_notifier_mails_sent_total.
 func mailsSent(t *testing.T, metricsAddr string) int {
 	t.Helper()
@@ -430,7 +416,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 		partitions += 3 // KAFKA_TOPIC_PARTITIONS default, as EnsureTopics made them
 	}
 
-	groupAtEnd(t, brokers, group)
+	eventstest.GroupAtEnd(t, brokers, group)
 
 	const commitEvery = 5
 	dir := t.TempDir()

@@ -62,7 +62,7 @@ func TestOneTraceFromRegisterToSMTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	group := eventstest.UniqueGroup(t)
-	groupAtEnd(t, brokers, group)
+	eventstest.GroupAtEnd(t, brokers, group)
 	n, err := notifier.New(notifier.Config{WorkerConfig: kafka.WorkerConfig{GroupID: group}},
 		notifier.Deps{Kafka: kcfg, Keyring: keys, Templates: tpl, Sender: sender, Logger: eventstest.Logger(t)})
 	if err != nil {

@@ -96,7 +96,7 @@ func TestTracingAcrossProcesses(t *testing.T) {
 	brokers := eventstest.Brokers(t)
 	col := startCollector(t)
 	group := eventstest.UniqueGroup(t)
-	groupAtEnd(t, brokers, group)
+	eventstest.GroupAtEnd(t, brokers, group)
 	smtp := smtptest.Start(t)
 	entry, err := events.GenerateKeyEntry()
 	if err != nil {

@@ -84,6 +84,33 @@ func UniqueGroup(tb testing.TB) string {
 	return "test-" + sanitize(tb.Name()) + "-" + Suffix()
 }
 
+// FreshGroup returns a group of the test's own (UniqueGroup) for a service
+// that reads the platform's topics (events.Topics). On a real cluster,
+// shared by every test package of the run, it starts at the topics' ends
+// (GroupAtEnd): the history other packages left there, thousands of events
+// sealed with keys this test does not hold, is not this test's, and reading
+// it first took longer than tests wait for their own mail. Call it before
+// the service starts and before the test publishes.
+func FreshGroup(tb testing.TB, brokers string) string {
+	tb.Helper()
+	g := UniqueGroup(tb)
+	if RealBroker() {
+		GroupAtEnd(tb, brokers, g)
+	}
+	return g
+}
+
+// GroupAtEnd commits the current ends of the platform's topics for group,
+// which has not run yet (kafka.StartAtEnd).
+func GroupAtEnd(tb testing.TB, brokers, group string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := kafka.StartAtEnd(ctx, kafka.Config{Brokers: brokers, Logger: Logger(tb)}, group, events.Topics...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // UniqueTopic returns a topic name no other test uses.
 func UniqueTopic(tb testing.TB) string {
 	return "test." + sanitize(tb.Name()) + "." + Suffix()

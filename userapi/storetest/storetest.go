@@ -45,7 +45,8 @@ func Run(t *testing.T, newStore func(t *testing.T) userapi.Store) {
 		{"FailureBudgetVoidAnswersVoid", testFailureBudgetVoid},
 		{"FailureBudgetConcurrent", testFailureBudgetConcurrent},
 		{"FailureBudgetRolls", testFailureBudgetRolls},
-		{"ConsumeGivesItsFailureBack", testConsumeGivesFailureBack},
+		{"RightCodeIsNoFailure", testRightCodeIsNoFailure},
+		{"RightCodesRaceRegisters", testRightCodesRaceRegisters},
 		{"ConcurrentAttemptsBounded", testConcurrentAttemptsBounded},
 		{"ConsumeMakesAnAccount", testConsumeMakesAccount},
 		{"ConsumeWrongVersion", testConsumeWrongVersion},
@@ -150,22 +151,44 @@ func resend(t *testing.T, s userapi.Store, addr string, c userapi.NewCode, l use
 	return w
 }
 
+// wrongCode is the MACs of a code no record in these tests has.
+var wrongCode = userapi.CodeMACs{"k1": mac(0xEE), "k0": mac(0xEE)}
+
+// attempts checks n wrong codes, each of which must be checked and
+// counted, and returns the record after the last.
 func attempts(t *testing.T, s userapi.Store, addr string, l userapi.Limits, n int) userapi.Pending {
 	t.Helper()
 	var p userapi.Pending
 	for i := 0; i < n; i++ {
+		var ok bool
 		var err error
-		if p, err = s.Attempt(ctx, addr, l); err != nil {
-			t.Fatalf("attempt %d: %v", i+1, err)
+		if p, ok, err = s.Check(ctx, addr, wrongCode, l); err != nil || ok {
+			t.Fatalf("wrong code %d: ok %v, %v", i+1, ok, err)
 		}
+	}
+	return p
+}
+
+// rightCode are the MACs a server would compute for the code of p.
+func rightCode(p userapi.Pending) userapi.CodeMACs {
+	return userapi.CodeMACs{p.MACKeyID: p.MAC, "k0": mac(0xEE)}
+}
+
+// right checks the right code of addr's current record, which must
+// succeed, and returns what Check returned.
+func right(t *testing.T, s userapi.Store, addr string, l userapi.Limits) userapi.Pending {
+	t.Helper()
+	p, ok, err := s.Check(ctx, addr, rightCode(mustGet(t, s, addr)), l)
+	if err != nil || !ok {
+		t.Fatalf("right code: ok %v, %v", ok, err)
 	}
 	return p
 }
 
 func wantAttemptErr(t *testing.T, s userapi.Store, addr string, l userapi.Limits, want error) {
 	t.Helper()
-	if p, err := s.Attempt(ctx, addr, l); !errors.Is(err, want) {
-		t.Fatalf("Attempt = %+v, %v; want %v", p, err, want)
+	if p, ok, err := s.Check(ctx, addr, wrongCode, l); !errors.Is(err, want) || ok {
+		t.Fatalf("Check = %+v, %v, %v; want %v", p, ok, err, want)
 	}
 }
 
@@ -214,12 +237,7 @@ func checkSame(t *testing.T, got, want userapi.Pending) {
 func verifyAccount(t *testing.T, s userapi.Store, addr string) userapi.Pending {
 	t.Helper()
 	mustRegister(t, s, pending(addr, time.Now(), 9))
-	a := attempts(t, s, addr, lim, 1)
-	p, err := s.Consume(ctx, a)
-	if err != nil {
-		t.Fatalf("Consume: %v", err)
-	}
-	return p
+	return right(t, s, addr, lim)
 }
 
 func testRegisterNew(t *testing.T, s userapi.Store) {
@@ -429,18 +447,18 @@ func testFailureBudgetConcurrent(t *testing.T, s userapi.Store) {
 	mustRegister(t, s, pending(addr, time.Now(), 1))
 	var ok, locked atomic.Int32
 	parallel(200, func(int) {
-		_, err := s.Attempt(ctx, addr, l)
+		_, right, err := s.Check(ctx, addr, wrongCode, l)
 		switch {
-		case err == nil:
+		case err == nil && !right:
 			ok.Add(1)
 		case errors.Is(err, userapi.ErrLocked):
 			locked.Add(1)
 		default:
-			t.Errorf("Attempt: %v", err)
+			t.Errorf("Check: %v, %v", right, err)
 		}
 	})
 	if ok.Load() != 7 || locked.Load() != 193 {
-		t.Errorf("%d attempts began and %d refused, want 7 and 193", ok.Load(), locked.Load())
+		t.Errorf("%d wrong codes checked and %d refused, want 7 and 193", ok.Load(), locked.Load())
 	}
 }
 
@@ -456,19 +474,16 @@ func testFailureBudgetRolls(t *testing.T, s userapi.Store) {
 	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
 }
 
-func testConsumeGivesFailureBack(t *testing.T, s userapi.Store) {
+func testRightCodeIsNoFailure(t *testing.T, s userapi.Store) {
 	addr := email(t)
 	l := limits(5, 2)
 	mustRegister(t, s, pending(addr, time.Now(), 1))
 	attempts(t, s, addr, l, 1)
-	a := attempts(t, s, addr, l, 1)
-	wantAttemptErr(t, s, addr, l, userapi.ErrLocked)
-	consumed, err := s.Consume(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	consumed := right(t, s, addr, l)
 	// The right code's attempt is not a failure: after a failed publish
-	// the person may try once more.
+	// the person may try once more, and one more wrong code fits the
+	// budget of two.
+	consumed.Attempts--
 	if err := s.Restore(ctx, consumed); err != nil {
 		t.Fatal(err)
 	}
@@ -483,9 +498,9 @@ func testConcurrentAttemptsBounded(t *testing.T, s userapi.Store) {
 	var ok, void atomic.Int32
 	seen := make([]atomic.Bool, limit+1)
 	parallel(n, func(int) {
-		p, err := s.Attempt(ctx, addr, limits(limit, 1000))
+		p, right, err := s.Check(ctx, addr, wrongCode, limits(limit, 1000))
 		switch {
-		case err == nil:
+		case err == nil && !right:
 			ok.Add(1)
 			if p.Attempts < 1 || p.Attempts > limit || seen[p.Attempts].Swap(true) {
 				t.Errorf("attempt number %d returned twice or out of range", p.Attempts)
@@ -493,12 +508,56 @@ func testConcurrentAttemptsBounded(t *testing.T, s userapi.Store) {
 		case errors.Is(err, userapi.ErrTooManyAttempts):
 			void.Add(1)
 		default:
-			t.Errorf("Attempt: %v", err)
+			t.Errorf("Check: %v, %v", right, err)
 		}
 	})
 	if ok.Load() != limit || void.Load() != n-limit {
-		t.Errorf("%d attempts began and %d refused, want %d and %d", ok.Load(), void.Load(), limit, n-limit)
+		t.Errorf("%d wrong codes checked and %d refused, want %d and %d", ok.Load(), void.Load(), limit, n-limit)
 	}
+}
+
+// The race CI found in TestAttackRushGivesOneAccount: right codes checked
+// at once with registers of the same address. Each right code is judged
+// against the record as it is at its turn, so the first one wins, the
+// address becomes an account, and no register can replace the record
+// while a right code is being checked (with a reserve-then-consume pair
+// the five reserved attempts voided the code, a register issued a new
+// one, and every right code lost, counted as a failure).
+func testRightCodesRaceRegisters(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	first := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
+	right := rightCode(first)
+	var won atomic.Int32
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	parallel(300, func(i int) {
+		if i%3 == 0 {
+			w, err := s.Register(ctx, pending(addr, time.Now(), 2), lim)
+			if err != nil {
+				t.Errorf("Register: %v", err)
+				return
+			}
+			mu.Lock()
+			outcomes[w.Outcome.String()]++
+			mu.Unlock()
+			return
+		}
+		_, ok, err := s.Check(ctx, addr, right, lim)
+		switch {
+		case ok:
+			won.Add(1)
+		case errors.Is(err, userapi.ErrNotFound):
+		default:
+			t.Errorf("right code: ok %v, %v", ok, err)
+		}
+	})
+	if won.Load() != 1 {
+		t.Errorf("%d right codes succeeded, want exactly 1", won.Load())
+	}
+	if outcomes[userapi.OutcomeIssued.String()] != 0 {
+		t.Errorf("register outcomes %v: a new code was issued while the right one was being checked", outcomes)
+	}
+	wantAccount(t, s, addr, true)
 }
 
 // The second account of issue 13: a verified address stays verified.
@@ -506,18 +565,17 @@ func testConsumeMakesAccount(t *testing.T, s userapi.Store) {
 	addr := email(t)
 	wantAccount(t, s, addr, false)
 	stored := mustRegister(t, s, pending(addr, time.Now().Add(-2*interval), 1))
-	a := attempts(t, s, addr, lim, 1)
-	got, err := s.Consume(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := right(t, s, addr, lim)
 	want := stored
 	want.Attempts = 1
 	checkSame(t, got, want)
 	wantNotFound(t, s, addr)
 	wantAccount(t, s, addr, true)
-	if _, err := s.Consume(ctx, a); !errors.Is(err, userapi.ErrNotFound) {
-		t.Errorf("second Consume: %v, want ErrNotFound", err)
+	if _, ok, err := s.Check(ctx, addr, rightCode(stored), lim); ok || !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("the right code again: ok %v, %v; want ErrNotFound", ok, err)
+	}
+	if _, err := s.Consume(ctx, stored); !errors.Is(err, userapi.ErrNotFound) {
+		t.Errorf("Consume of an account: %v, want ErrNotFound", err)
 	}
 	w := register(t, s, pending(addr, time.Now(), 2), lim, userapi.OutcomeAccount)
 	if w.Sends() || w.Replaced != nil || w.Pending.Email != "" {
@@ -536,31 +594,42 @@ func testConsumeWrongVersion(t *testing.T, s userapi.Store) {
 		t.Errorf("Consume of unknown address: %v, want ErrNotFound", err)
 	}
 	first := mustRegister(t, s, pending(addr, time.Now().Add(-3*interval), 1))
-	a := attempts(t, s, addr, lim, lim.MaxAttempts)
+	attempts(t, s, addr, lim, lim.MaxAttempts)
 	second := register(t, s, pending(addr, time.Now(), 2), lim, userapi.OutcomeIssued).Pending
-	if _, err := s.Consume(ctx, a); !errors.Is(err, userapi.ErrNotFound) || a.Version != first.Version {
+	if _, err := s.Consume(ctx, first); !errors.Is(err, userapi.ErrNotFound) {
 		t.Errorf("Consume of a replaced version: %v, want ErrNotFound", err)
 	}
 	checkSame(t, mustGet(t, s, addr), second)
+	if _, ok, err := s.Check(ctx, addr, rightCode(first), lim); ok || err != nil {
+		t.Errorf("the replaced code: ok %v, %v; want a wrong code", ok, err)
+	}
 	wantAccount(t, s, addr, false)
 }
 
 func testConcurrentConsume(t *testing.T, s userapi.Store) {
 	addr := email(t)
-	mustRegister(t, s, pending(addr, time.Now(), 1))
-	a := attempts(t, s, addr, lim, 1)
+	a := mustRegister(t, s, pending(addr, time.Now(), 1))
 	var won atomic.Int32
-	parallel(500, func(int) {
-		_, err := s.Consume(ctx, a)
+	parallel(500, func(i int) {
+		// Links (Consume) and right codes (Check) at once.
+		var err error
+		if i%2 == 0 {
+			_, err = s.Consume(ctx, a)
+		} else {
+			var ok bool
+			if _, ok, err = s.Check(ctx, addr, rightCode(a), limits(1000, 1000)); err == nil && !ok {
+				t.Errorf("the right code was judged wrong")
+			}
+		}
 		switch {
 		case err == nil:
 			won.Add(1)
 		case !errors.Is(err, userapi.ErrNotFound):
-			t.Errorf("Consume: %v", err)
+			t.Errorf("Consume or Check: %v", err)
 		}
 	})
 	if won.Load() != 1 {
-		t.Errorf("%d concurrent Consume calls succeeded, want exactly 1", won.Load())
+		t.Errorf("%d concurrent Consume and Check calls succeeded, want exactly 1", won.Load())
 	}
 }
 
@@ -622,21 +691,14 @@ func testForgottenRegisters(t *testing.T, s userapi.Store) {
 func testRestoreAfterConsume(t *testing.T, s userapi.Store) {
 	addr := email(t)
 	mustRegister(t, s, pending(addr, time.Now(), 1))
-	a := attempts(t, s, addr, lim, 1)
-	consumed, err := s.Consume(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	consumed := right(t, s, addr, lim)
 	consumed.Attempts--
 	if err := s.Restore(ctx, consumed); err != nil {
 		t.Fatal(err)
 	}
 	wantAccount(t, s, addr, false)
 	checkSame(t, mustGet(t, s, addr), consumed)
-	a = attempts(t, s, addr, lim, 1)
-	if _, err := s.Consume(ctx, a); err != nil {
-		t.Errorf("Consume after Restore: %v", err)
-	}
+	right(t, s, addr, lim)
 	wantAccount(t, s, addr, true)
 }
 

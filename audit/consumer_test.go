@@ -241,10 +241,12 @@ func TestAuditWritesEveryEvent(t *testing.T) {
 			mustf(t, g == group && a == "0" && hasErr, "dead letter headers: %v", m.Headers)
 		}
 		// The kit's metrics, under the audit's group, as every subscriber
-		// exports them: the dashboard and the lag alert read these.
+		// exports them: the dashboard and the lag alert read these. (At
+		// least one dead letter per topic: on a shared real cluster the
+		// group also reads other tests' bad records.)
 		for _, topic := range []string{events.TopicUserAccountCreated, audit.TopicUserAccountDeleted} {
 			eventstest.Eventually(t, time.Minute, func() bool {
-				return promtest.Counter(t, r.reg, kafka.MetricConsumerDeadLettered, group, topic) == 1
+				return promtest.Counter(t, r.reg, kafka.MetricConsumerDeadLettered, group, topic) >= 1
 			})
 		}
 		eventstest.Eventually(t, time.Minute, func() bool { return lagSeries(t, r.reg, group) > 0 })

@@ -45,6 +45,15 @@ func FollowTopic(ctx context.Context, cfg Config, topic string, apply func(conte
 		"max.partition.fetch.bytes":  8 << 20,
 		"fetch.max.bytes":            64 << 20,
 		"queued.max.messages.kbytes": 65536,
+		// When a partition's prefetch queue is over queued.min.messages
+		// (100,000) or the kbytes above, librdkafka postpones its next
+		// fetch by this much (default 1000 ms) instead of fetching again
+		// as soon as the queue drains. A rebuild fills the queue with
+		// every fetch, so with the default the reader sat idle for up to
+		// a second at a time (1.1-2.1 s of a 3.2-3.9 s rebuild of a
+		// million records). 10 ms keeps the queue fed; once caught up the
+		// queue is near empty and the setting no longer applies.
+		"fetch.queue.backoff.ms": 10,
 	}, ckafka.ConfigMap{
 		// librdkafka wants a group id even when no group is joined (Assign,
 		// never Subscribe); nothing is committed under it.

@@ -2,8 +2,10 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,6 +139,77 @@ func TestFollowTopicApplyError(t *testing.T) {
 	err := kafka.FollowTopic(context.Background(), cfg, topic, func(context.Context, []kafka.Record) error { return boom }, func() {})
 	if err == nil || err.Error() != "follow "+topic+": store down" {
 		t.Fatalf("FollowTopic = %v, want the apply error", err)
+	}
+}
+
+// A log of several batches: apply runs one batch at a time (never two at
+// once, never alongside caughtUp), in offset order within each partition,
+// and caughtUp comes after every record is applied. A later batch's apply
+// error ends FollowTopic, no batch is applied after it, and it never says
+// it caught up.
+func TestFollowTopicManyBatches(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	const n = 20_000 // about five batches of 4,096
+	recs := make([][2][]byte, n)
+	for i := range recs {
+		recs[i] = [2][]byte{[]byte(fmt.Sprintf("k%d", i)), []byte("v")}
+	}
+	produceRaw(t, brokers, topic, recs...)
+
+	var busy atomic.Bool
+	enter := func() {
+		if !busy.CompareAndSwap(false, true) {
+			t.Error("apply or caughtUp called while another runs")
+		}
+	}
+	var applied, batches, atCaught int
+	last := map[int32]int64{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := kafka.FollowTopic(ctx, cfg, topic, func(_ context.Context, recs []kafka.Record) error {
+		enter()
+		defer busy.Store(false)
+		batches++
+		for _, r := range recs {
+			if prev, ok := last[r.Partition]; ok && r.Offset <= prev {
+				t.Errorf("partition %d: offset %d after %d", r.Partition, r.Offset, prev)
+			}
+			last[r.Partition] = r.Offset
+			applied++
+		}
+		return nil
+	}, func() {
+		enter()
+		defer busy.Store(false)
+		atCaught = applied
+		cancel()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if atCaught != n {
+		t.Errorf("caught up after %d records, want all %d", atCaught, n)
+	}
+	if batches < 2 {
+		t.Errorf("%d batches, want several", batches)
+	}
+
+	boom := errors.New("store down")
+	calls := 0
+	err = kafka.FollowTopic(context.Background(), cfg, topic, func(context.Context, []kafka.Record) error {
+		calls++
+		if calls == 2 {
+			return boom
+		}
+		return nil
+	}, func() { t.Error("caught up although an apply failed") })
+	if !errors.Is(err, boom) {
+		t.Fatalf("FollowTopic = %v, want the apply error", err)
+	}
+	if calls != 2 {
+		t.Errorf("apply called %d times, want 2 (none after the error)", calls)
 	}
 }
 

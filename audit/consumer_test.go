@@ -91,6 +91,10 @@ func history(tb testing.TB, n int, suffix string) []events.Event {
 		if len(out) < n && i%10 == 1 {
 			out = append(out, deleted(tb, email, userID(tb, c)))
 		}
+		if len(out) < n && i%8 == 2 {
+			// Someone registered the account again (issue 13 point 3).
+			out = append(out, exists(tb, email))
+		}
 	}
 	return out
 }
@@ -257,7 +261,13 @@ func TestAuditWritesEveryEvent(t *testing.T) {
 		mustf(t, rows == len(evs) && distinct == len(evs), "audit_events: %d rows, %d distinct; want %d", rows, distinct, len(evs))
 		acc := count(t, store, `SELECT count(*) FROM accounts WHERE email LIKE `+placeholder(store), "%"+suffix)
 		mustf(t, acc == expectedAccounts(evs), "accounts: %d, want %d", acc, expectedAccounts(evs))
-		mustf(t, testutil.ToFloat64(r.a.Metrics().Duplicates) == 0, "duplicates skipped: want 0")
+		if !eventstest.RealBroker() {
+			// On a shared real cluster the group also reads other tests'
+			// events, some of them published twice on purpose (the
+			// notifier's dedupe tests); the rows above show this test's
+			// events were written once.
+			mustf(t, testutil.ToFloat64(r.a.Metrics().Duplicates) == 0, "duplicates skipped: want 0")
+		}
 		mustf(t, testutil.CollectAndCount(r.reg, "countersign_audit_batch_size") == 1, "batch size metric")
 	})
 }
@@ -287,7 +297,11 @@ func TestTwoInstancesOneGroup(t *testing.T) {
 		rows, distinct := suffixRows(t, s1, suffix)
 		mustf(t, rows == total && distinct == total, "audit_events: %d rows, %d distinct; want %d", rows, distinct, total)
 		dups := testutil.ToFloat64(a1.a.Metrics().Duplicates) + testutil.ToFloat64(a2.a.Metrics().Duplicates)
-		mustf(t, dups == 0, "duplicates skipped: %v, want 0", dups)
+		if !eventstest.RealBroker() {
+			// As in TestAuditWritesEveryEvent: a shared real cluster holds
+			// other tests' events published twice on purpose.
+			mustf(t, dups == 0, "duplicates skipped: %v, want 0", dups)
+		}
 	})
 }
 

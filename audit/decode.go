@@ -106,8 +106,9 @@ func decodeDeleted(value []byte) (events.Event, error) {
 
 var errNoPerson = errors.New("event data names no email")
 
-// toRow maps a decoded event to its row. Every event type carries user_id
-// and email in its data; verified and deleted change accounts.
+// toRow maps a decoded event to its row. Every event type carries email in
+// its data, and all but user_account_exists a user_id (its row's is empty);
+// verified and deleted change accounts.
 func toRow(r kafka.BatchRecord) (row, error) {
 	e := r.Event
 	out := row{

@@ -75,6 +75,16 @@ func deleted(t testing.TB, email, userID string) events.Event {
 		Type: audit.TopicUserAccountDeleted, Time: time.Now().UTC(), DataContentType: events.DataContentType, Data: data, Key: email}
 }
 
+// exists is a user_account_exists event: no user id, no names.
+func exists(t testing.TB, email string) events.Event {
+	t.Helper()
+	e, err := events.NewUserAccountExists(events.UserAccountExists{Email: email, AttemptedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func userID(t testing.TB, e events.Event) string {
 	t.Helper()
 	var d struct {

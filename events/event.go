@@ -19,10 +19,11 @@ const (
 	TopicUserAccountCreated  = "user_account_created"
 	TopicUserAccountVerified = "user_account_verified"
 	TopicUserAccountDeleted  = "user_account_deleted"
+	TopicUserAccountExists   = "user_account_exists"
 )
 
 // Topics lists every topic the platform publishes to.
-var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified, TopicUserAccountDeleted}
+var Topics = []string{TopicUserAccountCreated, TopicUserAccountVerified, TopicUserAccountDeleted, TopicUserAccountExists}
 
 // TopicConfigs are the topic settings the contract depends on, applied when
 // a topic is created (kafka.EnsureTopics) and checked on existing ones.
@@ -130,6 +131,23 @@ type UserAccountDeleted struct {
 	DeletedAt time.Time `json:"deleted_at"`
 }
 
+// UserAccountExists is the data of a user_account_exists event: someone
+// (maybe the owner, maybe not) tried to register an address that is a
+// verified account already. The owner may be told so ("you already have an
+// account; you need do nothing"). The user API publishes at most one per
+// address per RESEND_INTERVAL, within the address's mail budgets.
+//
+// It carries no names on purpose: the names given in the attempt are
+// whoever tried's text, and must not reach the owner's mailbox; the user
+// API does not know the account's user id.
+type UserAccountExists struct {
+	Email       string    `json:"email"`
+	AttemptedAt time.Time `json:"attempted_at"`
+	// Locale is the language of the page the attempt was made on ("en",
+	// "zh-CN"). Optional; missing or unknown means English.
+	Locale string `json:"locale,omitempty"`
+}
+
 // NormalizeEmail returns the canonical form of an address, the record key
 // and store key every service uses: trimmed, in Unicode NFC, lower-cased,
 // and with the domain (after the last "@") in the Unicode form that IDNA's
@@ -206,6 +224,16 @@ func NewUserAccountDeleted(d UserAccountDeleted) (Event, error) {
 		return Event{}, err
 	}
 	return newEvent(TopicUserAccountDeleted, d.Email, d)
+}
+
+// NewUserAccountExists builds a user_account_exists event with a fresh id.
+func NewUserAccountExists(d UserAccountExists) (Event, error) {
+	d.Email = NormalizeEmail(d.Email)
+	d.AttemptedAt = d.AttemptedAt.UTC()
+	if err := d.validate(); err != nil {
+		return Event{}, err
+	}
+	return newEvent(TopicUserAccountExists, d.Email, d)
 }
 
 func newEvent(typ, key string, data any) (Event, error) {
@@ -295,6 +323,8 @@ func Decode(value []byte) (Event, error) {
 		_, err = e.UserAccountVerified()
 	case TopicUserAccountDeleted:
 		_, err = e.UserAccountDeleted()
+	case TopicUserAccountExists:
+		_, err = e.UserAccountExists()
 	case "":
 		err = invalid("missing type")
 	default:
@@ -340,6 +370,28 @@ func (e Event) UserAccountDeleted() (UserAccountDeleted, error) {
 		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
 	}
 	return d, d.validate()
+}
+
+// UserAccountExists decodes and validates the data of a user_account_exists event.
+func (e Event) UserAccountExists() (UserAccountExists, error) {
+	var d UserAccountExists
+	if e.Type != TopicUserAccountExists {
+		return d, invalid("type is not %q", TopicUserAccountExists)
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, &DecodeError{Reason: "malformed data", Err: stripJSONValue(err)}
+	}
+	return d, d.validate()
+}
+
+func (d UserAccountExists) validate() error {
+	switch {
+	case d.Email == "":
+		return invalid("data: missing email")
+	case d.AttemptedAt.IsZero():
+		return invalid("data: missing attempted_at")
+	}
+	return nil
 }
 
 func (d UserAccountDeleted) validate() error {

@@ -266,8 +266,14 @@ func schemaFixtures(tb testing.TB) []schemaFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	exists, err := events.NewUserAccountExists(events.UserAccountExists{
+		Email: email, AttemptedAt: time.Now().In(zone), Locale: "zh-CN",
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var out []schemaFixture
-	for _, e := range []events.Event{created, verified, deleted} {
+	for _, e := range []events.Event{created, verified, deleted, exists} {
 		doc, err := e.Marshal()
 		if err != nil {
 			tb.Fatal(err)
@@ -306,7 +312,7 @@ func TestSchemaDocumentHeader(t *testing.T) {
 // the dead-letter pattern.
 func TestSchemaChannelsAreTheTopicConstants(t *testing.T) {
 	doc := loadAsyncAPI(t)
-	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified, events.TopicUserAccountDeleted} {
+	for _, topic := range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified, events.TopicUserAccountDeleted, events.TopicUserAccountExists} {
 		if !slices.Contains(events.Topics, topic) {
 			t.Errorf("events.Topics lacks %q", topic)
 		}
@@ -647,6 +653,7 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 		events.TopicUserAccountCreated:  reflect.TypeFor[events.UserAccountCreated](),
 		events.TopicUserAccountVerified: reflect.TypeFor[events.UserAccountVerified](),
 		events.TopicUserAccountDeleted:  reflect.TypeFor[events.UserAccountDeleted](),
+		events.TopicUserAccountExists:   reflect.TypeFor[events.UserAccountExists](),
 	} {
 		t.Run(topic, func(t *testing.T) {
 			ptr := eventSchemaPointer(t, doc, topic)

@@ -81,8 +81,9 @@ func (d *Deps) check() error {
 	return nil
 }
 
-// Notifier mails a verification code for every user_account_created event
-// and a confirmation for every user_account_verified event.
+// Notifier mails a verification code for every user_account_created event,
+// a confirmation for every user_account_verified event, and a "you already
+// have an account" notice for every user_account_exists event.
 type Notifier struct {
 	*kafka.Worker
 	deps      Deps
@@ -93,9 +94,13 @@ type Notifier struct {
 
 // Mail kinds, the "kind" label of the metrics.
 const (
-	KindVerification = "verification"
-	KindVerified     = "verified"
+	KindVerification  = "verification"
+	KindVerified      = "verified"
+	KindAccountExists = "account_exists"
 )
+
+// Topics are the topics the notifier reads, under its group.
+var Topics = []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified, events.TopicUserAccountExists}
 
 // New checks the configuration and builds a notifier; Run starts it.
 // Replay, Ready and DeadLetterTopic come from the kit (kafka.Worker).
@@ -111,7 +116,7 @@ func New(cfg Config, deps Deps, opts ...kafka.WorkerOption) (*Notifier, error) {
 	}
 	n.publicURL = strings.TrimRight(cfg.PublicURL, "/")
 	w, err := kafka.NewWorker(deps.Kafka, cfg.WorkerConfig,
-		[]string{events.TopicUserAccountCreated, events.TopicUserAccountVerified}, n.Handle,
+		Topics, n.Handle,
 		append([]kafka.WorkerOption{kafka.OnResult(n.onResult), kafka.OnDuplicate(n.onDuplicate), kafka.WithRegisterer(deps.Registerer)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
@@ -138,6 +143,9 @@ func (n *Notifier) Handle(ctx context.Context, e events.Event) error {
 	case events.TopicUserAccountVerified:
 		kind = KindVerified
 		msg, err = n.verifiedMail(e)
+	case events.TopicUserAccountExists:
+		kind = KindAccountExists
+		msg, err = n.accountExistsMail(e)
 	default:
 		// Decode only lets known types through; a new type this notifier
 		// does not know yet is not its business.
@@ -238,6 +246,23 @@ func (n *Notifier) verifiedMail(e events.Event) (mail.Message, error) {
 		ID: e.ID + "." + KindVerified}, nil
 }
 
+// accountExistsMail is the notice to the owner of an account that someone
+// tried to register it again. It greets nobody by name and is addressed to
+// the bare address: the event carries no names, as the attempt's were
+// whoever tried's text.
+func (n *Notifier) accountExistsMail(e events.Event) (mail.Message, error) {
+	d, err := e.UserAccountExists()
+	if err != nil {
+		return mail.Message{}, err
+	}
+	r, err := n.deps.Templates.AccountExists(templates.AccountExists{Email: d.Email, AttemptedAt: d.AttemptedAt, Locale: d.Locale})
+	if err != nil {
+		return mail.Message{}, fmt.Errorf("render: %w", err)
+	}
+	return mail.Message{To: d.Email, Subject: r.Subject, HTML: r.HTML, Text: r.Text,
+		ID: e.ID + "." + KindAccountExists}, nil
+}
+
 func fullName(first, last string) string { return strings.TrimSpace(first + " " + last) }
 
 func (n *Notifier) onDuplicate(e events.Event) {
@@ -288,7 +313,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	// Present from the start, at 0, so that an alert or a rate works before
 	// the first such mail.
 	m.undeliverable.WithLabelValues(mail.ReasonSMTPUTF8)
-	for _, kind := range []string{KindVerification, KindVerified} {
+	for _, kind := range []string{KindVerification, KindVerified, KindAccountExists} {
 		m.sent.WithLabelValues(kind)
 	}
 	if reg != nil {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every catalogue has exactly the English keys, and the same fmt verbs in
@@ -126,5 +127,37 @@ func TestVerificationMailLinkLocaleBrand(t *testing.T) {
 	}
 	if strings.Contains(r.Text, "/confirm/") || strings.Contains(r.HTML, "Confirm my address") {
 		t.Error("a mail without a link shows one")
+	}
+}
+
+// The notice to an account, in both languages and under a brand: the
+// address, the time, "you need do nothing", the support contact, and no
+// greeting by name (the model has none).
+func TestAccountExistsMailLocaleBrand(t *testing.T) {
+	s, err := Load("", WithBrand(Brand{ProductName: "Acme ID", SupportEmail: "help@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ locale, subject, hello, nothing string }{
+		{"", "Someone tried to register with your address", "Hello,", "You need do nothing"},
+		{"zh-CN", "有人尝试使用您的地址注册", "您好，", "您无需做任何事"},
+	} {
+		r, err := s.AccountExists(AccountExists{Email: "li@例子.测试", AttemptedAt: time.Date(2026, 6, 2, 10, 0, 0, 0, time.UTC), Locale: tc.locale})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Subject != tc.subject {
+			t.Errorf("%q: subject %q, want %q", tc.locale, r.Subject, tc.subject)
+		}
+		for part, body := range map[string]string{"html": r.HTML, "text": r.Text} {
+			for _, want := range []string{tc.hello, tc.nothing, "li@例子.测试", "2 June 2026 at 10:00 UTC", "Acme ID", "help@acme.example"} {
+				if !strings.Contains(body, want) {
+					t.Errorf("%q %s part lacks %q", tc.locale, part, want)
+				}
+			}
+			if strings.Contains(body, "Countersign") || strings.Contains(body, "/confirm/") {
+				t.Errorf("%q %s part names Countersign under another brand, or links to a confirmation", tc.locale, part)
+			}
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package templates renders Countersign's e-mails.
 //
-// Each mail is a typed model (Verification, Verified, GettingStarted) plus three
+// Each mail is a typed model (Verification, Verified, AccountExists,
+// GettingStarted) plus three
 // files under email/<name>/: subject.gotmpl and body.txt.gotmpl (text/template)
 // and body.html.gotmpl (html/template, which escapes every value). The HTML
 // bodies share email/layout.html.gotmpl, which defines the frame ("layout")
@@ -75,6 +76,18 @@ type Verified struct {
 	Locale string
 }
 
+// AccountExists is the model of the "you already have an account" notice
+// (email/account_exists/), sent when someone registers an address that is
+// an account. It has no names on purpose: the names given in that attempt
+// are whoever tried's text, and the account's own are not in the event.
+type AccountExists struct {
+	Email string
+	// AttemptedAt is when the registration was tried; shown in UTC.
+	AttemptedAt time.Time
+	// Locale picks the language (Locales); empty or unknown is English.
+	Locale string
+}
+
 // GettingStarted is the model of the "getting started" mail
 // (email/getting_started/), filled by the recommender.
 type GettingStarted struct {
@@ -100,6 +113,7 @@ const (
 	nameVerification   = "verification"
 	nameVerified       = "verified"
 	nameGettingStarted = "getting_started"
+	nameAccountExists  = "account_exists"
 )
 
 // File names inside a template's directory, and the shared HTML layout.
@@ -115,6 +129,7 @@ type Set struct {
 	verification   *mailTemplate
 	verified       *mailTemplate
 	gettingStarted *mailTemplate
+	accountExists  *mailTemplate
 }
 
 // Option configures Load.
@@ -186,6 +201,9 @@ func Load(dir string, opts ...Option) (*Set, error) {
 	if s.gettingStarted, err = loadTemplate(&l, o.brand, nameGettingStarted, GettingStarted{}); err != nil {
 		return nil, err
 	}
+	if s.accountExists, err = loadTemplate(&l, o.brand, nameAccountExists, AccountExists{}); err != nil {
+		return nil, err
+	}
 	if err := l.checkUnknown(); err != nil {
 		return nil, err
 	}
@@ -200,6 +218,12 @@ func (s *Set) Verification(m Verification) (Rendered, error) {
 // Verified renders the mail that confirms a verified account.
 func (s *Set) Verified(m Verified) (Rendered, error) {
 	return s.verified.render(m, m.Locale)
+}
+
+// AccountExists renders the notice to the owner of an account that someone
+// tried to register it again.
+func (s *Set) AccountExists(m AccountExists) (Rendered, error) {
+	return s.accountExists.render(m, m.Locale)
 }
 
 // GettingStarted renders the mail with the recommender's first steps.

@@ -69,6 +69,15 @@ func sampleCases() []renderCase {
 			want:    []string{"Hi Ada,", "ada@example.com", "Wednesday, 4 March 2026 at 14:30 UTC"},
 		},
 		{
+			name: "account exists",
+			render: func(s *templates.Set) (templates.Rendered, error) {
+				return s.AccountExists(templates.AccountExists{Email: "ada@example.com", AttemptedAt: expires})
+			},
+			subject: "Someone tried to register with your address",
+			want: []string{"Hello,", "maybe you", "ada@example.com", "Wednesday, 4 March 2026 at 14:30 UTC",
+				"You already have an account", "need do nothing", "ignore this email"},
+		},
+		{
 			name: "getting started",
 			render: func(s *templates.Set) (templates.Rendered, error) {
 				return s.GettingStarted(templates.GettingStarted{
@@ -99,6 +108,12 @@ func zeroCases() []renderCase {
 			render:  func(s *templates.Set) (templates.Rendered, error) { return s.Verified(templates.Verified{}) },
 			subject: "Your account is verified",
 			want:    []string{"Hello,"},
+		},
+		{
+			name:    "account exists",
+			render:  func(s *templates.Set) (templates.Rendered, error) { return s.AccountExists(templates.AccountExists{}) },
+			subject: "Someone tried to register with your address",
+			want:    []string{"Hello,", "You already have an account"},
 		},
 		{
 			name: "getting started",

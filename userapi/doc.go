@@ -31,7 +31,8 @@
 //     address, exactly one gets 200 and publishes user_account_verified; and
 //     an address is verified once, ever: the step that consumes its pending
 //     registration makes it an account (Store.Consume), registering an
-//     account answers as for a new address but publishes nothing, and the
+//     account answers as for a new address but publishes no
+//     user_account_created and issues no code, and the
 //     accounts are rebuilt at start from the compacted user_account_verified
 //     (Deps.AccountsLoaded holds the API back until they are).
 //   - One code per address while it lives: register and resend mail the
@@ -49,6 +50,11 @@
 //     MailBudget); past either, register and resend answer 202 and send
 //     nothing. Past Config.PendingMax pending registrations, register
 //     answers 503 with Retry-After.
+//   - Registering an account publishes at most one user_account_exists (the
+//     owner's "you already have an account" notice) per address per
+//     Config.ResendInterval (Store.TakeNotice, atomic across replicas on
+//     Redis), and only within the mail budgets, which notices share with
+//     code mails. The notice carries the address, not the names given.
 //   - The code exists in plain text only between its generation and its
 //     sealing into the event; the store keeps an HMAC. It never appears in a
 //     log line, an error or a response, nor does the address in a log line.

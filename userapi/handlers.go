@@ -40,7 +40,8 @@ const storeTimeout = 5 * time.Second
 // out less than RESEND_INTERVAL ago, the address's failure budget is spent,
 // or the address is an account already) the answer is the same 202 after
 // about the time a mail takes, so neither the body nor the timing tells
-// whether the address is an account.
+// whether the address is an account. For an account, the owner may be sent
+// a notice instead of a code (notice.go).
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req RegisterRequest
 	if err := decodeRequest(w, r, &req); err != nil {
@@ -89,7 +90,12 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, locale strin
 	if err != nil {
 		return Pending{}, storeError(err)
 	}
-	if err := s.mail(ctx, written, locale); err != nil {
+	if written.Outcome == OutcomeAccount {
+		err = s.notice(ctx, req.Email, locale)
+	} else {
+		err = s.mail(ctx, written, locale)
+	}
+	if err != nil {
 		return Pending{}, err
 	}
 	shown := Pending{Email: req.Email, ExpiresAt: c.ExpiresAt}
@@ -353,6 +359,12 @@ func (s *Server) sendCode(ctx context.Context, p Pending, code, locale string) e
 // not leave an event whose fate the store does not reflect, so only the
 // timeout (after which the store change is undone) ends it early.
 func (s *Server) publish(ctx context.Context, e events.Event, userID string) error {
+	return s.publishAs(ctx, e, "user "+userID)
+}
+
+// publishAs is publish for an event about no user id; subject names it in
+// the error (never the address).
+func (s *Server) publishAs(ctx context.Context, e events.Event, subject string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
@@ -363,7 +375,7 @@ func (s *Server) publish(ctx context.Context, e events.Event, userID string) err
 			Code:       CodeUnavailable,
 			Detail:     "The request could not be completed; retry later.",
 			RetryAfter: publishRetryAfter,
-			Err:        fmt.Errorf("user %s: %w", userID, err),
+			Err:        fmt.Errorf("%s: %w", subject, err),
 		}
 	}
 	return nil

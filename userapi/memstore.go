@@ -31,6 +31,10 @@ type MemoryStore struct {
 	linksOnce sync.Once
 	links     *cache.Cache
 
+	// notices is the NoticeThrottle table (notice.go).
+	noticesOnce sync.Once
+	notices     *cache.Cache
+
 	// accounts holds a digest of each verified address (see accountKey):
 	// 16 bytes a key instead of the address, so a million accounts take
 	// tens of megabytes (BenchmarkMemoryStoreBytesPerAccount).

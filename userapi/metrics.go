@@ -30,7 +30,17 @@ type metrics struct {
 	// Issue 14's limits.
 	heldBack       *prometheus.CounterVec
 	pendingRefused prometheus.Counter
+	// Issue 13's notices to accounts (notice.go).
+	notices *prometheus.CounterVec
 }
+
+// Outcomes of a register of an account, the label values of
+// countersign_account_notices_total.
+const (
+	noticeSent      = "sent"
+	noticeThrottled = "throttled"
+	noticeHeldBack  = "held_back"
+)
 
 // newMetrics registers the server's metrics on reg. pending is read at each
 // scrape from the store.
@@ -62,6 +72,13 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 	for _, b := range []string{BudgetMailbox, BudgetPlatform} {
 		m.heldBack.WithLabelValues(b)
 	}
+	m.notices = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "countersign_account_notices_total",
+		Help: "Registers of an address that is an account, by what became of the owner's notice (user_account_exists): sent (published), throttled (one went out less than RESEND_INTERVAL ago), held_back (a mail budget was used up). The request got 202 in every case.",
+	}, []string{"outcome"})
+	for _, o := range []string{noticeSent, noticeThrottled, noticeHeldBack} {
+		m.notices.WithLabelValues(o)
+	}
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "countersign_pending_registrations",
 		Help: "Pending registrations held by the store (may include expired ones not swept yet).",
@@ -74,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 		}
 		return float64(n)
 	})
-	for _, c := range []prometheus.Collector{m.requests, m.durations, m.publish, pending, m.heldBack, m.pendingRefused} {
+	for _, c := range []prometheus.Collector{m.requests, m.durations, m.publish, pending, m.heldBack, m.pendingRefused, m.notices} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -34,6 +34,9 @@ import (
 //	                                 score time), expiring 24 hours after the last
 //	countersign:pending:index        sorted set, address → expiry, for Len
 //	countersign:pending:version      counter, source of Pending.Version
+//	countersign:pending:n:<address>  string "until:id", the address's last
+//	                                 notice to an account (NoticeThrottle),
+//	                                 expiring after RESEND_INTERVAL
 //	countersign:pending:accounts     set of the verified addresses: kept by
 //	                                 Consume and Restore, and by ApplyAccounts
 //	                                 from the accounts log (Kafka is the source

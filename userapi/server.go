@@ -22,7 +22,8 @@ import (
 
 // Deps are the server's collaborators.
 type Deps struct {
-	// Publisher publishes user_account_created and user_account_verified.
+	// Publisher publishes user_account_created, user_account_verified and
+	// user_account_exists.
 	// Required; in production an *kafka.Producer.
 	Publisher events.Publisher
 

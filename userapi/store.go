@@ -260,6 +260,9 @@ type Store interface {
 
 	// LinkStore keeps the verification links' MACs (linkstore.go).
 	LinkStore
+
+	// NoticeThrottle spaces the notices to accounts (notice.go).
+	NoticeThrottle
 }
 
 func (o Outcome) String() string {

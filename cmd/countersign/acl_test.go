@@ -17,6 +17,7 @@ import (
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/mail/smtptest"
+	"github.com/countersign/countersign/notifier"
 )
 
 // EnvSASLBrokers names a broker started by `scripts/kafka-local start
@@ -41,7 +42,8 @@ func saslEnv(brokers, user string) []string {
 
 // TestLeastPrivilegeOnSASLBroker (issue 14): on a broker with SASL/SCRAM
 // and ACLs, the services work with the ACLs of docs/security.md and no
-// more (user API produces, notifier and recommender consume and mail), and
+// more (user API produces, notifier and recommender consume and mail, the
+// notice to an account included), and
 // a subscriber's principal cannot produce a user_account_verified: a forged
 // "verified" event never reaches the topic.
 func TestLeastPrivilegeOnSASLBroker(t *testing.T) {
@@ -65,7 +67,7 @@ func TestLeastPrivilegeOnSASLBroker(t *testing.T) {
 	acls = append(acls, kafka.ProducerACLs("User:userapi", events.Topics...)...)
 	// The accounts follower reads the verified topic directly (issue 13).
 	acls = append(acls, kafka.AccountsReaderACLs("User:userapi", events.TopicUserAccountVerified)...)
-	acls = append(acls, kafka.SubscriberACLs("User:notifier", ntfGroup, events.TopicUserAccountCreated, events.TopicUserAccountVerified)...)
+	acls = append(acls, kafka.SubscriberACLs("User:notifier", ntfGroup, notifier.Topics...)...)
 	acls = append(acls, kafka.SubscriberACLs("User:recommender", recGroup, events.TopicUserAccountVerified)...)
 	if err := kafka.CreateACLs(ctx, admin, acls); err != nil {
 		t.Fatal(err)
@@ -136,6 +138,19 @@ func TestLeastPrivilegeOnSASLBroker(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(subjects, "|"), "verified") {
 		t.Errorf("mails %q: no verified mail", subjects)
+	}
+	// Registering the account again: the user API writes
+	// user_account_exists, the notifier reads it and mails the notice.
+	if status, body := postJSON(t, base+"/api/register", fmt.Sprintf(`{"email":%q,"first_name":"Mallory","last_name":"Evil"}`, email)); status != http.StatusAccepted {
+		t.Fatalf("register the account again: %d %v", status, body)
+	}
+	notice := waitMail(t, smtp, email, 4, 90*time.Second)
+	found := false
+	for _, ml := range notice {
+		found = found || strings.Contains(strings.ToLower(ml.Subject()), "someone tried to register")
+	}
+	if !found {
+		t.Errorf("no notice to the account among %d mails", len(notice))
 	}
 	for _, p := range []*proc{api, ntf, rec} {
 		if out := p.output(); strings.Contains(out, "AUTHORIZATION_FAILED") || strings.Contains(out, "Authorization failed") {

@@ -194,7 +194,8 @@ var codeRE = regexp.MustCompile(`\b(\d{6})\b`)
 
 // TestDevEndToEnd: build the binary, start `countersign dev` on free ports,
 // register over HTTP, read the code from the outbox .eml, verify, see the
-// verified mail, and read both topics back with a Kafka client.
+// verified mail, register the account again and see the notice, and read
+// the topics back with a Kafka client.
 func TestDevEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -202,7 +203,9 @@ func TestDevEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	outbox := filepath.Join(dir, "outbox")
 	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
-	env := []string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=" + opsAddr, "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=info"}
+	// The dev inbox on a free port too: its default, 127.0.0.1:8025, may be
+	// taken on a shared machine.
+	env := []string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=" + opsAddr, "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=info", "DEV_INBOX_ADDR=" + freeAddr(t)}
 	var brokers string
 	if eventstest.RealBroker() {
 		// Issue 7: dev on a real cluster passes the same test.
@@ -263,6 +266,24 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	outboxMail(t, outbox, email, "verified", 60*time.Second)
 	outboxMail(t, outbox, email, "getting started", 60*time.Second)
+
+	// Issue 13 point 3: registering the account again answers as for a new
+	// address and mails the owner a notice, without the attempt's names.
+	status, body = postJSON(t, base+"/api/register", fmt.Sprintf(`{"email":%q,"first_name":"Mallory","last_name":"Evil"}`, email))
+	if status != http.StatusAccepted || body["status"] != "pending_verification" || body["expires_at"] == nil {
+		t.Fatalf("register the account again: %d %v, want the 202 of a new address", status, body)
+	}
+	notice := outboxMail(t, outbox, email, "someone tried to register", 60*time.Second)
+	noticeText, err := notice.TextPart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(noticeText, "You already have an account") || strings.Contains(noticeText, "Mallory") || codeRE.MatchString(noticeText) {
+		t.Errorf("notice: want \"You already have an account\", no attempt names, no code:\n%s", noticeText)
+	}
+	if recs := readWithKcat(t, brokers, events.TopicUserAccountExists, email); len(recs) != 1 || strings.Contains(recs[0], "Mallory") {
+		t.Errorf("%s: %d records keyed %s, want 1 without the attempt's names: %q", events.TopicUserAccountExists, len(recs), email, recs)
+	}
 
 	// Both topics hold the events, keyed by the normalized address, read by
 	// a client independent of the binary.

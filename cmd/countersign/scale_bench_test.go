@@ -21,6 +21,7 @@ import (
 	"github.com/countersign/countersign/events"
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
+	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/userapi/redistest"
 )
 
@@ -238,7 +239,7 @@ func benchNotifiers(b *testing.B, instances, partitions int, delay time.Duration
 		}, "notifier")
 		cpu.pids["notifier"] = append(cpu.pids["notifier"], p.cmd.Process.Pid)
 	}
-	eventstest.WaitGroup(b, brokers, group, instances, 2*partitions, 60*time.Second)
+	eventstest.WaitGroup(b, brokers, group, instances, len(notifier.Topics)*partitions, 60*time.Second)
 	b.Logf("assignment: %v", describeGroup(b, brokers, group))
 
 	evs := make([]events.Event, b.N)

@@ -21,6 +21,7 @@ import (
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
 	"github.com/countersign/countersign/mail/smtptest"
+	"github.com/countersign/countersign/notifier"
 	"github.com/countersign/countersign/userapi/redistest"
 )
 
@@ -383,7 +384,7 @@ func mailsSent(t *testing.T, metricsAddr string) int {
 }
 
 // TestScaleNotifiersShareTheGroup: three `countersign notifier` processes in
-// one consumer group share the six partitions (two topics of three) and all
+// one consumer group share the nine partitions (three topics of three) and all
 // send mail. One is stopped with SIGTERM, then another killed with SIGKILL;
 // each time the group hands the partitions to those left, and every event
 // published before, between and after gets its mail, with duplicates bounded
@@ -412,7 +413,7 @@ func TestScaleNotifiersShareTheGroup(t *testing.T) {
 		_ = producer.Close(ctx)
 	})
 	partitions := 0
-	for range []string{events.TopicUserAccountCreated, events.TopicUserAccountVerified} { // the notifier's topics
+	for range notifier.Topics {
 		partitions += 3 // KAFKA_TOPIC_PARTITIONS default, as EnsureTopics made them
 	}
 

@@ -67,6 +67,10 @@ func Run(t *testing.T, newStore func(t *testing.T) userapi.Store) {
 		{"Len", testLen},
 		{"LinkFollowsItsCode", testLinkFollowsItsCode},
 		{"LinkExpires", testLinkExpires},
+		{"NoticeOncePerInterval", testNoticeOncePerInterval},
+		{"NoticeConcurrentExactlyOne", testNoticeConcurrent},
+		{"NoticeRelease", testNoticeRelease},
+		{"NoticeAddressesIndependent", testNoticeAddressesIndependent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -948,5 +952,97 @@ func testLinkExpires(t *testing.T, s userapi.Store) {
 			t.Fatal("the link outlived its expiry by 30s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A notice to an account is taken at most once per interval, measured by
+// the caller's clock: within it every claim fails, from its end one
+// succeeds again.
+func testNoticeOncePerInterval(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	now := time.Now()
+	c, ok, err := s.TakeNotice(ctx, addr, now, interval)
+	if err != nil || !ok {
+		t.Fatalf("first TakeNotice: %v, %v; want a claim", ok, err)
+	}
+	if c.Email != addr || c.ID == "" || !sameTime(c.Until, now.Add(interval)) {
+		t.Errorf("claim %+v: want the address, an id, and until now + interval", c)
+	}
+	for _, at := range []time.Time{now, now.Add(time.Millisecond), now.Add(interval / 2), now.Add(interval - time.Millisecond)} {
+		if _, ok, err := s.TakeNotice(ctx, addr, at, interval); err != nil || ok {
+			t.Errorf("TakeNotice %s into the interval: %v, %v; want none", at.Sub(now), ok, err)
+		}
+	}
+	c2, ok, err := s.TakeNotice(ctx, addr, now.Add(interval), interval)
+	if err != nil || !ok {
+		t.Fatalf("TakeNotice once the interval passed: %v, %v; want a claim", ok, err)
+	}
+	if c2.ID == c.ID {
+		t.Error("two claims with one id")
+	}
+	if _, ok, _ := s.TakeNotice(ctx, addr, now.Add(interval+interval/2), interval); ok {
+		t.Error("a second claim within the new interval")
+	}
+}
+
+// Two registers of one account at once send one notice, however many.
+func testNoticeConcurrent(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	now := time.Now()
+	var won, failed atomic.Int32
+	parallel(20, func(int) {
+		_, ok, err := s.TakeNotice(ctx, addr, now, interval)
+		switch {
+		case err != nil:
+			failed.Add(1)
+		case ok:
+			won.Add(1)
+		}
+	})
+	if won.Load() != 1 || failed.Load() != 0 {
+		t.Errorf("20 concurrent TakeNotice: %d claims, %d errors; want 1 and 0", won.Load(), failed.Load())
+	}
+}
+
+// A released claim lets the next notice go at once; releasing a claim
+// that is no longer the address's (a later one replaced it) changes
+// nothing.
+func testNoticeRelease(t *testing.T, s userapi.Store) {
+	addr := email(t)
+	now := time.Now()
+	c, ok, err := s.TakeNotice(ctx, addr, now, interval)
+	if err != nil || !ok {
+		t.Fatalf("TakeNotice: %v, %v", ok, err)
+	}
+	if err := s.ReleaseNotice(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	c2, ok, err := s.TakeNotice(ctx, addr, now.Add(time.Second), interval)
+	if err != nil || !ok {
+		t.Fatalf("TakeNotice after the release: %v, %v; want a claim", ok, err)
+	}
+	// The first claim is gone: releasing it again must not free c2's.
+	if err := s.ReleaseNotice(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.TakeNotice(ctx, addr, now.Add(2*time.Second), interval); ok {
+		t.Error("releasing a stale claim freed the current one")
+	}
+	if err := s.ReleaseNotice(ctx, c2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseNotice(ctx, userapi.NoticeClaim{Email: email(t), ID: "unknown"}); err != nil {
+		t.Errorf("ReleaseNotice of an address without a claim: %v", err)
+	}
+}
+
+func testNoticeAddressesIndependent(t *testing.T, s userapi.Store) {
+	a, b := email(t), email(t)
+	now := time.Now()
+	if _, ok, err := s.TakeNotice(ctx, a, now, interval); err != nil || !ok {
+		t.Fatalf("TakeNotice a: %v, %v", ok, err)
+	}
+	if _, ok, err := s.TakeNotice(ctx, b, now, interval); err != nil || !ok {
+		t.Errorf("TakeNotice b after a: %v, %v; want a claim", ok, err)
 	}
 }

@@ -76,23 +76,6 @@ func TestAccountExistsMail(t *testing.T) {
 	})
 }
 
-// One event delivered twice sends one notice (the kit's dedupe).
-func TestAccountExistsTwiceSendsOneMail(t *testing.T) {
-	h := newHarness(t)
-	h.start(t, notifier.Config{})
-	email := eventstest.UniqueEmail(t)
-	e := h.publishExists(t, email, "")
-	eventstest.Publish(t, h.producer, e)
-	marker := eventstest.UniqueEmail(t)
-	h.publishExists(t, marker, "")
-	h.smtp.WaitFor(t, marker, 1, 30*time.Second)
-	h.smtp.WaitFor(t, email, 1, 30*time.Second)
-	time.Sleep(300 * time.Millisecond)
-	if n := len(h.smtp.MessagesTo(email)); n != 1 {
-		t.Errorf("%d notices for one event delivered twice, want 1", n)
-	}
-}
-
 // The failure handling every mail-sending worker shares, through the
 // notice: 451s retried then one delivery; a 550 dead-lettered at once.
 func TestAccountExistsMailWorkerContract(t *testing.T) {

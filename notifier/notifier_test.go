@@ -225,20 +225,29 @@ func TestSMTPOutageBeyondRetryBudgetDeadLettersNothing(t *testing.T) {
 	}
 }
 
+// One event delivered twice, of each kind the notifier mails a code or a
+// notice for, sends one mail.
 func TestSameEventTwiceSendsOneMail(t *testing.T) {
-	h := newHarness(t)
-	h.start(t, notifier.Config{})
-	email := eventstest.UniqueEmail(t)
-	e := h.publishCreated(t, email, "666666")
-	eventstest.Publish(t, h.producer, e) // the same event id again, as after a rebalance
-	marker := eventstest.UniqueEmail(t)
-	// Same partition as nothing in particular: wait for a later event instead.
-	h.publishCreated(t, marker, "777777")
-	h.smtp.WaitFor(t, marker, 1, 30*time.Second)
-	h.smtp.WaitFor(t, email, 1, 30*time.Second)
-	time.Sleep(300 * time.Millisecond)
-	if n := len(h.smtp.MessagesTo(email)); n != 1 {
-		t.Errorf("%d mails for one event delivered twice, want 1", n)
+	for name, publish := range map[string]func(h *harness, t *testing.T, email string) events.Event{
+		"user_account_created": func(h *harness, t *testing.T, email string) events.Event { return h.publishCreated(t, email, "666666") },
+		"user_account_exists":  func(h *harness, t *testing.T, email string) events.Event { return h.publishExists(t, email, "") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			h.start(t, notifier.Config{})
+			email := eventstest.UniqueEmail(t)
+			e := publish(h, t, email)
+			eventstest.Publish(t, h.producer, e) // the same event id again, as after a rebalance
+			marker := eventstest.UniqueEmail(t)
+			// Same partition as nothing in particular: wait for a later event instead.
+			publish(h, t, marker)
+			h.smtp.WaitFor(t, marker, 1, 30*time.Second)
+			h.smtp.WaitFor(t, email, 1, 30*time.Second)
+			time.Sleep(300 * time.Millisecond)
+			if n := len(h.smtp.MessagesTo(email)); n != 1 {
+				t.Errorf("%d mails for one event delivered twice, want 1", n)
+			}
+		})
 	}
 }
 

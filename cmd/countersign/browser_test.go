@@ -56,15 +56,8 @@ func startDevStack(t *testing.T) *devStack {
 	httpAddr, inboxAddr := freeAddr(t), freeAddr(t)
 	env := []string{"HTTP_ADDR=" + httpAddr, "DEV_INBOX_ADDR=" + inboxAddr, "METRICS_ADDR=off",
 		"MAIL_OUTBOX_DIR=" + filepath.Join(dir, "outbox"), "LOG_LEVEL=info", "SUPPORT_EMAIL=help@example.com"}
-	var brokers string
-	if eventstest.RealBroker() {
-		brokers = os.Getenv(eventstest.EnvBrokers)
-		env = append(env, "KAFKA_BROKERS="+brokers,
-			"NOTIFIER_GROUP_ID="+eventstest.FreshGroup(t, brokers), "RECOMMENDER_GROUP_ID="+eventstest.FreshGroup(t, brokers))
-	} else {
-		brokers = freeAddr(t)
-		env = append(env, "EMBEDDED_KAFKA_ADDR="+brokers)
-	}
+	brokers, kafkaEnv := devKafka(t)
+	env = append(env, kafkaEnv...)
 	p := start(t, dir, env, "dev")
 	s := &devStack{base: "http://" + httpAddr, inbox: "http://" + inboxAddr, brokers: brokers, proc: p}
 	waitHTTP(t, p, s.base+"/readyz", 90*time.Second)

@@ -66,6 +66,23 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
+// devKafka is where a `countersign dev` under test gets its Kafka: an
+// embedded broker on a free port, or, when KAFKA_TEST_BROKERS names a real
+// cluster, that cluster with notifier and recommender groups of the test's
+// own that start at the topics' end (eventstest.FreshGroup), so the history
+// other tests left there is not this test's business. It returns the
+// brokers' address and the variables to add.
+func devKafka(t testing.TB) (brokers string, env []string) {
+	t.Helper()
+	if !eventstest.RealBroker() {
+		brokers = freeAddr(t)
+		return brokers, []string{"EMBEDDED_KAFKA_ADDR=" + brokers}
+	}
+	brokers = os.Getenv(eventstest.EnvBrokers)
+	return brokers, []string{"KAFKA_BROKERS=" + brokers,
+		"NOTIFIER_GROUP_ID=" + eventstest.FreshGroup(t, brokers), "RECOMMENDER_GROUP_ID=" + eventstest.FreshGroup(t, brokers)}
+}
+
 // proc is a running countersign process with its output captured.
 type proc struct {
 	cmd    *exec.Cmd
@@ -206,18 +223,9 @@ func TestDevEndToEnd(t *testing.T) {
 	// The dev inbox on a free port too: its default, 127.0.0.1:8025, may be
 	// taken on a shared machine.
 	env := []string{"HTTP_ADDR=" + httpAddr, "METRICS_ADDR=" + opsAddr, "MAIL_OUTBOX_DIR=" + outbox, "LOG_LEVEL=info", "DEV_INBOX_ADDR=" + freeAddr(t)}
-	var brokers string
-	if eventstest.RealBroker() {
-		// Issue 7: dev on a real cluster passes the same test.
-		brokers = os.Getenv(eventstest.EnvBrokers)
-		env = append(env, "KAFKA_BROKERS="+brokers,
-			// A group of its own, so history other tests left on the shared
-			// cluster is not this test's business.
-			"NOTIFIER_GROUP_ID="+eventstest.FreshGroup(t, brokers), "RECOMMENDER_GROUP_ID="+eventstest.FreshGroup(t, brokers))
-	} else {
-		brokers = freeAddr(t)
-		env = append(env, "EMBEDDED_KAFKA_ADDR="+brokers)
-	}
+	// Issue 7: dev on a real cluster passes the same test.
+	brokers, kafkaEnv := devKafka(t)
+	env = append(env, kafkaEnv...)
 	p := start(t, dir, env, "dev")
 	base := "http://" + httpAddr
 	waitHTTP(t, p, base+"/readyz", 90*time.Second)

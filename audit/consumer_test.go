@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -564,9 +565,30 @@ func TestStoredOffsetsPastTheEnd(t *testing.T) {
 	_ = r.stop()
 	first.Close()
 
+	// A new, empty broker (dev's in-memory one restarted): the stored
+	// offsets are past every partition's end, so the audit reads the new
+	// topics from their beginning. The new events are published once it
+	// has resumed: a partition that already held as many records as the
+	// store's offset when the audit looked would not be told apart from
+	// the old one (docs/audit.md, "A recreated topic").
 	second := eventstest.StartEmbedded(t)
 	ensureTopics(t, second.Addr())
-	r = startAudit(t, second.Addr(), store, cfg)
+	resumed := make(chan struct{})
+	var once sync.Once
+	r = startAudit(t, second.Addr(), store, cfg, func(bc *kafka.BatchConfig) {
+		prev := bc.OnAssignment
+		bc.OnAssignment = func(ps []kafka.Partition) {
+			prev(ps)
+			if len(ps) > 0 {
+				once.Do(func() { close(resumed) })
+			}
+		}
+	})
+	select {
+	case <-resumed:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the audit did not resume on the new broker within 2 minutes")
+	}
 	more := history(t, 30, "b"+suffix)
 	produce(t, second.Addr(), more)
 	waitRows(t, store, suffix, len(evs)+len(more), 2*time.Minute)

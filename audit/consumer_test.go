@@ -593,4 +593,16 @@ func TestStoredOffsetsPastTheEnd(t *testing.T) {
 	produce(t, second.Addr(), more)
 	waitRows(t, store, suffix, len(evs)+len(more), 2*time.Minute)
 	_ = r.stop()
+
+	// A third broker whose topics are already longer than the stored
+	// offsets when the audit starts: no offset is past an end, but the
+	// topic ids stored with the offsets are not these topics', so they are
+	// read from their beginning all the same.
+	third := eventstest.StartEmbedded(t)
+	ensureTopics(t, third.Addr())
+	longer := history(t, 400, "c"+suffix)
+	produce(t, third.Addr(), longer)
+	r = startAudit(t, third.Addr(), store, cfg)
+	waitRows(t, store, suffix, len(evs)+len(more)+len(longer), 2*time.Minute)
+	_ = r.stop()
 }

@@ -78,4 +78,14 @@ CREATE TABLE audit_offsets (
 	PRIMARY KEY (group_id, topic, kafka_partition)
 );`,
 	},
+	{
+		// The id of the topic each offset was read from (Kafka's topic ids,
+		// KIP-516): a topic deleted and created again is read from its
+		// beginning even when it has grown past the stored offset
+		// (kafka.TopicIDStore). '' for offsets stored before.
+		version:  2,
+		name:     "audit_offsets.topic_id",
+		postgres: `ALTER TABLE audit_offsets ADD COLUMN topic_id TEXT NOT NULL DEFAULT '';`,
+		sqlite:   `ALTER TABLE audit_offsets ADD COLUMN topic_id TEXT NOT NULL DEFAULT '';`,
+	},
 }

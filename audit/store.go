@@ -45,7 +45,7 @@ type Store struct {
 	onDuplicates func(n int)
 }
 
-var _ kafka.BatchStore = (*Store)(nil)
+var _ kafka.TopicIDStore = (*Store)(nil)
 
 // ParseDatabaseURL checks an AUDIT_DATABASE_URL and returns its dialect and
 // the driver's data source name.
@@ -262,24 +262,38 @@ func (s *Store) timeArg(t time.Time) any {
 // Offsets implements kafka.BatchStore: the offsets stored with the last
 // batch written for group.
 func (s *Store) Offsets(ctx context.Context, group string, ps []kafka.Partition) (map[kafka.Partition]int64, error) {
+	stored, err := s.OffsetsWithTopicIDs(ctx, group, ps)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[kafka.Partition]int64, len(stored))
+	for p, so := range stored {
+		out[p] = so.Next
+	}
+	return out, nil
+}
+
+// OffsetsWithTopicIDs implements kafka.TopicIDStore: the offsets with the
+// id of the topic they were read from ('' when stored before ids were).
+func (s *Store) OffsetsWithTopicIDs(ctx context.Context, group string, ps []kafka.Partition) (map[kafka.Partition]kafka.StoredOffset, error) {
 	want := make(map[kafka.Partition]bool, len(ps))
 	for _, p := range ps {
 		want[p] = true
 	}
-	rows, err := s.db.QueryContext(ctx, s.bind(`SELECT topic, kafka_partition, next_offset FROM audit_offsets WHERE group_id = ?`), group)
+	rows, err := s.db.QueryContext(ctx, s.bind(`SELECT topic, kafka_partition, next_offset, topic_id FROM audit_offsets WHERE group_id = ?`), group)
 	if err != nil {
 		return nil, fmt.Errorf("read offsets: %w", err)
 	}
 	defer rows.Close()
-	out := map[kafka.Partition]int64{}
+	out := map[kafka.Partition]kafka.StoredOffset{}
 	for rows.Next() {
 		var p kafka.Partition
-		var off int64
-		if err := rows.Scan(&p.Topic, &p.Partition, &off); err != nil {
+		var so kafka.StoredOffset
+		if err := rows.Scan(&p.Topic, &p.Partition, &so.Next, &so.TopicID); err != nil {
 			return nil, fmt.Errorf("read offsets: %w", err)
 		}
 		if want[p] {
-			out[p] = off
+			out[p] = so
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -309,9 +323,9 @@ func (s *Store) Write(ctx context.Context, group string, b kafka.Batch) (err err
 	}
 	var inserted int
 	if s.dialect == Postgres {
-		inserted, err = s.writePostgres(ctx, group, rows, b.Next)
+		inserted, err = s.writePostgres(ctx, group, rows, b.Next, b.TopicIDs)
 	} else {
-		inserted, err = s.writeSQL(ctx, group, rows, b.Next)
+		inserted, err = s.writeSQL(ctx, group, rows, b.Next, b.TopicIDs)
 	}
 	if err != nil {
 		return err
@@ -323,7 +337,7 @@ func (s *Store) Write(ctx context.Context, group string, b kafka.Batch) (err err
 }
 
 // writeSQL writes a batch through database/sql (SQLite).
-func (s *Store) writeSQL(ctx context.Context, group string, rows []row, next map[kafka.Partition]int64) (inserted int, err error) {
+func (s *Store) writeSQL(ctx context.Context, group string, rows []row, next map[kafka.Partition]int64, topicIDs map[string]string) (inserted int, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("write batch: begin: %w", err)
@@ -339,7 +353,7 @@ func (s *Store) writeSQL(ctx context.Context, group string, rows []row, next map
 	if err := s.applyAccounts(ctx, tx, rows); err != nil {
 		return 0, err
 	}
-	if err := s.storeOffsets(ctx, tx, group, next); err != nil {
+	if err := s.storeOffsets(ctx, tx, group, next, topicIDs); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -450,24 +464,24 @@ func (s *Store) applyAccounts(ctx context.Context, tx execer, rows []row) error 
 	return nil
 }
 
-func (s *Store) storeOffsets(ctx context.Context, tx execer, group string, next map[kafka.Partition]int64) error {
+func (s *Store) storeOffsets(ctx context.Context, tx execer, group string, next map[kafka.Partition]int64, topicIDs map[string]string) error {
 	if len(next) == 0 {
 		return nil
 	}
 	now := s.timeArg(time.Now())
 	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_offsets (group_id, topic, kafka_partition, next_offset, updated_at) VALUES `)
-	args := make([]any, 0, 5*len(next))
+	q.WriteString(`INSERT INTO audit_offsets (group_id, topic, kafka_partition, next_offset, updated_at, topic_id) VALUES `)
+	args := make([]any, 0, 6*len(next))
 	i := 0
 	for p, off := range next {
 		if i > 0 {
 			q.WriteByte(',')
 		}
 		i++
-		q.WriteString(`(?,?,?,?,?)`)
-		args = append(args, group, p.Topic, p.Partition, off, now)
+		q.WriteString(`(?,?,?,?,?,?)`)
+		args = append(args, group, p.Topic, p.Partition, off, now, topicIDs[p.Topic])
 	}
-	q.WriteString(` ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at`)
+	q.WriteString(` ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at, topic_id = excluded.topic_id`)
 	if _, err := tx.ExecContext(ctx, s.bind(q.String()), args...); err != nil {
 		return fmt.Errorf("write batch: store offsets: %w", err)
 	}

@@ -22,7 +22,7 @@ var auditEventColumns = []string{"event_id", "event_type", "email", "user_id", "
 // (23505, a unique violation: the rare re-read after a lost partition) the
 // savepoint is rolled back and the events go in with INSERT … ON CONFLICT
 // DO NOTHING instead.
-func (s *Store) writePostgres(ctx context.Context, group string, rows []row, next map[kafka.Partition]int64) (inserted int, err error) {
+func (s *Store) writePostgres(ctx context.Context, group string, rows []row, next map[kafka.Partition]int64, topicIDs map[string]string) (inserted int, err error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("write batch: connect: %w", err)
@@ -42,7 +42,7 @@ func (s *Store) writePostgres(ctx context.Context, group string, rows []row, nex
 		if err := s.applyAccounts(ctx, ex, rows); err != nil {
 			return err
 		}
-		if err := s.storeOffsets(ctx, ex, group, next); err != nil {
+		if err := s.storeOffsets(ctx, ex, group, next, topicIDs); err != nil {
 			return err
 		}
 		if err := tx.Commit(ctx); err != nil {

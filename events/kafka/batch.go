@@ -41,6 +41,12 @@ type Batch struct {
 	// included. A batch may hold offsets and no records (it read only
 	// records that were dead-lettered).
 	Next map[Partition]int64
+	// TopicIDs are the ids (Kafka's topic ids, KIP-516) of the topics of
+	// Next, as the consumer found them when it was assigned the
+	// partitions; missing when the brokers did not say. A store that keeps
+	// them with the offsets (TopicIDStore) lets the consumer tell a topic
+	// that was deleted and created again from the one the offsets are of.
+	TopicIDs map[string]string
 }
 
 // BatchStore is where a BatchConsumer writes, and what keeps its offsets.
@@ -56,6 +62,25 @@ type BatchStore interface {
 	// nothing of b may be stored; the consumer holds b and calls Write
 	// again with b and whatever arrived since.
 	Write(ctx context.Context, group string, b Batch) error
+}
+
+// StoredOffset is an offset a TopicIDStore holds, and the id of the topic it
+// was read from ("" when stored without one).
+type StoredOffset struct {
+	Next    int64
+	TopicID string
+}
+
+// TopicIDStore is a BatchStore that also keeps, with each offset, the
+// Batch.TopicIDs it was written with. On assignment the consumer compares
+// them with the topics' ids now: an offset of a topic that was deleted and
+// created again since is not resumed from (the partition is read from its
+// beginning), even when the new topic has grown past it. Without it, the
+// consumer can only notice a stored offset past a partition's end.
+type TopicIDStore interface {
+	BatchStore
+	// OffsetsWithTopicIDs is Offsets with each offset's topic id.
+	OffsetsWithTopicIDs(ctx context.Context, group string, ps []Partition) (map[Partition]StoredOffset, error)
 }
 
 // BatchStats describes one written batch, for metrics.
@@ -226,6 +251,10 @@ type BatchConsumer struct {
 	kit      *kitMetrics
 	lag      *lagReporter
 	heldBack bool
+	// admin describes the assigned topics for their ids (topicIDs, topic →
+	// id, replaced as a whole at each assignment: written batches share it).
+	admin    *ckafka.AdminClient
+	topicIDs map[string]string
 	failures int
 	retryAt  time.Time
 	lastLag  time.Time
@@ -312,6 +341,14 @@ func (b *BatchConsumer) Run(ctx context.Context) error {
 		close(logsDone)
 		wg.Wait()
 	}()
+	// Describes the assigned topics (their ids). Closed before the
+	// consumer, whose Close is deferred above.
+	if admin, err := ckafka.NewAdminClientFromConsumer(c); err != nil {
+		b.logger.Warn("no admin client: a recreated topic is told apart only by a stored offset past its end", "err", err)
+	} else {
+		b.admin = admin
+		defer func() { admin.Close(); b.admin = nil }()
+	}
 
 	b.next = map[Partition]int64{}
 	b.assigned = map[Partition]bool{}
@@ -492,7 +529,7 @@ func (b *BatchConsumer) flushAsync(ctx context.Context, reason string) {
 // startWrite hands the open batch to a goroutine that writes it, and opens
 // an empty one. There must be no write in flight.
 func (b *BatchConsumer) startWrite(ctx context.Context, reason string) {
-	w := &inflightWrite{batch: Batch{Records: b.pending, Next: b.next}, reason: reason, done: make(chan writeResult, 1)}
+	w := &inflightWrite{batch: Batch{Records: b.pending, Next: b.next, TopicIDs: b.topicIDs}, reason: reason, done: make(chan writeResult, 1)}
 	b.inflight = w
 	b.pending = make([]BatchRecord, 0, b.bc.Size)
 	b.next = map[Partition]int64{}
@@ -736,7 +773,8 @@ func (b *BatchConsumer) assignFromStore(ctx context.Context) {
 		return ps[i].Partition < ps[j].Partition
 	})
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(b.bc.WriteTimeout, 10*time.Second))
-	offs, err := b.store.Offsets(octx, b.bc.GroupID, ps)
+	ids := b.describeTopicIDs(octx, ps)
+	offs, recreated, err := b.storedOffsets(octx, ps, ids)
 	cancel()
 	if err != nil {
 		if b.bc.OnWriteError != nil {
@@ -755,6 +793,11 @@ func (b *BatchConsumer) assignFromStore(ctx context.Context) {
 	}
 	b.failures = 0
 	b.needAssign.Store(false)
+	b.topicIDs = ids
+	if len(recreated) > 0 {
+		b.logger.Warn("topics deleted and created again since their offsets were stored (another topic id): reading them from the beginning",
+			"partitions", fmt.Sprint(recreated))
+	}
 	tps := make([]ckafka.TopicPartition, 0, len(ps))
 	for _, p := range ps {
 		topic := p.Topic
@@ -785,6 +828,60 @@ func (b *BatchConsumer) assignFromStore(ctx context.Context) {
 	if b.outage.Load() {
 		b.pauseAll()
 	}
+}
+
+// describeTopicIDs asks the brokers for the ids of ps's topics. Nil when
+// they do not say (no admin client, an error, a broker without topic ids):
+// then only a stored offset past a partition's end tells a recreated topic.
+func (b *BatchConsumer) describeTopicIDs(ctx context.Context, ps []Partition) map[string]string {
+	if b.admin == nil || len(ps) == 0 {
+		return nil
+	}
+	var topics []string
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if !seen[p.Topic] {
+			seen[p.Topic] = true
+			topics = append(topics, p.Topic)
+		}
+	}
+	res, err := b.admin.DescribeTopics(ctx, ckafka.NewTopicCollectionOfTopicNames(topics))
+	if err != nil {
+		b.logger.Warn("describe topics for their ids", "err", err)
+		return nil
+	}
+	ids := make(map[string]string, len(topics))
+	for _, d := range res.TopicDescriptions {
+		if d.Error.Code() == ckafka.ErrNoError && d.TopicID != (ckafka.UUID{}) {
+			ids[d.Name] = d.TopicID.String()
+		}
+	}
+	return ids
+}
+
+// storedOffsets reads ps's offsets from the store. With a TopicIDStore and
+// the topics' ids known, an offset stored under another id than its
+// topic's now is left out (the partition is read from its beginning) and
+// its partition returned in recreated.
+func (b *BatchConsumer) storedOffsets(ctx context.Context, ps []Partition, ids map[string]string) (offs map[Partition]int64, recreated []Partition, err error) {
+	ts, ok := b.store.(TopicIDStore)
+	if !ok || ids == nil {
+		offs, err = b.store.Offsets(ctx, b.bc.GroupID, ps)
+		return offs, nil, err
+	}
+	stored, err := ts.OffsetsWithTopicIDs(ctx, b.bc.GroupID, ps)
+	if err != nil {
+		return nil, nil, err
+	}
+	offs = make(map[Partition]int64, len(stored))
+	for p, so := range stored {
+		if now := ids[p.Topic]; so.TopicID != "" && now != "" && so.TopicID != now {
+			recreated = append(recreated, p)
+			continue
+		}
+		offs[p] = so.Next
+	}
+	return offs, recreated, nil
 }
 
 func offsetList(tps []ckafka.TopicPartition) []string {

@@ -7,25 +7,42 @@ import (
 	"testing"
 	"time"
 
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/countersign/countersign/events/eventstest"
 	"github.com/countersign/countersign/events/kafka"
 )
 
-// memStore is a kafka.BatchStore in memory that can be told to fail.
+// memStore is a kafka.BatchStore (and TopicIDStore) in memory that can be
+// told to fail.
 type memStore struct {
-	mu      sync.Mutex
-	fail    bool
-	ids     map[string]int // event id → times written
-	offsets map[kafka.Partition]int64
-	writes  int
+	mu       sync.Mutex
+	fail     bool
+	ids      map[string]int // event id → times written
+	offsets  map[kafka.Partition]int64
+	topicIDs map[kafka.Partition]string // the topic id each offset was written with
+	writes   int
 }
 
 var errDown = errors.New("store down")
 
 func newMemStore() *memStore {
-	return &memStore{ids: map[string]int{}, offsets: map[kafka.Partition]int64{}}
+	return &memStore{ids: map[string]int{}, offsets: map[kafka.Partition]int64{}, topicIDs: map[kafka.Partition]string{}}
+}
+
+func (m *memStore) OffsetsWithTopicIDs(ctx context.Context, group string, ps []kafka.Partition) (map[kafka.Partition]kafka.StoredOffset, error) {
+	offs, err := m.Offsets(ctx, group, ps)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[kafka.Partition]kafka.StoredOffset, len(offs))
+	for p, o := range offs {
+		out[p] = kafka.StoredOffset{Next: o, TopicID: m.topicIDs[p]}
+	}
+	return out, nil
 }
 
 func (m *memStore) Offsets(_ context.Context, _ string, ps []kafka.Partition) (map[kafka.Partition]int64, error) {
@@ -54,6 +71,7 @@ func (m *memStore) Write(_ context.Context, _ string, b kafka.Batch) error {
 	}
 	for p, o := range b.Next {
 		m.offsets[p] = o
+		m.topicIDs[p] = b.TopicIDs[p.Topic]
 	}
 	m.writes++
 	return nil
@@ -206,4 +224,70 @@ func TestBatchConsumerExportsKitMetrics(t *testing.T) {
 	if d, total := store.count(); d != 19 || total != 19 {
 		t.Errorf("written %d events (%d distinct), want 19 once each", total, d)
 	}
+}
+
+// A topic deleted and created again, and already longer than the stored
+// offset when the consumer is assigned it, is read from its beginning: its
+// topic id is not the one the offset was stored with. (A stored offset past
+// the partition's end, the only sign without ids, does not show here.)
+func TestBatchConsumerRecreatedTopic(t *testing.T) {
+	brokers := eventstest.Brokers(t)
+	cfg := eventstest.Config(t, brokers)
+	topic := testTopic(t, cfg)
+	group := eventstest.UniqueGroup(t)
+	store := newMemStore()
+	run := func() (stop func()) {
+		bc, err := kafka.NewBatchConsumer(cfg, kafka.BatchConfig{GroupID: group, Topics: []string{topic},
+			Size: 10, Interval: 50 * time.Millisecond}, store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- bc.Run(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	}
+	recs, _ := validRecords(t, 70) // one key: one partition, in order
+	produceRaw(t, brokers, topic, recs[:30]...)
+	stop := run()
+	waitUntil(t, "the first topic's 30 events written", time.Minute, func() bool { d, _ := store.count(); return d == 30 })
+	stop()
+
+	recreateTopic(t, cfg, topic)
+	produceRaw(t, brokers, topic, recs[30:]...) // 40: past the stored offset of 30
+	stop = run()
+	defer stop()
+	waitUntil(t, "the new topic's 40 events written", time.Minute, func() bool { d, _ := store.count(); return d == 70 })
+	if d, total := store.count(); d != 70 || total != 70 {
+		t.Errorf("written %d events (%d distinct), want 70 once each", total, d)
+	}
+}
+
+// recreateTopic deletes topic and creates it again (a new topic id).
+func recreateTopic(t *testing.T, cfg kafka.Config, topic string) {
+	t.Helper()
+	admin, err := ckafka.NewAdminClient(&ckafka.ConfigMap{"bootstrap.servers": cfg.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := admin.DeleteTopics(ctx, []string{topic})
+	if err != nil || res[0].Error.Code() != ckafka.ErrNoError {
+		t.Fatalf("delete %s: %v %v", topic, err, res)
+	}
+	// A real broker deletes in the background: create again until it may.
+	waitUntil(t, "the topic created again", time.Minute, func() bool {
+		return kafka.EnsureTopics(ctx, cfg, topic) == nil
+	})
+	waitUntil(t, "the new topic empty and ready", time.Minute, func() bool {
+		md, err := admin.GetMetadata(&topic, false, 5000)
+		return err == nil && len(md.Topics[topic].Partitions) == cfg.Partitions && md.Topics[topic].Error.Code() == ckafka.ErrNoError
+	})
 }

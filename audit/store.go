@@ -274,7 +274,7 @@ func (s *Store) Offsets(ctx context.Context, group string, ps []kafka.Partition)
 }
 
 // OffsetsWithTopicIDs implements kafka.TopicIDStore: the offsets with the
-// id of the topic they were read from (” when stored before ids were).
+// id of the topic they were read from (empty when stored before ids were).
 func (s *Store) OffsetsWithTopicIDs(ctx context.Context, group string, ps []kafka.Partition) (map[kafka.Partition]kafka.StoredOffset, error) {
 	want := make(map[kafka.Partition]bool, len(ps))
 	for _, p := range ps {

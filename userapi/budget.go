@@ -86,22 +86,35 @@ func newSpendID(now time.Time) string {
 	return now.UTC().Format("20060102T150405.000000") + "-" + hex.EncodeToString(b[:])
 }
 
-// maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks; past it,
-// mailboxes whose sends all left the window are swept. Every tracked
-// mailbox holds at most perDay times, so memory stays bounded by the rate
-// at which sends happen.
+// maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks (about
+// 150 B each with one send, so some 15 MB at the bound). Mailboxes leave
+// when their last send leaves the window; past the bound, the one whose
+// oldest send is oldest is forgotten first. Forgetting a mailbox gives it
+// its daily budget back early, so an attacker who wants one more mail for a
+// victim must first get mail sent to this many other mailboxes
+// (docs/security.md, "Mail budgets").
 const maxBudgetMailboxes = 100_000
 
 // MemoryBudget is the MailBudget of one process: a sliding log of send
 // times per mailbox, and one for the platform. With several replicas use
 // RedisStore.MailBudget, which they share.
+//
+// Every step is O(1) amortized, whatever the number of mailboxes: sends
+// leave the window through a queue in time order rather than by a scan of
+// the mailboxes, which at the bound would have run on every send and made
+// a register cost some milliseconds of CPU under the lock.
 type MemoryBudget struct {
 	perDay, perHour int
+	maxMailboxes    int
 
 	mu        sync.Mutex
 	mailboxes map[string][]Spent
-	platform  []Spent
-	lastSweep time.Time
+	// sends holds every mailbox send still in its window, oldest first
+	// (refunded ones too, until they leave the window: their pop finds
+	// nothing more to drop). head is the first live element.
+	sends    []Spent
+	head     int
+	platform []Spent
 }
 
 var _ MailBudget = (*MemoryBudget)(nil)
@@ -109,22 +122,19 @@ var _ MailBudget = (*MemoryBudget)(nil)
 // NewMemoryBudget returns a budget of perDay sends per mailbox in 24 hours
 // (at least 1) and perHour sends in an hour in all (0: no platform limit).
 func NewMemoryBudget(perDay, perHour int) *MemoryBudget {
-	return &MemoryBudget{perDay: max(perDay, 1), perHour: max(perHour, 0), mailboxes: map[string][]Spent{}}
+	return &MemoryBudget{perDay: max(perDay, 1), perHour: max(perHour, 0),
+		maxMailboxes: maxBudgetMailboxes, mailboxes: map[string][]Spent{}}
 }
 
 // Spend implements MailBudget.
 func (b *MemoryBudget) Spend(_ context.Context, mailbox string, now time.Time) (Spent, bool, string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.mailboxes) >= maxBudgetMailboxes || now.Sub(b.lastSweep) > mailboxWindow {
-		b.sweep(now)
+	since := now.Add(-mailboxWindow)
+	for b.head < len(b.sends) && !b.sends[b.head].At.After(since) {
+		b.pop(since)
 	}
-	log := prune(b.mailboxes[mailbox], now.Add(-mailboxWindow))
-	if len(log) == 0 {
-		delete(b.mailboxes, mailbox)
-	} else {
-		b.mailboxes[mailbox] = log
-	}
+	log := b.mailboxes[mailbox]
 	if len(log) >= b.perDay {
 		return Spent{}, false, BudgetMailbox, nil
 	}
@@ -134,12 +144,43 @@ func (b *MemoryBudget) Spend(_ context.Context, mailbox string, now time.Time) (
 			return Spent{}, false, BudgetPlatform, nil
 		}
 	}
+	if len(log) == 0 {
+		// A new mailbox: past the bound, forget the oldest ones.
+		for len(b.mailboxes) >= b.maxMailboxes && b.head < len(b.sends) {
+			delete(b.mailboxes, b.sends[b.head].Mailbox)
+			b.pop(since)
+		}
+	}
 	s := Spent{Mailbox: mailbox, ID: newSpendID(now), At: now}
 	b.mailboxes[mailbox] = append(log, s)
+	b.sends = append(b.sends, s)
 	if b.perHour > 0 {
 		b.platform = append(b.platform, s)
 	}
 	return s, true, "", nil
+}
+
+// pop takes the oldest send off the queue and drops whatever of its
+// mailbox's log has left the window; the caller holds mu. The queue is
+// compacted once most of it is dead, which keeps pops O(1) amortized.
+func (b *MemoryBudget) pop(since time.Time) {
+	m := b.sends[b.head].Mailbox
+	b.sends[b.head] = Spent{}
+	b.head++
+	if log, ok := b.mailboxes[m]; ok {
+		if log = prune(log, since); len(log) == 0 {
+			delete(b.mailboxes, m)
+		} else {
+			b.mailboxes[m] = log
+		}
+	}
+	if b.head == len(b.sends) {
+		b.sends, b.head = b.sends[:0], 0
+	} else if b.head > 1024 && b.head*2 > len(b.sends) {
+		n := copy(b.sends, b.sends[b.head:])
+		clear(b.sends[n:])
+		b.sends, b.head = b.sends[:n], 0
+	}
 }
 
 // Refund implements MailBudget.
@@ -173,16 +214,4 @@ func remove(log []Spent, id string) []Spent {
 		}
 	}
 	return log
-}
-
-// sweep forgets mailboxes with no send left in the window; the caller
-// holds mu.
-func (b *MemoryBudget) sweep(now time.Time) {
-	b.lastSweep = now
-	since := now.Add(-mailboxWindow)
-	for k, log := range b.mailboxes {
-		if len(prune(log, since)) == 0 {
-			delete(b.mailboxes, k)
-		}
-	}
 }

@@ -24,38 +24,50 @@ type RateLimiter interface {
 	Allow(ctx context.Context, client netip.Prefix) (ok bool, retryAfter time.Duration, err error)
 }
 
-// maxLimiters bounds the limiter map. Past it, idle limiters are swept and,
-// if that is not enough, arbitrary ones dropped: a flood of distinct
-// addresses costs bounded memory, at the price of forgetting some clients'
-// spent budget.
+// maxLimiters bounds the limiter map. Past it, the client seen least
+// recently is forgotten first: a flood of distinct addresses costs bounded
+// memory, at the price of forgetting the spent budget of clients idle
+// longest (those nearest to a full bucket anyway).
 const maxLimiters = 100_000
 
 // ipLimiter is a token bucket per client IP (golang.org/x/time/rate).
+//
+// Every step is O(1): the limiters are also kept in the order they were
+// last used (an intrusive list), so forgetting the idle ones and, past the
+// bound, the least recently seen, takes them off its front rather than
+// scanning the map, which at the bound would have run on every new client.
 type ipLimiter struct {
 	limit rate.Limit
 	burst int
 	// idle is how long an untouched limiter takes to refill completely;
 	// after that it equals a fresh one and can be dropped.
 	idle time.Duration
+	max  int
 
-	mu        sync.Mutex
-	limiters  map[netip.Prefix]*limiterEntry
-	lastSweep time.Time
+	mu       sync.Mutex
+	limiters map[netip.Prefix]*limiterEntry
+	// lru is the list's sentinel: lru.next is the least recently seen.
+	lru limiterEntry
 }
 
 type limiterEntry struct {
-	lim  *rate.Limiter
-	seen time.Time
+	key        netip.Prefix
+	lim        *rate.Limiter
+	seen       time.Time
+	prev, next *limiterEntry
 }
 
 func newIPLimiter(perMinute, burst int) *ipLimiter {
 	limit := rate.Limit(float64(perMinute) / 60)
-	return &ipLimiter{
+	l := &ipLimiter{
 		limit:    limit,
 		burst:    burst,
 		idle:     time.Duration(float64(burst)/float64(limit)*float64(time.Second)) + time.Second,
+		max:      maxLimiters,
 		limiters: map[netip.Prefix]*limiterEntry{},
 	}
+	l.lru.prev, l.lru.next = &l.lru, &l.lru
+	return l
 }
 
 // allow takes one token for client; when there is none it returns how long
@@ -64,14 +76,21 @@ func (l *ipLimiter) allow(client netip.Prefix, now time.Time) (bool, time.Durati
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.limiters[client]
-	if !ok {
-		if len(l.limiters) >= maxLimiters || now.Sub(l.lastSweep) > l.idle {
-			l.sweep(now)
+	if ok {
+		l.unlink(e)
+	} else {
+		for f := l.lru.next; f != &l.lru && (now.Sub(f.seen) > l.idle || len(l.limiters) >= l.max); f = l.lru.next {
+			l.unlink(f)
+			delete(l.limiters, f.key)
 		}
-		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst)}
+		e = &limiterEntry{key: client, lim: rate.NewLimiter(l.limit, l.burst)}
 		l.limiters[client] = e
 	}
+	// Most recently seen: to the back.
 	e.seen = now
+	e.prev, e.next = l.lru.prev, &l.lru
+	l.lru.prev.next = e
+	l.lru.prev = e
 	res := e.lim.ReserveN(now, 1)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
@@ -80,27 +99,17 @@ func (l *ipLimiter) allow(client netip.Prefix, now time.Time) (bool, time.Durati
 	return true, 0
 }
 
+// unlink takes e out of the list; the caller holds mu.
+func (l *ipLimiter) unlink(e *limiterEntry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+}
+
 // Allow is allow at the current time: the in-process RateLimiter, which
 // never fails.
 func (l *ipLimiter) Allow(_ context.Context, client netip.Prefix) (bool, time.Duration, error) {
 	ok, wait := l.allow(client, time.Now())
 	return ok, wait, nil
-}
-
-// sweep drops limiters that have refilled; the caller holds mu.
-func (l *ipLimiter) sweep(now time.Time) {
-	l.lastSweep = now
-	for k, e := range l.limiters {
-		if now.Sub(e.seen) > l.idle {
-			delete(l.limiters, k)
-		}
-	}
-	for k := range l.limiters {
-		if len(l.limiters) < maxLimiters {
-			break
-		}
-		delete(l.limiters, k)
-	}
 }
 
 func (l *ipLimiter) len() int {

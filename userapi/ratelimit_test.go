@@ -94,3 +94,44 @@ func TestClientKey(t *testing.T) {
 		}
 	}
 }
+
+// TestIPLimiterBound is the flood of distinct clients: past the bound the
+// least recently seen is forgotten, and a client that keeps coming back
+// keeps its spent budget.
+func TestIPLimiterBound(t *testing.T) {
+	l := newIPLimiter(60, 3)
+	l.max = 1000
+	now := time.Now()
+	regular := netip.MustParsePrefix("192.0.2.1/32")
+	for range 3 {
+		l.allow(regular, now)
+	}
+	for i := range 5000 {
+		l.allow(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32), now)
+		if n := l.len(); n > l.max {
+			t.Fatalf("%d limiters, bound %d", n, l.max)
+		}
+		if i%500 == 0 {
+			if ok, _ := l.allow(regular, now); ok {
+				t.Fatalf("after %d other clients the regular client's spent budget was forgotten", i+1)
+			}
+		}
+	}
+}
+
+// BenchmarkIPLimiterNewClientsAtBound is a request from a new client once
+// the bound's worth of clients were seen within the refill time.
+func BenchmarkIPLimiterNewClientsAtBound(b *testing.B) {
+	l := newIPLimiter(60, 10)
+	now := time.Now()
+	key := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
+	for i := range maxLimiters {
+		l.allow(key(i), now)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		l.allow(key(maxLimiters+i), now)
+	}
+}

@@ -11,9 +11,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -34,6 +36,18 @@ type Keyring struct {
 	ids     []string
 	aeads   map[string]cipher.AEAD
 	macKeys map[string][]byte
+	// macs pools HMAC states per key id: a register computes two or three
+	// MACs, and a fresh HMAC-SHA256 costs five allocations and the key's
+	// two pad blocks.
+	macs map[string]*sync.Pool
+}
+
+// hmac returns an HMAC-SHA256 state under key id, reset, and the function
+// that gives it back; the caller must not use it after that.
+func (k *Keyring) hmac(id string) (hash.Hash, func()) {
+	pool := k.macs[id]
+	h := pool.Get().(hash.Hash)
+	return h, func() { h.Reset(); pool.Put(h) }
 }
 
 // ParseKeyring parses CODE_ENCRYPTION_KEYS: "id:base64key,id2:base64key2",
@@ -44,7 +58,7 @@ func ParseKeyring(s string) (*Keyring, error) {
 	if s == "" {
 		return nil, errors.New("no code encryption key: set CODE_ENCRYPTION_KEYS (id:base64key,...; `countersign keygen` prints one)")
 	}
-	k := &Keyring{aeads: map[string]cipher.AEAD{}, macKeys: map[string][]byte{}}
+	k := &Keyring{aeads: map[string]cipher.AEAD{}, macKeys: map[string][]byte{}, macs: map[string]*sync.Pool{}}
 	for i, entry := range strings.Split(s, ",") {
 		id, b64, ok := strings.Cut(strings.TrimSpace(entry), ":")
 		id = strings.TrimSpace(id)
@@ -71,6 +85,7 @@ func ParseKeyring(s string) (*Keyring, error) {
 		k.ids = append(k.ids, id)
 		k.aeads[id] = aead
 		k.macKeys[id] = macKey
+		k.macs[id] = &sync.Pool{New: func() any { return hmac.New(sha256.New, macKey) }}
 	}
 	return k, nil
 }
@@ -274,10 +289,11 @@ func (k *Keyring) openFor(purpose string, s SealedCode, userID, email string) (s
 func (k *Keyring) LinkMACs(token string) [][]byte {
 	out := make([][]byte, 0, len(k.ids))
 	for _, id := range k.ids {
-		h := hmac.New(sha256.New, k.macKeys[id])
+		h, done := k.hmac(id)
 		h.Write([]byte(linkPurpose + "\x00" + id + "\x00"))
 		h.Write([]byte(token))
 		out = append(out, h.Sum(nil))
+		done()
 	}
 	return out
 }
@@ -313,7 +329,8 @@ func (k *Keyring) CodeMACs(code, userID, email string) map[string][]byte {
 }
 
 func (k *Keyring) mac(keyID, code, userID, email string) []byte {
-	h := hmac.New(sha256.New, k.macKeys[keyID])
+	h, done := k.hmac(keyID)
+	defer done()
 	h.Write(macData(keyID, userID, email))
 	h.Write([]byte{0})
 	h.Write([]byte(code))

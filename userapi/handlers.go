@@ -1,6 +1,7 @@
 package userapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,7 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, locale strin
 		return Pending{}, err
 	}
 	now := time.Now()
-	c, err := s.newCode(req.Email, now)
+	c, code, err := s.newCode(req.Email, now)
 	if err != nil {
 		return Pending{}, err
 	}
@@ -93,7 +94,7 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, locale strin
 	if written.Outcome == OutcomeAccount {
 		err = s.notice(ctx, req.Email, locale)
 	} else {
-		err = s.mail(ctx, written, locale)
+		err = s.mail(ctx, written, locale, c, code)
 	}
 	if err != nil {
 		return Pending{}, err
@@ -105,26 +106,29 @@ func (s *Server) register(ctx context.Context, req RegisterRequest, locale strin
 	return shown, nil
 }
 
-// newCode draws a code for email and returns what the store keeps of it:
-// its MAC and its sealed form, never the code.
-func (s *Server) newCode(email string, now time.Time) (NewCode, error) {
+// newCode draws a code for email and returns what the store keeps of it
+// (its MAC and its sealed form, never the code), and the code, for mail to
+// send without opening the sealed form again when the store keeps this one.
+func (s *Server) newCode(email string, now time.Time) (NewCode, string, error) {
 	code, err := newCode(s.cfg.CodeDigits)
 	if err != nil {
-		return NewCode{}, err
+		return NewCode{}, "", err
 	}
 	keyID, mac := s.keyring.CodeMAC(code, "", email)
 	sealed, err := s.keyring.SealStored(code, email)
 	if err != nil {
-		return NewCode{}, fmt.Errorf("seal code: %w", err)
+		return NewCode{}, "", fmt.Errorf("seal code: %w", err)
 	}
-	return NewCode{MACKeyID: keyID, MAC: mac, Sealed: sealed, ExpiresAt: now.Add(s.cfg.CodeTTL), SentAt: now}, nil
+	return NewCode{MACKeyID: keyID, MAC: mac, Sealed: sealed, ExpiresAt: now.Add(s.cfg.CodeTTL), SentAt: now}, code, nil
 }
 
-// mail publishes the code the store said to send. When that fails the
+// mail publishes the code the store said to send: drawn is the code this
+// request drew (and c its stored form), used as it is when the store kept
+// it rather than an earlier one. When that fails the
 // store's change is undone if the event was certainly not written, and
 // kept when it may still arrive (undoSend). With nothing to send it waits
 // about as long as sending takes (maskLatency).
-func (s *Server) mail(ctx context.Context, w Written, locale string) error {
+func (s *Server) mail(ctx context.Context, w Written, locale string, c NewCode, drawn string) error {
 	if !w.Sends() {
 		if w.Outcome == OutcomeLocked {
 			s.logger.InfoContext(ctx, "no code sent: the address's failure budget is spent", "user_id", w.Pending.UserID)
@@ -143,7 +147,10 @@ func (s *Server) mail(ctx context.Context, w Written, locale string) error {
 		s.maskLatency(ctx)
 		return nil
 	}
-	code, err := s.keyring.OpenStored(w.Pending.Sealed, w.Pending.Email)
+	code := drawn
+	if w.Outcome != OutcomeIssued || !bytes.Equal(w.Pending.Sealed.Nonce, c.Sealed.Nonce) {
+		code, err = s.keyring.OpenStored(w.Pending.Sealed, w.Pending.Email)
+	}
 	if err != nil {
 		// Nothing was published: the store and the budget are put back.
 		refund()
@@ -269,7 +276,7 @@ func (s *Server) resend(ctx context.Context, req ResendRequest, locale string) e
 	if err := s.publisherDown(); err != nil {
 		return err
 	}
-	c, err := s.newCode(req.Email, time.Now())
+	c, code, err := s.newCode(req.Email, time.Now())
 	if err != nil {
 		return err
 	}
@@ -281,7 +288,7 @@ func (s *Server) resend(ctx context.Context, req ResendRequest, locale string) e
 	case err != nil:
 		return storeError(err)
 	}
-	return s.mail(ctx, written, locale)
+	return s.mail(ctx, written, locale, c, code)
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {

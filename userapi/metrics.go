@@ -116,31 +116,37 @@ func (m *metrics) observePublish(topic string, start time.Time, err error) {
 	m.publish.WithLabelValues(topic, outcome).Observe(time.Since(start).Seconds())
 }
 
-type routeKey struct{}
-
-// routeLabel is filled in by the router once a route matched.
-type routeLabel struct{ template string }
-
 // instrument counts and times every request. It wraps the router, so it
-// sees 404s and 405s too; the route label is set by nameRoute from inside.
+// sees 404s and 405s too; the route label is set by nameRoute from inside,
+// through the response writer (not the request's context, which would copy
+// the request once more for every request).
 func (m *metrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		label := &routeLabel{template: routeUnmatched}
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, label)))
-		m.requests.WithLabelValues(label.template, r.Method, strconv.Itoa(sw.status())).Inc()
-		m.durations.WithLabelValues(label.template).Observe(time.Since(start).Seconds())
+		sw := &statusWriter{ResponseWriter: w, route: routeUnmatched}
+		next.ServeHTTP(sw, r)
+		m.requests.WithLabelValues(sw.route, r.Method, strconv.Itoa(sw.status())).Inc()
+		m.durations.WithLabelValues(sw.route).Observe(time.Since(start).Seconds())
 	})
 }
 
-// nameRoute is router middleware: it runs only for matched routes.
+// nameRoute is router middleware: it runs only for matched routes, and
+// names the route to instrument's writer, found under any writers that
+// later middleware wrapped around it.
 func nameRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if label, ok := r.Context().Value(routeKey{}).(*routeLabel); ok {
-			if tpl, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
-				label.template = tpl
+		for x := w; ; {
+			if sw, ok := x.(*statusWriter); ok && sw.route != "" {
+				if tpl, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
+					sw.route = tpl
+				}
+				break
 			}
+			u, ok := x.(interface{ Unwrap() http.ResponseWriter })
+			if !ok {
+				break
+			}
+			x = u.Unwrap()
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -150,6 +156,9 @@ func nameRoute(next http.Handler) http.Handler {
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	// route is the route template instrument labels the request with;
+	// empty in the writers of other middleware.
+	route string
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Tracing settings: OpenTelemetry's standard variables, so that a collector
@@ -65,12 +66,14 @@ func otlpURL(field func(*config) **url.URL) func(*config, string, string) error 
 // startTracing installs OpenTelemetry's SDK as the process's tracer
 // provider when the OTEL_* variables ask for it; the packages pick it up as
 // their default (userapi, events/kafka, mail). Otherwise it installs
-// nothing: the global provider stays OpenTelemetry's no-op, and a span
-// costs a few nanoseconds. service names the process unless
+// OpenTelemetry's no-op provider, whose spans cost a few nanoseconds and
+// no allocation: the default global one delegates, and allocated some
+// 450 B per API request (docs/benchmarks.md, issue 18). service names the process unless
 // OTEL_SERVICE_NAME does. stop flushes the spans still buffered; call it at exit.
 func startTracing(ctx context.Context, cfg tracingConfig, service string, logger *slog.Logger) (stop func(), err error) {
 	endpoint := cfg.url()
 	if endpoint == nil {
+		otel.SetTracerProvider(noop.NewTracerProvider())
 		return func() {}, nil
 	}
 	if cfg.ServiceName != "" {

@@ -261,12 +261,23 @@ func newEvent(typ, key string, data any) (Event, error) {
 // Data that is not compact, HTML-escaped JSON (as json.Marshal writes it)
 // takes encoding/json's path, so the bytes are the same whatever the data.
 func (e Event) Marshal() ([]byte, error) {
+	return e.AppendMarshal(nil)
+}
+
+// AppendMarshal appends what Marshal returns to b: a publisher can reuse
+// one buffer for many events.
+func (e Event) AppendMarshal(b []byte) ([]byte, error) {
 	e.Time = e.Time.UTC()
 	if y := e.Time.Year(); y < 0 || y > 9999 || !plainJSON(e.Data) {
-		return json.Marshal(e)
+		j, err := json.Marshal(e)
+		if err != nil {
+			return b, err
+		}
+		return append(b, j...), nil
 	}
-	n := 160 + len(e.ID) + len(e.Source) + len(e.Type) + len(e.DataContentType) + len(e.Data) + len(e.TraceParent) + len(e.TraceState)
-	b := make([]byte, 0, n)
+	if b == nil {
+		b = make([]byte, 0, 160+len(e.ID)+len(e.Source)+len(e.Type)+len(e.DataContentType)+len(e.Data)+len(e.TraceParent)+len(e.TraceState))
+	}
 	b = append(b, `{"specversion":`...)
 	b = appendJSONString(b, e.SpecVersion)
 	b = append(b, `,"id":`...)

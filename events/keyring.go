@@ -196,13 +196,18 @@ func (k Keyring) LogValue() slog.Value { return slog.StringValue(k.String()) }
 // is length-prefixed, so no choice of values (a NUL or a separator inside a
 // name, say) can make two different events share a binding.
 func sealData(keyID string, d UserAccountCreated) []byte {
-	b := []byte("countersign/code/v2")
-	for _, f := range []string{keyID, d.UserID, NormalizeEmail(d.Email), d.FirstName, d.LastName,
-		strconv.FormatInt(d.ExpiresAt.UnixMicro(), 10)} {
+	const prefix = "countersign/code/v2"
+	var buf [24]byte
+	expires := strconv.AppendInt(buf[:0], d.ExpiresAt.UnixMicro(), 10)
+	email := NormalizeEmail(d.Email)
+	b := make([]byte, 0, len(prefix)+6*4+len(keyID)+len(d.UserID)+len(email)+len(d.FirstName)+len(d.LastName)+len(expires))
+	b = append(b, prefix...)
+	for _, f := range [...]string{keyID, d.UserID, email, d.FirstName, d.LastName} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
 		b = append(b, f...)
 	}
-	return b
+	b = binary.BigEndian.AppendUint32(b, uint32(len(expires)))
+	return append(b, expires...)
 }
 
 // macData is what CodeMAC binds besides the code. It is the first version of
@@ -214,7 +219,12 @@ func macData(keyID, userID, email string) []byte {
 
 func purposeData(purpose, keyID, userID, email string) []byte {
 	// NUL cannot occur in any of the three, so the encoding is unambiguous.
-	return []byte(purpose + "\x00" + keyID + "\x00" + userID + "\x00" + NormalizeEmail(email))
+	email = NormalizeEmail(email)
+	b := make([]byte, 0, len(purpose)+len(keyID)+len(userID)+len(email)+3)
+	b = append(append(b, purpose...), 0)
+	b = append(append(b, keyID...), 0)
+	b = append(append(b, userID...), 0)
+	return append(b, email...)
 }
 
 // linkPurpose separates link tokens from codes: a sealed code moved into

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"hash/maphash"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -87,7 +89,7 @@ func newSpendID(now time.Time) string {
 }
 
 // maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks (about
-// 150 B each with one send, so some 15 MB at the bound). Mailboxes leave
+// 100 B each with one send, so some 10 MB at the bound). Mailboxes leave
 // when their last send leaves the window; past the bound, the one whose
 // oldest send is oldest is forgotten first. Forgetting a mailbox gives it
 // its daily budget back early, so an attacker who wants one more mail for a
@@ -103,18 +105,38 @@ const maxBudgetMailboxes = 100_000
 // leave the window through a queue in time order rather than by a scan of
 // the mailboxes, which at the bound would have run on every send and made
 // a register cost some milliseconds of CPU under the lock.
+//
+// Its tables hold no pointers for the garbage collector to follow: a
+// mailbox is known by a 64-bit hash of its name (a random seed per
+// process), and times are Unix nanoseconds. Two mailboxes share a budget
+// only if their hashes collide: with the bound's 100,000 mailboxes, a
+// chance of about 3 in 10^10.
 type MemoryBudget struct {
 	perDay, perHour int
 	maxMailboxes    int
+	seed            maphash.Seed
 
 	mu        sync.Mutex
-	mailboxes map[string][]Spent
+	seq       uint64
+	mailboxes map[uint64][]budgetSend
 	// sends holds every mailbox send still in its window, oldest first
 	// (refunded ones too, until they leave the window: their pop finds
 	// nothing more to drop). head is the first live element.
-	sends    []Spent
+	sends    []queuedSend
 	head     int
-	platform []Spent
+	platform []budgetSend
+}
+
+// budgetSend is one send in a log: its sequence number (Spent.ID) and time.
+type budgetSend struct {
+	seq uint64
+	at  int64
+}
+
+// queuedSend is one send in MemoryBudget.sends: its mailbox and time.
+type queuedSend struct {
+	mailbox uint64
+	at      int64
 }
 
 var _ MailBudget = (*MemoryBudget)(nil)
@@ -123,23 +145,25 @@ var _ MailBudget = (*MemoryBudget)(nil)
 // (at least 1) and perHour sends in an hour in all (0: no platform limit).
 func NewMemoryBudget(perDay, perHour int) *MemoryBudget {
 	return &MemoryBudget{perDay: max(perDay, 1), perHour: max(perHour, 0),
-		maxMailboxes: maxBudgetMailboxes, mailboxes: map[string][]Spent{}}
+		maxMailboxes: maxBudgetMailboxes, seed: maphash.MakeSeed(), mailboxes: map[uint64][]budgetSend{}}
 }
 
 // Spend implements MailBudget.
 func (b *MemoryBudget) Spend(_ context.Context, mailbox string, now time.Time) (Spent, bool, string, error) {
+	key := maphash.String(b.seed, mailbox)
+	at := now.UnixNano()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	since := now.Add(-mailboxWindow)
-	for b.head < len(b.sends) && !b.sends[b.head].At.After(since) {
+	since := now.Add(-mailboxWindow).UnixNano()
+	for b.head < len(b.sends) && b.sends[b.head].at <= since {
 		b.pop(since)
 	}
-	log := b.mailboxes[mailbox]
+	log := b.mailboxes[key]
 	if len(log) >= b.perDay {
 		return Spent{}, false, BudgetMailbox, nil
 	}
 	if b.perHour > 0 {
-		b.platform = prune(b.platform, now.Add(-platformWindow))
+		b.platform = prune(b.platform, now.Add(-platformWindow).UnixNano())
 		if len(b.platform) >= b.perHour {
 			return Spent{}, false, BudgetPlatform, nil
 		}
@@ -147,25 +171,25 @@ func (b *MemoryBudget) Spend(_ context.Context, mailbox string, now time.Time) (
 	if len(log) == 0 {
 		// A new mailbox: past the bound, forget the oldest ones.
 		for len(b.mailboxes) >= b.maxMailboxes && b.head < len(b.sends) {
-			delete(b.mailboxes, b.sends[b.head].Mailbox)
+			delete(b.mailboxes, b.sends[b.head].mailbox)
 			b.pop(since)
 		}
 	}
-	s := Spent{Mailbox: mailbox, ID: newSpendID(now), At: now}
-	b.mailboxes[mailbox] = append(log, s)
-	b.sends = append(b.sends, s)
+	b.seq++
+	send := budgetSend{seq: b.seq, at: at}
+	b.mailboxes[key] = append(log, send)
+	b.sends = append(b.sends, queuedSend{mailbox: key, at: at})
 	if b.perHour > 0 {
-		b.platform = append(b.platform, s)
+		b.platform = append(b.platform, send)
 	}
-	return s, true, "", nil
+	return Spent{Mailbox: mailbox, ID: strconv.FormatUint(b.seq, 10), At: now}, true, "", nil
 }
 
 // pop takes the oldest send off the queue and drops whatever of its
 // mailbox's log has left the window; the caller holds mu. The queue is
 // compacted once most of it is dead, which keeps pops O(1) amortized.
-func (b *MemoryBudget) pop(since time.Time) {
-	m := b.sends[b.head].Mailbox
-	b.sends[b.head] = Spent{}
+func (b *MemoryBudget) pop(since int64) {
+	m := b.sends[b.head].mailbox
 	b.head++
 	if log, ok := b.mailboxes[m]; ok {
 		if log = prune(log, since); len(log) == 0 {
@@ -178,27 +202,32 @@ func (b *MemoryBudget) pop(since time.Time) {
 		b.sends, b.head = b.sends[:0], 0
 	} else if b.head > 1024 && b.head*2 > len(b.sends) {
 		n := copy(b.sends, b.sends[b.head:])
-		clear(b.sends[n:])
 		b.sends, b.head = b.sends[:n], 0
 	}
 }
 
 // Refund implements MailBudget.
 func (b *MemoryBudget) Refund(_ context.Context, s Spent) error {
+	seq, err := strconv.ParseUint(s.ID, 10, 64)
+	if err != nil {
+		return nil // not one of this budget's sends
+	}
+	key := maphash.String(b.seed, s.Mailbox)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.mailboxes[s.Mailbox] = remove(b.mailboxes[s.Mailbox], s.ID)
-	if len(b.mailboxes[s.Mailbox]) == 0 {
-		delete(b.mailboxes, s.Mailbox)
+	if log := remove(b.mailboxes[key], seq); len(log) == 0 {
+		delete(b.mailboxes, key)
+	} else {
+		b.mailboxes[key] = log
 	}
-	b.platform = remove(b.platform, s.ID)
+	b.platform = remove(b.platform, seq)
 	return nil
 }
 
 // prune drops the sends at or before since; log is in time order.
-func prune(log []Spent, since time.Time) []Spent {
+func prune(log []budgetSend, since int64) []budgetSend {
 	i := 0
-	for i < len(log) && !log[i].At.After(since) {
+	for i < len(log) && log[i].at <= since {
 		i++
 	}
 	if i == len(log) {
@@ -207,9 +236,9 @@ func prune(log []Spent, since time.Time) []Spent {
 	return log[i:]
 }
 
-func remove(log []Spent, id string) []Spent {
+func remove(log []budgetSend, seq uint64) []budgetSend {
 	for i, s := range log {
-		if s.ID == id {
+		if s.seq == seq {
 			return append(log[:i:i], log[i+1:]...)
 		}
 	}

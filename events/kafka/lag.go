@@ -185,7 +185,7 @@ func (l *lagReporter) run(ctx context.Context, c *ckafka.Consumer) {
 	t := time.NewTicker(l.interval)
 	defer t.Stop()
 	for {
-		l.measure(c)
+		l.measure(ctx, c)
 		select {
 		case <-ctx.Done():
 			return
@@ -196,7 +196,16 @@ func (l *lagReporter) run(ctx context.Context, c *ckafka.Consumer) {
 
 // measure updates the lag of the partitions assigned now. A partition whose
 // offsets cannot be had (the broker is down) keeps its last value.
-func (l *lagReporter) measure(c *ckafka.Consumer) {
+//
+// It asks three requests whatever the number of partitions: the committed
+// offsets, then the latest and the earliest offsets of all partitions at
+// once (ListOffsets with the timestamps -1 and -2, through OffsetsForTimes).
+// A broker answers a connection's requests in order, so each request can
+// wait behind the consumer's long-poll fetch (up to fetch.wait.max.ms): two
+// watermark queries per partition, one after another, made a measurement
+// of the audit's twelve partitions last seconds, and a shutdown waited for
+// it. ctx ending stops it between requests.
+func (l *lagReporter) measure(ctx context.Context, c *ckafka.Consumer) {
 	l.mu.Lock()
 	tps := make([]ckafka.TopicPartition, 0, len(l.assigned))
 	for k := range l.assigned {
@@ -209,7 +218,32 @@ func (l *lagReporter) measure(c *ckafka.Consumer) {
 	}
 	timeoutMs := int(l.timeout.Milliseconds())
 	committed, err := c.Committed(tps, timeoutMs)
-	if err != nil {
+	if err != nil || ctx.Err() != nil {
+		return
+	}
+	ends := func(at ckafka.Offset) map[partitionKey]int64 {
+		q := make([]ckafka.TopicPartition, len(tps))
+		for i, tp := range tps {
+			q[i] = ckafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition, Offset: at}
+		}
+		res, err := c.OffsetsForTimes(q, timeoutMs)
+		if err != nil {
+			return nil
+		}
+		out := make(map[partitionKey]int64, len(res))
+		for _, tp := range res {
+			if tp.Topic != nil && tp.Error == nil && tp.Offset >= 0 {
+				out[partitionKey{*tp.Topic, tp.Partition}] = int64(tp.Offset)
+			}
+		}
+		return out
+	}
+	highs := ends(ckafka.OffsetEnd) // timestamp -1: the latest offset
+	if highs == nil || ctx.Err() != nil {
+		return
+	}
+	lows := ends(ckafka.OffsetBeginning) // timestamp -2: the earliest
+	if lows == nil {
 		return
 	}
 	lags := make(map[partitionKey]int64, len(committed))
@@ -217,13 +251,12 @@ func (l *lagReporter) measure(c *ckafka.Consumer) {
 		if tp.Topic == nil || tp.Error != nil {
 			continue
 		}
-		low, high, err := c.QueryWatermarkOffsets(*tp.Topic, tp.Partition, timeoutMs)
-		if err != nil {
-			// The broker is not answering: the rest would each wait the
-			// timeout too. They keep their last values until next time.
-			break
+		k := partitionKey{*tp.Topic, tp.Partition}
+		high, okH := highs[k]
+		low, okL := lows[k]
+		if okH && okL {
+			lags[k] = lag(int64(tp.Offset), low, high)
 		}
-		lags[partitionKey{*tp.Topic, tp.Partition}] = lag(int64(tp.Offset), low, high)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

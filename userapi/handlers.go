@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/countersign/countersign/events"
+	"github.com/countersign/countersign/templates"
 )
 
 // Response bodies.
@@ -53,7 +54,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, errUTF8LocalPart())
 		return
 	}
-	stored, err := s.register(r.Context(), req, "")
+	stored, err := s.register(r.Context(), req, apiLocale(r))
 	if err != nil {
 		s.error(w, r, err)
 		return
@@ -61,8 +62,21 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, contentTypeJSON, http.StatusAccepted, RegisterResponse{Status: "pending_verification", ExpiresAt: stored.ExpiresAt})
 }
 
+// apiLocale is the language of the mail a JSON API request causes: the
+// supported locale its Accept-Language header prefers (an app calling the
+// API from a browser passes the person's), or "" without the header, which
+// the notifier reads as English.
+func apiLocale(r *http.Request) string {
+	h := r.Header.Get("Accept-Language")
+	if h == "" {
+		return ""
+	}
+	return templates.MatchAcceptLanguage(h)
+}
+
 // register is what POST /api/register and the registration page share:
-// req is valid; locale ("" for the API) travels in the event. The Pending
+// req is valid; locale ("" for the API without Accept-Language) travels in
+// the event. The Pending
 // it returns holds only the address and the expiry to show, which is a
 // fresh code's when nothing was mailed, so that it tells nothing.
 func (s *Server) register(ctx context.Context, req RegisterRequest, locale string) (Pending, error) {
@@ -180,7 +194,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.verify(r.Context(), req, ""); err != nil {
+	if err := s.verify(r.Context(), req, apiLocale(r)); err != nil {
 		s.error(w, r, err)
 		return
 	}
@@ -263,7 +277,7 @@ func (s *Server) handleResend(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.resend(r.Context(), req, ""); err != nil {
+	if err := s.resend(r.Context(), req, apiLocale(r)); err != nil {
 		s.error(w, r, err)
 		return
 	}

@@ -365,3 +365,65 @@ func TestPagesWeight(t *testing.T) {
 		}
 	}
 }
+
+// The JSON API's mail follows the request's Accept-Language, as the pages'
+// does: an app calling the API from a browser passes the person's. Without
+// the header the events carry no locale (English).
+func TestAPIMailFollowsAcceptLanguage(t *testing.T) {
+	h := newPagesHarness(t, nil)
+	post := func(path, body, lang string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, h.srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if lang != "" {
+			req.Header.Set("Accept-Language", lang)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	post("/api/register", `{"email":"li@example.com","first_name":"Li","last_name":"Lei"}`, "fr-FR, zh-CN;q=0.8, en;q=0.5")
+	post("/api/register", `{"email":"ada@example.com","first_name":"Ada","last_name":"Lovelace"}`, "")
+	created := h.pub.ofType(events.TopicUserAccountCreated)
+	if len(created) != 2 {
+		t.Fatalf("%d user_account_created, want 2", len(created))
+	}
+	li, err := created[0].UserAccountCreated()
+	if err != nil || li.Locale != "zh-CN" {
+		t.Errorf("register with Accept-Language zh-CN;q=0.8 (fr unsupported): locale %q, %v; want zh-CN", li.Locale, err)
+	}
+	if ada, err := created[1].UserAccountCreated(); err != nil || ada.Locale != "" {
+		t.Errorf("register without Accept-Language: locale %q, %v; want none", ada.Locale, err)
+	}
+
+	code, err := h.keys.Open(li)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post("/api/verify", `{"email":"li@example.com","code":"`+code+`"}`, "zh-CN")
+	verified := h.pub.ofType(events.TopicUserAccountVerified)
+	if len(verified) != 1 {
+		t.Fatalf("%d user_account_verified, want 1", len(verified))
+	}
+	if v, err := verified[0].UserAccountVerified(); err != nil || v.Locale != "zh-CN" {
+		t.Errorf("verify with Accept-Language zh-CN: locale %q, %v", v.Locale, err)
+	}
+
+	post("/api/register", `{"email":"li@example.com","first_name":"Li","last_name":"Lei"}`, "zh-Hans-CN")
+	notices := h.pub.ofType(events.TopicUserAccountExists)
+	if len(notices) != 1 {
+		t.Fatalf("%d user_account_exists, want 1", len(notices))
+	}
+	if n, err := notices[0].UserAccountExists(); err != nil || n.Locale != "zh-CN" {
+		t.Errorf("notice for an API register with Accept-Language zh-Hans-CN: locale %q, %v", n.Locale, err)
+	}
+}

@@ -89,12 +89,12 @@ func newSpendID(now time.Time) string {
 }
 
 // maxBudgetMailboxes bounds the mailboxes a MemoryBudget tracks (4.7 MB
-// measured at the bound, one send each). Mailboxes leave
-// when their last send leaves the window; past the bound, the one whose
-// oldest send is oldest is forgotten first. Forgetting a mailbox gives it
-// its daily budget back early, so an attacker who wants one more mail for a
-// victim must first get mail sent to this many other mailboxes
-// (docs/security.md, "Mail budgets").
+// measured at the bound, one send each). Mailboxes leave when their last
+// send leaves the window; past the bound, the one whose oldest send is
+// oldest is forgotten first. Forgetting a mailbox gives it its daily
+// budget back early, so an attacker who wants one more mail for a victim
+// must first get mail sent to this many other mailboxes (docs/security.md,
+// "Bounds of the in-process tables").
 const maxBudgetMailboxes = 100_000
 
 // MemoryBudget is the MailBudget of one process: a sliding log of send

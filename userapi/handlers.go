@@ -76,9 +76,9 @@ func apiLocale(r *http.Request) string {
 
 // register is what POST /api/register and the registration page share:
 // req is valid; locale ("" for the API without Accept-Language) travels in
-// the event. The Pending
-// it returns holds only the address and the expiry to show, which is a
-// fresh code's when nothing was mailed, so that it tells nothing.
+// the event. The Pending it returns holds only the address and the expiry
+// to show, which is a fresh code's when nothing was mailed, so that it
+// tells nothing.
 func (s *Server) register(ctx context.Context, req RegisterRequest, locale string) (Pending, error) {
 	if err := s.publisherDown(); err != nil {
 		return Pending{}, err
@@ -138,9 +138,9 @@ func (s *Server) newCode(email string, now time.Time) (NewCode, string, error) {
 
 // mail publishes the code the store said to send: drawn is the code this
 // request drew (and c its stored form), used as it is when the store kept
-// it rather than an earlier one. When that fails the
-// store's change is undone if the event was certainly not written, and
-// kept when it may still arrive (undoSend). With nothing to send it waits
+// it rather than an earlier one. When that fails the store's change is
+// undone if the event was certainly not written, and kept when it may
+// still arrive (undoSend). With nothing to send it waits
 // about as long as sending takes (maskLatency).
 func (s *Server) mail(ctx context.Context, w Written, locale string, c NewCode, drawn string) error {
 	if !w.Sends() {

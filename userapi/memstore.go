@@ -76,6 +76,9 @@ type record struct {
 	attempts  int32
 }
 
+// failures are the times (Unix nanoseconds) of an address's wrong codes in
+// the last Limits.FailureWindow, oldest first, at most MaxFailuresPerDay of
+// them.
 type failures struct{ list []int64 }
 
 // NewMemoryStore returns an empty store. Expired records are swept every

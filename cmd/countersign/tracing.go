@@ -68,8 +68,9 @@ func otlpURL(field func(*config) **url.URL) func(*config, string, string) error 
 // their default (userapi, events/kafka, mail). Otherwise it installs
 // OpenTelemetry's no-op provider, whose spans cost a few nanoseconds and
 // no allocation: the default global one delegates, and allocated some
-// 450 B per API request (docs/benchmarks.md, issue 18). service names the process unless
-// OTEL_SERVICE_NAME does. stop flushes the spans still buffered; call it at exit.
+// 450 B per API request (docs/benchmarks.md, issue 18). service names the
+// process unless OTEL_SERVICE_NAME does. stop flushes the spans still
+// buffered; call it at exit.
 func startTracing(ctx context.Context, cfg tracingConfig, service string, logger *slog.Logger) (stop func(), err error) {
 	endpoint := cfg.url()
 	if endpoint == nil {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/patrickmn/go-cache"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -48,8 +47,8 @@ type linkRef struct {
 }
 
 // links is the MemoryStore's link table, made on first use.
-func (m *MemoryStore) linkCache() *cache.Cache {
-	m.linksOnce.Do(func() { m.links = cache.New(cache.NoExpiration, time.Minute) })
+func (m *MemoryStore) linkCache() *shardedCache {
+	m.linksOnce.Do(func() { m.links = newShardedCache(m.seed) })
 	return m.links
 }
 

@@ -21,7 +21,7 @@ func BenchmarkMemoryStoreSweepPause(b *testing.B) {
 	b.ResetTimer()
 	var worst, sum time.Duration
 	for range b.N {
-		for _, c := range m.c {
+		for _, c := range m.c.shards {
 			t0 := time.Now()
 			c.DeleteExpired()
 			d := time.Since(t0)

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/patrickmn/go-cache"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/countersign/countersign/events"
@@ -76,8 +75,8 @@ func newClaimID() string {
 // noticeCache is the MemoryStore's claims, address → NoticeClaim, made on
 // first use. Entries leave at their Until (go-cache's janitor), so the
 // table holds at most the accounts registered again within one interval.
-func (m *MemoryStore) noticeCache() *cache.Cache {
-	m.noticesOnce.Do(func() { m.notices = cache.New(cache.NoExpiration, time.Minute) })
+func (m *MemoryStore) noticeCache() *shardedCache {
+	m.noticesOnce.Do(func() { m.notices = newShardedCache(m.seed) })
 	return m.notices
 }
 
